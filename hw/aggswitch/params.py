@@ -1,0 +1,100 @@
+"""Elaboration-time parameters of the switch (SPEC §1) and the figures derived from them."""
+
+from dataclasses import dataclass
+
+
+# AGG header and frame constants (SPEC §3).
+HEADER_BYTES = 64
+AGG_VERSION = 1
+OP_DATA = 0
+OP_RESULT = 1
+RESULT_WORKER = 0xFF
+
+# dtype codes (SPEC §4).
+DTYPE_INT32 = 0
+DTYPE_FP32 = 1
+DTYPE_BF16 = 2
+DTYPE_MXINT8 = 3
+DTYPE_MXFP8_E4M3 = 4
+DTYPE_MXFP8_E5M2 = 5
+
+# AGG flag bits (SPEC §3).
+FLAG_BANK = 1 << 0
+FLAG_RETX = 1 << 1
+FLAG_OVERFLOW = 1 << 2
+FLAG_NAN = 1 << 3
+FLAG_UNICAST = 1 << 4
+
+# Drop reasons in the order of docs/SPEC.md §10.2 (the value is the counter index).
+DROP_NOT_AGG = 0
+DROP_MALFORMED = 1
+DROP_JOB_DISABLED = 2
+DROP_SLOT_RANGE = 3
+DROP_WORKER = 4
+DROP_MISMATCH = 5
+DROP_DUPLICATE = 6
+DROP_REASONS = ("not_agg", "malformed", "job_disabled", "slot_range", "worker", "mismatch", "duplicate")
+
+# Reset defaults (docs/SPEC.md §10.1).
+DEFAULT_MAC = 0x02_41_47_00_00_01
+DEFAULT_IP = 0x0A_00_00_01  # 10.0.0.1
+DEFAULT_AGG_PORT = 0x4147
+
+
+@dataclass(frozen=True)
+class Params:
+    ports: int = 4
+    data_width: int = 512
+    slots: int = 64
+    slot_elems: int = 256
+    jobs: int = 4
+
+    def __post_init__(self):
+        if not 2 <= self.ports <= 32:
+            raise ValueError(f"ports must be 2..32, not {self.ports}")
+        if self.data_width not in (128, 256, 512, 1024):
+            raise ValueError(f"data_width must be 128, 256, 512 or 1024, not {self.data_width}")
+        if self.slot_elems < 32 or self.slot_elems % 32:
+            raise ValueError(f"slot_elems must be a positive multiple of 32, not {self.slot_elems}")
+        if self.slots < 1 or self.jobs < 1:
+            raise ValueError("slots and jobs must be at least 1")
+
+    # --- derived figures -------------------------------------------------
+    @property
+    def beat_bytes(self):
+        return self.data_width // 8
+
+    @property
+    def header_beats(self):
+        """Beats holding the 64-byte L2..AGG header (the payload starts beat-aligned)."""
+        return max(1, HEADER_BYTES // self.beat_bytes)
+
+    @property
+    def lanes(self):
+        """Accumulator lanes: INT32 elements carried by one beat."""
+        return self.data_width // 32
+
+    @property
+    def acc_width(self):
+        """Exact accumulator width: 32 bits plus ceil(log2(ports)) guard bits (SPEC §4)."""
+        return 32 + (self.ports - 1).bit_length()
+
+    @property
+    def max_payload_bytes(self):
+        return max(4 * self.slot_elems, 64 + self.slot_elems)
+
+    @property
+    def max_payload_beats(self):
+        return -(-self.max_payload_bytes // self.beat_bytes)
+
+    @property
+    def max_frame_bytes(self):
+        return HEADER_BYTES + self.max_payload_bytes
+
+    @property
+    def slot_lines(self):
+        """Accumulator memory lines per (slot, bank)."""
+        return -(-self.slot_elems // self.lanes)
+
+    def name(self):
+        return f"p{self.ports}_w{self.data_width}_s{self.slots}_e{self.slot_elems}_j{self.jobs}"
