@@ -1,5 +1,5 @@
 """aggswitch: an in-network aggregation switch pipeline in Amaranth HDL."""
 
-from .params import Params
+from .params import Params, latency
 
-__all__ = ["Params"]
+__all__ = ["Params", "latency"]

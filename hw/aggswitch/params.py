@@ -98,3 +98,11 @@ class Params:
 
     def name(self):
         return f"p{self.ports}_w{self.data_width}_s{self.slots}_e{self.slot_elems}_j{self.jobs}"
+
+
+def latency(params: Params = Params()) -> int:
+    """Cycles from the tlast handshake of a completing DATA frame to the first tvalid of its
+    RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set."""
+    # Store-and-forward through the ingress buffer, one beat per cycle through the engine,
+    # then the egress deparser; the worst case (a full slot) sets the constant.
+    return params.max_payload_beats + 12
