@@ -102,7 +102,11 @@ class Params:
 
 def latency(params: Params = Params()) -> int:
     """Cycles from the tlast handshake of a completing DATA frame to the first tvalid of its
-    RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set."""
-    # Store-and-forward through the ingress buffer, one beat per cycle through the engine,
-    # then the egress deparser; the worst case (a full slot) sets the constant.
-    return params.max_payload_beats + 12
+    RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set.
+
+    The idle path is `payload beats + 10`: 2 ingress stages (beat register, verdict),
+    2 through the descriptor FIFO, engine IDLE and DECIDE, the pass (beats + 1), FINISH,
+    2 through the egress descriptor FIFO and the output register. Shorter payloads are
+    padded to the longest (a full slot), so the constant holds for every count.
+    """
+    return params.max_payload_beats + 10

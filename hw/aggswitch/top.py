@@ -1,10 +1,20 @@
-"""Top level `aggswitch`: the port list of SPEC §2 and the pipeline stages wired in data-flow order."""
+"""Top level `aggswitch`: the port list of SPEC §2 and the pipeline stages in data-flow order.
+
+    s{P}_axis -> IngressParser[P] (parse, admit, buffer) --descriptors--> AggregationEngine
+                 (decode -> aggregate -> encode) --RESULT beats--> ResultDeparser[P] -> m{P}_axis
+    s_axil    -> ControlPlane (addresses, cycle counter, registers)
+"""
 
 from amaranth import *
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import Params
+from .control import ControlPlane, JobTable
+from .ingress import IngressParser
+from .engine import AggregationEngine
+from .egress import ResultDeparser
+from .frame import slot_bits
 
 AXIL_ADDR_WIDTH = 16
 
@@ -39,12 +49,75 @@ def top_signature(p: Params):
 
 class AggSwitch(wiring.Component):
     def __init__(self, params: Params = Params()):
+        if params.data_width > 512:
+            # The 64-byte header fills half a 1024-bit beat: the payload would need realigning.
+            raise NotImplementedError("data_width 1024 is not supported yet")
         self.params = params
         super().__init__(top_signature(params))
 
     def elaborate(self, platform):
         m = Module()
-        # Placeholder until the pipeline stages land: hold every tready low.
-        cycles = Signal(32)
-        m.d.sync += cycles.eq(cycles + 1)
+        p = self.params
+        P = p.ports
+        sb = slot_bits(p) + 1
+
+        m.submodules.control = ctl = ControlPlane(p, AXIL_ADDR_WIDTH)
+        for name in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready",
+                     "araddr", "arvalid", "rready"):
+            m.d.comb += getattr(ctl, name).eq(getattr(self, f"s_axil_{name}"))
+        for name in ("awready", "wready", "bresp", "bvalid", "arready", "rdata", "rresp", "rvalid"):
+            m.d.comb += getattr(self, f"s_axil_{name}").eq(getattr(ctl, name))
+
+        m.submodules.jobs = jobs = JobTable(p)
+        job_enable = Cat(*[getattr(jobs, f"enable{j}") for j in range(p.jobs)])
+        job_mask = Cat(*[getattr(jobs, f"mask{j}") for j in range(p.jobs)])
+        job_base = Cat(*[getattr(jobs, f"base{j}") for j in range(p.jobs)])
+        job_count = Cat(*[getattr(jobs, f"count{j}") for j in range(p.jobs)])
+
+        parsers = []
+        for n in range(P):
+            ing = IngressParser(p, n)
+            m.submodules[f"ingress{n}"] = ing
+            parsers.append(ing)
+        m.submodules.engine = eng = AggregationEngine(p, parsers[0].ptr_bits - 1)
+        deparsers = []
+        for n in range(P):
+            eg = ResultDeparser(p)
+            m.submodules[f"egress{n}"] = eg
+            deparsers.append(eg)
+
+        m.d.comb += [eng.cycles.eq(ctl.cycles), eng.job_mask.eq(job_mask)]
+        for n, (ing, eg) in enumerate(zip(parsers, deparsers)):
+            m.d.comb += [
+                # ingress
+                ing.tdata.eq(getattr(self, f"s{n}_axis_tdata")),
+                ing.tkeep.eq(getattr(self, f"s{n}_axis_tkeep")),
+                ing.tvalid.eq(getattr(self, f"s{n}_axis_tvalid")),
+                ing.tlast.eq(getattr(self, f"s{n}_axis_tlast")),
+                getattr(self, f"s{n}_axis_tready").eq(ing.tready),
+                ing.enable.eq(eng.ready), ing.cycles.eq(ctl.cycles), ing.agg_port.eq(ctl.agg_port),
+                ing.job_enable.eq(job_enable), ing.job_mask.eq(job_mask),
+                ing.job_base.eq(job_base), ing.job_count.eq(job_count),
+                # ingress -> engine
+                getattr(eng, f"desc{n}").eq(ing.desc),
+                getattr(eng, f"desc{n}_valid").eq(ing.desc_valid),
+                ing.desc_ready.eq(getattr(eng, f"desc{n}_ready")),
+                ing.rd_addr.eq(getattr(eng, f"buf{n}_addr")),
+                getattr(eng, f"buf{n}_data").eq(ing.rd_data),
+                getattr(eng, f"buf{n}_ptr").eq(ing.rd_ptr),
+                ing.release.eq(getattr(eng, f"buf{n}_release")),
+                ing.release_beats.eq(eng.release_beats),
+                # engine -> egress
+                eg.data_in.eq(eng.eg_data), eg.data_en.eq(eng.eg_data_en[n]),
+                eg.desc_in.eq(getattr(eng, f"eg_desc{n}")), eg.desc_en.eq(eng.eg_desc_en[n]),
+                eng.eg_room[n].eq(eg.room),
+                eg.cycles.eq(ctl.cycles), eg.switch_mac.eq(ctl.switch_mac),
+                eg.switch_ip.eq(ctl.switch_ip), eg.agg_port.eq(ctl.agg_port),
+                # egress
+                getattr(self, f"m{n}_axis_tdata").eq(eg.tdata),
+                getattr(self, f"m{n}_axis_tkeep").eq(eg.tkeep),
+                getattr(self, f"m{n}_axis_tvalid").eq(eg.tvalid),
+                getattr(self, f"m{n}_axis_tlast").eq(eg.tlast),
+                eg.tready.eq(getattr(self, f"m{n}_axis_tready")),
+            ]
         return m

@@ -1,0 +1,138 @@
+"""Egress: per-port RESULT deparser (SPEC §6, docs/SPEC.md §10.5).
+
+The engine writes a RESULT's payload beats into this port's data FIFO and then its
+descriptor. The deparser waits until the descriptor's due cycle (fixed latency, §10.4),
+then sends the 64-byte header, built here from the descriptor and the switch's addresses,
+followed by the payload beats. Bytes beyond the frame's end are driven as zero.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring, data
+from amaranth.lib.wiring import In, Out
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from .params import Params, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER
+from .frame import *
+
+RESULT_DESC_DEPTH = 4
+
+
+def egress_data_depth(p: Params):
+    need = 2 * p.max_payload_beats
+    return 1 << (need - 1).bit_length()
+
+
+def result_header(p: Params, m, d, switch_mac, switch_ip, agg_port):
+    """The 64 header bytes of a RESULT frame, as a little-endian-packed 512-bit value."""
+    ip_total = Signal(16)
+    udp_len = Signal(16)
+    m.d.comb += [ip_total.eq(d.payload_bytes + (HEADER_BYTES - 14)),
+                 udp_len.eq(d.payload_bytes + (HEADER_BYTES - 34))]
+    ip_wo_csum = ([C(0x45, 8), C(0, 8)] + put_be(ip_total, 2) + [C(0, 8)] * 4
+                  + [C(64, 8), C(17, 8)])
+    ip_addrs = put_be(switch_ip, 4) + put_be(d.dst_ip, 4)
+    words = [Cat(ip_wo_csum[i + 1], ip_wo_csum[i]) for i in range(0, len(ip_wo_csum), 2)]
+    words += [Cat(ip_addrs[i + 1], ip_addrs[i]) for i in range(0, 8, 2)]
+    csum_sum = Signal(20)
+    m.d.comb += csum_sum.eq(sum(words))
+    csum = Signal(16)
+    m.d.comb += csum.eq(~ones_complement_fold(csum_sum, 20))
+    hdr_bytes = (
+        put_be(d.dst_mac, 6) + put_be(switch_mac, 6) + [C(0x08, 8), C(0x00, 8)]
+        + ip_wo_csum + put_be(csum, 2) + ip_addrs
+        + put_be(agg_port, 2) + put_be(d.dst_port, 2) + put_be(udp_len, 2) + [C(0, 8)] * 2
+        + [C((AGG_VERSION << 4) | OP_RESULT, 8), Cat(d.dtype, C(0, 5))]
+        + put_be(Cat(d.job, C(0, 16 - len(d.job))), 2) + put_be(d.slot, 2)
+        + [C(RESULT_WORKER, 8), d.flags] + put_be(d.seq, 4)
+        + put_be(Cat(d.count, C(0, 16 - len(d.count))), 2) + [d.scale]
+        + put_be(d.tstamp, 4) + [C(0, 8)] * 3
+    )
+    assert len(hdr_bytes) == HEADER_BYTES
+    return Cat(*hdr_bytes)
+
+
+class ResultDeparser(wiring.Component):
+    def __init__(self, p: Params):
+        self.p = p
+        super().__init__({
+            "tdata": Out(p.data_width), "tkeep": Out(p.beat_bytes), "tvalid": Out(1),
+            "tready": In(1), "tlast": Out(1),
+            "cycles": In(32),
+            "switch_mac": In(48), "switch_ip": In(32), "agg_port": In(16),
+            # from the engine
+            "data_in": In(p.data_width), "data_en": In(1),
+            "desc_in": In(result_descriptor(p)), "desc_en": In(1),
+            "room": Out(1),       # room for one more whole RESULT
+            "tx": Out(1),         # a frame started (for the counters)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        B = p.beat_bytes
+        H = p.header_beats
+        rdl = result_descriptor(p)
+
+        depth = egress_data_depth(p)
+        m.submodules.data_fifo = dfifo = SyncFIFOBuffered(width=p.data_width, depth=depth)
+        m.submodules.desc_fifo = qfifo = SyncFIFOBuffered(width=rdl.size, depth=RESULT_DESC_DEPTH)
+        m.d.comb += [dfifo.w_data.eq(self.data_in), dfifo.w_en.eq(self.data_en),
+                     qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en)]
+        m.d.comb += self.room.eq((dfifo.level <= depth - p.max_payload_beats)
+                                 & (qfifo.level < RESULT_DESC_DEPTH))
+
+        d = Signal(rdl)   # the frame being sent
+        hdr = Signal(HEADER_BYTES * 8)
+        m.d.comb += hdr.eq(result_header(p, m, d, self.switch_mac, self.switch_ip, self.agg_port))
+
+        head = rdl(qfifo.r_data)
+        # Load the first beat so that tvalid rises in cycle t_due: this cycle + 1 >= t_due.
+        until_due = Signal(32)
+        m.d.comb += until_due.eq(self.cycles + 1 - head.t_due)
+        due = ~until_due[31]
+        m.d.sync += self.tx.eq(0)
+
+        out_valid = Signal()
+        out_data = Signal(p.data_width)
+        out_keep = Signal(B)
+        out_last = Signal()
+        m.d.comb += [self.tvalid.eq(out_valid), self.tdata.eq(out_data),
+                     self.tkeep.eq(out_keep), self.tlast.eq(out_last)]
+        can_load = ~out_valid | self.tready
+        with m.If(self.tready):
+            m.d.sync += out_valid.eq(0)
+
+        hbeat = Signal(range(H + 1))
+        remaining = Signal(16)      # payload bytes still to send
+        keep_last = Signal(B)
+        m.d.comb += keep_last.eq(Cat(*[remaining > i for i in range(B)]))
+        data_mask = Cat(*[keep_last[i].replicate(8) for i in range(B)])
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(qfifo.r_rdy & due & can_load):
+                    # Latch the descriptor and send the first header beat from it.
+                    m.d.comb += qfifo.r_en.eq(1)
+                    m.d.sync += [d.eq(qfifo.r_data), remaining.eq(head.payload_bytes),
+                                 hbeat.eq(1), self.tx.eq(1)]
+                    first = result_header(p, m, head, self.switch_mac, self.switch_ip, self.agg_port)
+                    m.d.sync += [out_valid.eq(1), out_data.eq(first[:p.data_width] if p.data_width < 512 else first),
+                                 out_keep.eq((1 << min(B, HEADER_BYTES)) - 1), out_last.eq(0)]
+                    m.next = "HEADER" if H > 1 else "PAYLOAD"
+            if H > 1:
+                with m.State("HEADER"):
+                    with m.If(can_load):
+                        m.d.sync += [out_valid.eq(1), out_data.eq(hdr.word_select(hbeat, p.data_width)),
+                                     out_keep.eq((1 << B) - 1), out_last.eq(0), hbeat.eq(hbeat + 1)]
+                        with m.If(hbeat == H - 1):
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                with m.If(can_load & dfifo.r_rdy):
+                    m.d.comb += dfifo.r_en.eq(1)
+                    last = remaining <= B
+                    m.d.sync += [out_valid.eq(1), out_data.eq(dfifo.r_data & data_mask),
+                                 out_keep.eq(keep_last), out_last.eq(last),
+                                 remaining.eq(remaining - B)]
+                    with m.If(last):
+                        m.next = "IDLE"
+        return m

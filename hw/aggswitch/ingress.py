@@ -1,0 +1,283 @@
+"""Ingress: per-port AXI4-Stream frame parser and payload buffer (docs/SPEC.md §10.2).
+
+Frames are stored and forwarded: a frame may only touch slot state once it is known to be
+whole and well-formed, so its payload beats go into a buffer as they arrive and are kept
+(committed) or rewound once the frame has been checked. Header fields are checked while the
+payload streams in, so the verdict costs no extra input cycle per frame.
+
+    s_axis -> [s1: beat registered, header captured; payload beat written, length counted]
+           -> [s2: verdict on the whole frame: commit or rewind, descriptor FIFO, counters]
+
+The verdict sits one stage after the last beat so that the registered header checks always
+include that beat, even for frames shorter than the header. The next frame's first beat is
+a header beat, never written, so the rewind cannot race a payload write.
+
+The engine reads committed payload beats through `rd_addr`/`rd_data` and frees them with
+`release`/`release_beats`.
+"""
+
+from amaranth import *
+from amaranth.lib import wiring, data
+from amaranth.lib.wiring import In, Out
+from amaranth.lib.memory import Memory
+from amaranth.lib.fifo import SyncFIFOBuffered
+
+from .params import (Params, HEADER_BYTES, DROP_NOT_AGG, DROP_MALFORMED, DROP_JOB_DISABLED,
+                     DROP_SLOT_RANGE, DROP_WORKER, DTYPE_INT32)
+from .frame import *
+
+# dtypes this build decodes (the compression datapath adds the others).
+SUPPORTED_DTYPES = (DTYPE_INT32,)
+
+DESC_FIFO_DEPTH = 8
+
+
+def buffer_depth(p: Params):
+    """Two maximum-size payloads, rounded up to a power of two for free pointer wrap."""
+    need = 2 * p.max_payload_beats
+    return 1 << (need - 1).bit_length()
+
+
+def payload_bytes_expected(dtype, count):
+    """Payload length for `dtype` and `count` (INT32 only in this build; 0 = unsupported)."""
+    return Mux(dtype == DTYPE_INT32, count << 2, 0)
+
+
+class IngressParser(wiring.Component):
+    def __init__(self, p: Params, port: int):
+        self.p = p
+        self.port = port
+        self.depth = buffer_depth(p)
+        ptr_bits = (self.depth - 1).bit_length() + 1  # one extra bit tells full from empty
+        self.ptr_bits = ptr_bits
+        sb = slot_bits(p) + 1
+        super().__init__({
+            # AXI4-Stream slave
+            "tdata": In(p.data_width), "tkeep": In(p.beat_bytes), "tvalid": In(1),
+            "tready": Out(1), "tlast": In(1),
+            # configuration and time
+            "enable": In(1),            # low while the switch initialises
+            "cycles": In(32),
+            "agg_port": In(16),
+            "job_enable": In(p.jobs), "job_mask": In(p.ports * p.jobs),
+            "job_base": In(sb * p.jobs), "job_count": In(sb * p.jobs),
+            # descriptors of admitted frames, to the engine
+            "desc": Out(frame_descriptor(p)), "desc_valid": Out(1), "desc_ready": In(1),
+            # payload buffer read side (one cycle read latency)
+            "rd_addr": In(ptr_bits - 1), "rd_data": Out(p.data_width),
+            "rd_ptr": Out(ptr_bits - 1),                       # first beat of the head frame
+            "release": In(1), "release_beats": In(beats_bits(p)),
+            # events for the counters
+            "rx": Out(1), "drop": Out(1), "drop_reason": Out(3),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        B = p.beat_bytes
+        H = p.header_beats
+        dw = p.data_width
+        sb = slot_bits(p) + 1
+
+        # --- payload buffer ------------------------------------------------------
+        m.submodules.buf = buf = Memory(shape=dw, depth=self.depth, init=[])
+        wport = buf.write_port()
+        rport = buf.read_port()
+        m.d.comb += [rport.addr.eq(self.rd_addr), self.rd_data.eq(rport.data)]
+
+        wp = Signal(self.ptr_bits)   # next write (uncommitted frame included)
+        cwp = Signal(self.ptr_bits)  # end of the committed frames
+        rp = Signal(self.ptr_bits)   # first beat still owned by the engine
+        m.d.comb += self.rd_ptr.eq(rp[:-1])
+        with m.If(self.release):
+            m.d.sync += rp.eq(rp + self.release_beats)
+
+        # --- descriptor FIFO -----------------------------------------------------
+        desc_layout = frame_descriptor(p)
+        m.submodules.desc_fifo = fifo = SyncFIFOBuffered(width=desc_layout.size, depth=DESC_FIFO_DEPTH)
+        m.d.comb += [self.desc.eq(fifo.r_data), self.desc_valid.eq(fifo.r_rdy),
+                     fifo.r_en.eq(self.desc_ready)]
+
+        # --- stage 1: register the beat, capture the header -----------------------
+        s1_valid = Signal()
+        s1_data = Signal(dw)
+        s1_keep = Signal(B)
+        s1_last = Signal()
+        s1_payload = Signal()        # beat index >= H
+        beat_idx = Signal(range(H + 1))
+        hdr = Signal(HEADER_BYTES * 8)
+
+        handshake = self.tvalid & self.tready
+        m.d.sync += [s1_valid.eq(handshake), s1_data.eq(self.tdata), s1_keep.eq(self.tkeep),
+                     s1_last.eq(self.tlast), s1_payload.eq(beat_idx == H)]
+        with m.If(handshake):
+            for i in range(H):
+                with m.If(beat_idx == i):
+                    m.d.sync += hdr.word_select(i, min(dw, HEADER_BYTES * 8)).eq(
+                        self.tdata[:min(dw, HEADER_BYTES * 8)])
+            with m.If(self.tlast):
+                m.d.sync += beat_idx.eq(0)
+            with m.Elif(beat_idx != H):
+                m.d.sync += beat_idx.eq(beat_idx + 1)
+        s1_cycle = Signal(32)
+        m.d.sync += s1_cycle.eq(self.cycles)
+
+        # --- stage 2: payload write, frame length and tkeep rule ------------------
+        frame_beats = Signal(beats_bits(p) + 1)   # payload beats written for this frame
+        overflowing = Signal()                    # more payload than any valid frame
+        len_bytes = Signal(16)                    # saturating frame length
+        keep_bad = Signal()
+        full_keep = (1 << B) - 1
+        keep_count = Signal(range(B + 1))
+        m.d.comb += keep_count.eq(sum(s1_keep[i] for i in range(B)))
+        keep_contig = (s1_keep != 0) & ((s1_keep & (s1_keep + 1)) == 0)
+
+        write = s1_valid & s1_payload & ~overflowing
+        m.d.comb += [wport.addr.eq(wp[:-1]), wport.data.eq(s1_data), wport.en.eq(write)]
+
+        max_len = (1 << 16) - 1
+        beat_len = Mux(s1_last, keep_count, B)
+        new_len = Signal(17)
+        m.d.comb += new_len.eq(len_bytes + beat_len)
+        cur_len = Signal(16)                       # length including this beat (saturated)
+        m.d.comb += cur_len.eq(Mux(new_len > max_len, max_len, new_len))
+        cur_keep_bad = keep_bad | Mux(s1_last, ~keep_contig, s1_keep != full_keep)
+
+        with m.If(s1_valid):
+            with m.If(s1_last):
+                m.d.sync += [len_bytes.eq(0), keep_bad.eq(0), frame_beats.eq(0), overflowing.eq(0)]
+            with m.Else():
+                m.d.sync += [len_bytes.eq(cur_len), keep_bad.eq(cur_keep_bad)]
+                with m.If(write):
+                    m.d.sync += frame_beats.eq(frame_beats + 1)
+                    with m.If(frame_beats + 1 == p.max_payload_beats):
+                        m.d.sync += overflowing.eq(1)
+        with m.If(write):
+            m.d.sync += wp.eq(wp + 1)
+
+        # Header checks, registered from the captured header every cycle. They only look at
+        # bytes the length guards of §10.2 vouch for, so a short frame's stale header bytes
+        # never decide its verdict.
+        h = hdr
+        ethertype_ok = Signal()
+        ip_ok = Signal()         # version 4, IHL 5, checksum valid
+        proto_ok = Signal()
+        udp_port_ok = Signal()
+        ip_total = Signal(16)
+        udp_len = Signal(16)
+        ver_op_ok = Signal()
+        dtype = Signal(8)
+        count = Signal(16)
+        job = Signal(16)
+        slot = Signal(16)
+        worker = Signal(8)
+        flags = Signal(8)
+        seq = Signal(32)
+        scale = Signal(8)
+        src_mac = Signal(48)
+        src_ip = Signal(32)
+        src_port = Signal(16)
+        words = [get_be(h, OFF_IP + 2 * i, 2) for i in range(10)]
+        csum = Signal(20)
+        m.d.comb += csum.eq(sum(words))
+        m.d.sync += [
+            ethertype_ok.eq(get_be(h, OFF_ETHERTYPE, 2) == 0x0800),
+            ip_ok.eq((header_byte(h, OFF_IP) == 0x45) & (ones_complement_fold(csum, 20) == 0xFFFF)),
+            proto_ok.eq(header_byte(h, OFF_IP_PROTO) == 17),
+            udp_port_ok.eq(get_be(h, OFF_UDP_DST, 2) == self.agg_port),
+            ip_total.eq(get_be(h, OFF_IP_TOTAL_LEN, 2)),
+            udp_len.eq(get_be(h, OFF_UDP_LEN, 2)),
+            ver_op_ok.eq(header_byte(h, OFF_VER_OP) == 0x10),
+            dtype.eq(header_byte(h, OFF_DTYPE)),
+            count.eq(get_be(h, OFF_COUNT, 2)),
+            job.eq(get_be(h, OFF_JOB, 2)),
+            slot.eq(get_be(h, OFF_SLOT, 2)),
+            worker.eq(header_byte(h, OFF_WORKER)),
+            flags.eq(header_byte(h, OFF_FLAGS)),
+            seq.eq(get_be(h, OFF_SEQ, 4)),
+            scale.eq(header_byte(h, OFF_SCALE)),
+            src_mac.eq(get_be(h, OFF_SRC_MAC, 6)),
+            src_ip.eq(get_be(h, OFF_IP_SRC, 4)),
+            src_port.eq(get_be(h, OFF_UDP_SRC, 2)),
+        ]
+
+        # --- stage 2: verdict on the whole frame ----------------------------------
+        s2_valid = Signal()
+        s2_len = Signal(16)
+        s2_keep_bad = Signal()
+        s2_beats = Signal(beats_bits(p) + 1)
+        s2_t_last = Signal(32)
+        m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_len.eq(cur_len),
+                     s2_keep_bad.eq(cur_keep_bad), s2_beats.eq(frame_beats + write),
+                     s2_t_last.eq(s1_cycle)]
+        L = s2_len
+        dtype_ok = Cat(*[dtype == d for d in SUPPORTED_DTYPES]).any()
+        count_ok = (count != 0) & (count <= p.slot_elems)
+        expected_len = Signal(17)
+        m.d.comb += expected_len.eq(HEADER_BYTES + payload_bytes_expected(dtype[:3], count))
+        agg_ok = ((L >= HEADER_BYTES) & (ip_total == L - 14) & (udp_len == L - 34) & ver_op_ok
+                  & dtype_ok & count_ok & (expected_len == L))
+
+        job_in_range = job < p.jobs
+        job_idx = job[:job_bits(p)]
+        job_en = Signal()
+        mask = Signal(p.ports)
+        base = Signal(sb)
+        slot_count = Signal(sb)
+        with m.Switch(job_idx):
+            for j in range(p.jobs):
+                with m.Case(j):
+                    m.d.comb += [job_en.eq(self.job_enable[j]),
+                                 mask.eq(self.job_mask.word_select(j, p.ports)),
+                                 base.eq(self.job_base.word_select(j, sb)),
+                                 slot_count.eq(self.job_count.word_select(j, sb))]
+        port_bit = mask[self.port]
+        rank = sum(mask[i] for i in range(self.port)) if self.port else C(0)
+
+        reason = Signal(3)
+        drop = Signal()
+        with m.If(s2_keep_bad | (L < 14)):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
+        with m.Elif(~ethertype_ok):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_NOT_AGG)]
+        with m.Elif((L < 34) | ~ip_ok):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
+        with m.Elif(~proto_ok):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_NOT_AGG)]
+        with m.Elif(L < 42):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
+        with m.Elif(~udp_port_ok):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_NOT_AGG)]
+        with m.Elif(~agg_ok):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
+        with m.Elif(~job_in_range | ~job_en):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_JOB_DISABLED)]
+        with m.Elif(slot >= slot_count):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_SLOT_RANGE)]
+        with m.Elif(~port_bit | (worker != rank)):
+            m.d.comb += [drop.eq(1), reason.eq(DROP_WORKER)]
+
+        verdict = s2_valid
+        d = Signal(frame_descriptor(p))
+        m.d.comb += [
+            d.job.eq(job_idx), d.gslot.eq(base + slot), d.slot.eq(slot), d.bank.eq(flags[0]),
+            d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),
+            d.src_mac.eq(src_mac), d.src_ip.eq(src_ip), d.src_port.eq(src_port),
+            d.beats.eq(s2_beats), d.t_last.eq(s2_t_last),
+            fifo.w_data.eq(d), fifo.w_en.eq(verdict & ~drop),
+        ]
+        with m.If(verdict):
+            with m.If(drop):
+                m.d.sync += wp.eq(cwp)                  # rewind: the frame never happened
+            with m.Else():
+                m.d.sync += cwp.eq(wp)                  # commit
+        m.d.sync += [self.rx.eq(verdict), self.drop.eq(verdict & drop), self.drop_reason.eq(reason)]
+
+        # --- flow control ---------------------------------------------------------
+        # Room for the beat in stage 1 and the one offered now; the descriptor FIFO keeps
+        # room for the frames whose last beats may be in flight.
+        used = Signal(self.ptr_bits)
+        m.d.comb += used.eq(wp - rp)
+        room = (used + 2 <= self.depth) | overflowing
+        m.d.comb += self.tready.eq(self.enable & room & (fifo.level <= DESC_FIFO_DEPTH - 3))
+        return m
