@@ -1,9 +1,12 @@
 """Egress: per-port RESULT deparser (SPEC §6, docs/SPEC.md §10.5).
 
-The engine writes a RESULT's payload beats into this port's data FIFO and then its
-descriptor. The deparser waits until the descriptor's due cycle (fixed latency, §10.4),
-then sends the 64-byte header, built here from the descriptor and the switch's addresses,
-followed by the payload beats. Bytes beyond the frame's end are driven as zero.
+The engine hands over a RESULT in three parts: its descriptor when the round is decided
+(header fields, with the destination's learned address as it stood then), its payload
+beats as the pass computes them, and a `done` record with the flags only the pass can know
+(OVERFLOW, NAN) once the last beat is written. The deparser starts a frame only when its
+payload is complete (a MAC must never underrun) and its due cycle has come (fixed latency,
+§10.4), then sends the 64-byte header, built here, followed by the payload beats. Bytes
+beyond the frame's end are driven as zero.
 """
 
 from amaranth import *
@@ -15,11 +18,6 @@ from .params import Params, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER
 from .frame import *
 
 RESULT_DESC_DEPTH = 4
-
-
-def egress_data_depth(p: Params):
-    need = 2 * p.max_payload_beats
-    return 1 << (need - 1).bit_length()
 
 
 def result_header(p: Params, m, d, switch_mac, switch_ip, agg_port):
@@ -62,7 +60,8 @@ class ResultDeparser(wiring.Component):
             # from the engine
             "data_in": In(p.data_width), "data_en": In(1),
             "desc_in": In(result_descriptor(p)), "desc_en": In(1),
-            "room": Out(1),       # room for one more whole RESULT
+            "done_en": In(1), "done_overflow": In(1), "done_nan": In(1),
+            "room": Out(1),       # room for one more RESULT behind the one being written
             "tx": Out(1),         # a frame started (for the counters)
         })
 
@@ -73,12 +72,15 @@ class ResultDeparser(wiring.Component):
         H = p.header_beats
         rdl = result_descriptor(p)
 
-        depth = egress_data_depth(p)
+        depth = p.buffer_beats
         m.submodules.data_fifo = dfifo = SyncFIFOBuffered(width=p.data_width, depth=depth)
         m.submodules.desc_fifo = qfifo = SyncFIFOBuffered(width=rdl.size, depth=RESULT_DESC_DEPTH)
+        m.submodules.done_fifo = done = SyncFIFOBuffered(width=2, depth=RESULT_DESC_DEPTH)
         m.d.comb += [dfifo.w_data.eq(self.data_in), dfifo.w_en.eq(self.data_en),
-                     qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en)]
-        m.d.comb += self.room.eq((dfifo.level <= depth - p.max_payload_beats)
+                     qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en),
+                     done.w_data.eq(Cat(self.done_overflow, self.done_nan)), done.w_en.eq(self.done_en)]
+        # A RESULT is decided while the previous one may still be writing its payload.
+        m.d.comb += self.room.eq((dfifo.level <= depth - 2 * p.max_payload_beats)
                                  & (qfifo.level < RESULT_DESC_DEPTH))
 
         d = Signal(rdl)   # the frame being sent
@@ -110,12 +112,15 @@ class ResultDeparser(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(qfifo.r_rdy & due & can_load):
+                with m.If(qfifo.r_rdy & done.r_rdy & due & can_load):
                     # Latch the descriptor and send the first header beat from it.
-                    m.d.comb += qfifo.r_en.eq(1)
-                    m.d.sync += [d.eq(qfifo.r_data), remaining.eq(head.payload_bytes),
+                    m.d.comb += [qfifo.r_en.eq(1), done.r_en.eq(1)]
+                    head_flags = Signal(rdl)
+                    m.d.comb += [head_flags.eq(head),
+                                 head_flags.flags.eq(head.flags | Cat(C(0, 2), done.r_data, C(0, 4)))]
+                    m.d.sync += [d.eq(head_flags), remaining.eq(head.payload_bytes),
                                  hbeat.eq(1), self.tx.eq(1)]
-                    first = result_header(p, m, head, self.switch_mac, self.switch_ip, self.agg_port)
+                    first = result_header(p, m, head_flags, self.switch_mac, self.switch_ip, self.agg_port)
                     m.d.sync += [out_valid.eq(1), out_data.eq(first[:p.data_width] if p.data_width < 512 else first),
                                  out_keep.eq((1 << min(B, HEADER_BYTES)) - 1), out_last.eq(0)]
                     m.next = "HEADER" if H > 1 else "PAYLOAD"

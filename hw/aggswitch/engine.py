@@ -9,16 +9,20 @@ every port, which is what lets all ports run at line rate (SPEC §9). A group is
 when no other head touches the same slot, so the outcome is bit-for-bit the outcome of
 applying the frames one at a time in order.
 
-    IDLE    pick the leader: the oldest head over all ports (ties: lowest port); read both
-            banks' metadata of its slot
-    DECIDE  the leader's outcome (new round / join / resend / duplicate / mismatch) and its
-            group; update both banks' metadata and the learned addresses; pop the group's
-            descriptors; wait here for egress room if a RESULT will follow
-    PASS    one beat per cycle: read the accumulator line and every member's payload beat,
-            add (or replace, for a new round), write back; on completion or resend also
-            encode the line into every destination port's egress FIFO
-    FINISH  free the members' payloads in the ingress buffers, hand each destination a
-            RESULT descriptor, and already pick the next leader
+Two stages run concurrently:
+
+  decide   PICK the leader (the oldest head over all ports, ties to the lowest port) and
+           read both banks' metadata of its slot; DECIDE its outcome (new round / join /
+           resend / duplicate / mismatch) and its group, update both banks' metadata and
+           the learned addresses, pop the group's descriptors, hand each destination port
+           its RESULT descriptor, and queue a pass job. It waits while the job queue or a
+           destination's egress is full.
+  pass     one beat per cycle, back to back across jobs: read the accumulator line and
+           every member's payload beat, add (or replace, for a new round), write back; on
+           completion or resend also encode the line into each destination's egress FIFO.
+           The last beat frees the members' payloads and tells the destinations the
+           payload is complete. A dropped frame is a one-beat job that only frees its
+           payload, so the ingress buffers are freed in order.
 
 Accumulators are exact (SPEC §4): `acc_width` = 32 + ceil(log2(ports)) bits per lane, and
 a round has at most one contribution per port.
@@ -28,7 +32,7 @@ from amaranth import *
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
-from .params import Params, latency, DROP_MISMATCH, DROP_DUPLICATE
+from .params import Params, latency, DROP_MISMATCH, DROP_DUPLICATE, FLAG_BANK, FLAG_UNICAST
 from .frame import *
 from .codec import PayloadDecoder, PayloadEncoder
 
@@ -63,18 +67,37 @@ def same_round(a, b):
             & (a.count == b.count) & (a.scale == b.scale) & (a.seq == b.seq))
 
 
+def pass_job(p: Params, acc_depth):
+    """What the decide stage queues for the pass stage."""
+    return data.StructLayout({
+        "members": p.ports,             # ports whose payload beats are summed
+        "start": data.ArrayLayout(buf_addr_bits(p), p.ports),
+        "line_base": range(acc_depth),
+        "beats": beats_bits(p),         # beats to issue (>= 1)
+        "count": count_bits(p),         # elements of the round (for OVERFLOW)
+        "replace": 1,                   # new round: the accumulators are overwritten
+        "write": 1,                     # new round or join (a resend only reads)
+        "emit": 1,                      # completion or resend: encode into egress
+        "dest": p.ports,                # egress ports of the RESULT
+        "release": p.ports,             # ingress buffers to free at the end
+        "release_beats": beats_bits(p),
+    })
+
+
 class AggregationEngine(wiring.Component):
-    def __init__(self, p: Params, buf_addr_bits: int):
+    def __init__(self, p: Params):
         self.p = p
         fd = frame_descriptor(p)
         rd = result_descriptor(p)
+        ab = buf_addr_bits(p)
         members = {
             "cycles": In(32),
             "ready": Out(1),                              # slot memory initialised
             "job_mask": In(p.ports * p.jobs),
-            # egress: one payload beat broadcast, written where enabled
-            "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
+            # egress: descriptors at decision time, then payload beats, then `done`
             "eg_desc_en": Out(p.ports), "eg_room": In(p.ports),
+            "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
+            "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1), "eg_done_nan": Out(1),
             "release_beats": Out(beats_bits(p)),
             # events for the counters
             "ev_accept": Out(p.ports), "ev_drop": Out(p.ports), "ev_drop_reason": Out(3),
@@ -84,9 +107,8 @@ class AggregationEngine(wiring.Component):
             members[f"desc{n}"] = In(fd)
             members[f"desc{n}_valid"] = In(1)
             members[f"desc{n}_ready"] = Out(1)
-            members[f"buf{n}_addr"] = Out(buf_addr_bits)
+            members[f"buf{n}_addr"] = Out(ab)
             members[f"buf{n}_data"] = In(p.data_width)
-            members[f"buf{n}_ptr"] = In(buf_addr_bits)
             members[f"buf{n}_release"] = Out(1)
             members[f"eg_desc{n}"] = Out(rd)
         super().__init__(members)
@@ -107,21 +129,22 @@ class AggregationEngine(wiring.Component):
         for b in range(2):
             mem = Memory(shape=meta_layout, depth=p.slots, init=[])
             m.submodules[f"meta_bank{b}"] = mem
-            meta_rd.append(mem.read_port())
             meta_wr.append(mem.write_port())
+            meta_rd.append(mem.read_port())
         acc_depth = p.slots * 2 * p.slot_lines
         m.submodules.acc = acc = Memory(shape=p.lanes * p.acc_width, depth=acc_depth, init=[])
-        acc_rd = acc.read_port()
         acc_wr = acc.write_port()
+        # Transparent: a job may read a line in the very cycle the job before writes it.
+        acc_rd = acc.read_port(transparent_for=(acc_wr,))
         addr_layout = learned_address()
         learned_rd, learned_wr = [], []
         for n in range(P):
             mem = Memory(shape=addr_layout, depth=p.jobs, init=[])
             m.submodules[f"learned{n}"] = mem
-            learned_rd.append(mem.read_port())
             learned_wr.append(mem.write_port())
+            learned_rd.append(mem.read_port())
 
-        # --- the leader ------------------------------------------------------------------
+        # ======================= decide stage ========================================
         age = [Signal(32, name=f"age{n}") for n in range(P)]
         for n in range(P):
             m.d.comb += age[n].eq(self.cycles - fdesc[n].t_last)
@@ -132,7 +155,7 @@ class AggregationEngine(wiring.Component):
                 with m.Case(n):
                     m.d.comb += winner_desc.eq(fdesc[n])
 
-        port = Signal(range(P))         # the leader's port, from IDLE on
+        port = Signal(range(P))              # the leader's port, from PICK on
         port_bit = Signal(P)
         m.d.comb += port_bit.eq(1 << port)
         lead = Signal(frame_descriptor(p))   # its descriptor, still at the head of its FIFO
@@ -147,13 +170,21 @@ class AggregationEngine(wiring.Component):
                 with m.Case(j):
                     m.d.comb += mask.eq(self.job_mask.word_select(j, P))
 
-        # Metadata of both banks of the leader's slot: `mb` its bank, `mo` the other.
+        # Metadata of both banks of the leader's slot: `mb` its bank, `mo` the other. Read
+        # addresses follow the leader (the winner while picking), so the data is there in
+        # DECIDE; learned addresses likewise by job.
+        read_desc = Signal(frame_descriptor(p))
+        m.d.comb += read_desc.eq(lead)
+        for b in range(2):
+            m.d.comb += meta_rd[b].addr.eq(read_desc.gslot)
+        for n in range(P):
+            m.d.comb += learned_rd[n].addr.eq(read_desc.job)
         mb = Signal(meta_layout)
         mo = Signal(meta_layout)
         m.d.comb += [mb.eq(Mux(lead.bank, meta_rd[1].data, meta_rd[0].data)),
                      mo.eq(Mux(lead.bank, meta_rd[0].data, meta_rd[1].data))]
 
-        # --- the leader's outcome (SPEC §5) -------------------------------------------------
+        # The leader's outcome (SPEC §5).
         bit_set = (mb.bitmap & port_bit).any()
         in_progress = (mb.bitmap != 0) & ~mb.complete
         fields_match = ((mb.dtype == lead.dtype) & (mb.count == lead.count)
@@ -171,11 +202,12 @@ class AggregationEngine(wiring.Component):
             act_new.eq(~bit_set & ~in_progress),
         ]
         adds = act_new | act_join
+        dropping = act_dup | act_mismatch
 
-        # --- the group: heads that join the leader's round -------------------------------------
-        # After a new round starts only the leader's bit is set, so every matching head joins;
-        # joining an open round needs the port's bit clear. Any other head on the same slot
-        # (either bank) could see a different state if it were overtaken: then no group.
+        # The group: heads that join the leader's round. After a new round starts only the
+        # leader's bit is set, so every matching head joins; joining an open round needs the
+        # port's bit clear. Any other head on the same slot (either bank) could see another
+        # state if it were overtaken: then the leader goes alone.
         prior = Mux(act_new, 0, mb.bitmap)
         joins = Signal(P)
         touches = Signal(P)
@@ -202,42 +234,74 @@ class AggregationEngine(wiring.Component):
         m.d.comb += dest.eq(Mux(act_resend, port_bit, mask))
         room = (dest & ~self.eg_room) == 0
 
-        # --- registered state for the pass ------------------------------------------------
-        cur_job = Signal(job_bits(p))
-        cur_slot = Signal(16)
-        cur_bank = Signal()
-        line_base = Signal(range(acc_depth + 1))
-        members = Signal(P)
-        replace = Signal()          # new round: accumulators are overwritten
-        write_acc = Signal()        # new round or join (a resend only reads)
-        emit = Signal()
-        unicast = Signal()
-        dest_r = Signal(P)
-        round_count = Signal(count_bits(p))
-        round_dtype = Signal(3)
-        round_scale = Signal(8)
-        round_seq = Signal(32)
-        round_nan = Signal()
-        tstamp = Signal(32)         # completion cycle, carried in the RESULT
-        t_due = Signal(32)
-        frame_beats = Signal(beats_bits(p))
-        beats = Signal(beats_bits(p))
-        issue_k = Signal(beats_bits(p))
-        p1_valid = Signal()
-        p1_k = Signal(beats_bits(p))
-        overflow = Signal()
+        round_count = Mux(act_new, lead.count, mb.count)
 
-        # Read ports: metadata by the leader's slot (the winner's while picking), payload
-        # and accumulators by the beat being issued, learned addresses by the job in hand.
-        for b in range(2):
-            m.d.comb += meta_rd[b].addr.eq(lead.gslot)
+        # RESULT descriptors, one per destination, addressed as the learned table stands
+        # after this group: members take their own frame's source.
         for n in range(P):
-            m.d.comb += [getattr(self, f"buf{n}_addr").eq(getattr(self, f"buf{n}_ptr") + issue_k),
-                         learned_rd[n].addr.eq(cur_job)]
-        m.d.comb += acc_rd.addr.eq(line_base + issue_k)
+            rdsc = getattr(self, f"eg_desc{n}")
+            la = addr_layout(learned_rd[n].data)
+            m.d.comb += [
+                rdsc.job.eq(lead.job), rdsc.slot.eq(lead.slot),
+                rdsc.flags.eq(Mux(lead.bank, FLAG_BANK, 0) | Mux(act_resend, FLAG_UNICAST, 0)),
+                rdsc.dtype.eq(Mux(act_new, lead.dtype, mb.dtype)), rdsc.count.eq(round_count),
+                rdsc.scale.eq(Mux(act_new, lead.scale, mb.scale)),
+                rdsc.seq.eq(Mux(act_new, lead.seq, mb.seq)),
+                rdsc.dst_mac.eq(Mux(group[n], fdesc[n].src_mac, la.mac)),
+                rdsc.dst_ip.eq(Mux(group[n], fdesc[n].src_ip, la.ip)),
+                rdsc.dst_port.eq(Mux(group[n], fdesc[n].src_port, la.port)),
+                rdsc.tstamp.eq(Mux(act_resend, mb.tstamp, t_complete)),
+                rdsc.t_due.eq(Mux(act_resend, lead.t_last, t_complete) + lat),
+                rdsc.payload_bytes.eq(round_count << 2),
+            ]
 
-        # --- the beat pipeline (stage p1: memory data valid) ---------------------------------
-        # decode every member's beat, sum the members per lane, add to the accumulator line
+        # The pass job for this decision.
+        job_layout = pass_job(p, acc_depth)
+        new_job = Signal(job_layout)
+        m.d.comb += [
+            new_job.members.eq(Mux(adds, group, 0)),
+            new_job.line_base.eq((lead.gslot * 2 + lead.bank) * p.slot_lines),
+            # a resend reads out the round's count, whatever the frame carries
+            new_job.beats.eq(Mux(dropping, 1, payload_beats(p, round_count))),
+            new_job.count.eq(round_count),
+            new_job.replace.eq(act_new), new_job.write.eq(adds), new_job.emit.eq(emits),
+            new_job.dest.eq(dest),
+            new_job.release.eq(group), new_job.release_beats.eq(lead.beats),
+        ]
+        for n in range(P):
+            m.d.comb += new_job.start[n].eq(fdesc[n].start)
+
+        # ======================= pass stage ==========================================
+        # A two-entry job queue: q[0] is being issued, q[1] waits behind it.
+        q0 = Signal(job_layout)
+        q1 = Signal(job_layout)
+        q0_valid = Signal()
+        q1_valid = Signal()
+        issue_k = Signal(beats_bits(p))
+        issuing_last = q0_valid & (issue_k == q0.beats - 1)
+        push = Signal()
+
+        with m.If(issuing_last):
+            m.d.sync += [issue_k.eq(0), q0.eq(q1), q0_valid.eq(q1_valid), q1_valid.eq(0)]
+        with m.Elif(q0_valid):
+            m.d.sync += issue_k.eq(issue_k + 1)
+        with m.If(push):
+            with m.If(~q0_valid | (issuing_last & ~q1_valid)):
+                m.d.sync += [q0.eq(new_job), q0_valid.eq(1)]
+            with m.Else():
+                m.d.sync += [q1.eq(new_job), q1_valid.eq(1)]
+
+        for n in range(P):
+            m.d.comb += getattr(self, f"buf{n}_addr").eq(q0.start[n] + issue_k)
+        m.d.comb += acc_rd.addr.eq(q0.line_base + issue_k)
+
+        # Stage p1: memory data valid. The job's controls travel with the beat.
+        p1_valid = Signal()
+        p1 = Signal(job_layout)
+        p1_k = Signal(beats_bits(p))
+        p1_last = Signal()
+        m.d.sync += [p1_valid.eq(q0_valid), p1.eq(q0), p1_k.eq(issue_k), p1_last.eq(issuing_last)]
+
         decoders = []
         for n in range(P):
             dec = PayloadDecoder(p)
@@ -247,53 +311,43 @@ class AggregationEngine(wiring.Component):
         m.submodules.encoder = enc = PayloadEncoder(p)
         sums = []
         for i in range(p.lanes):
-            terms = [Mux(members[n], decoders[n].lanes[i], 0) for n in range(P)]
-            while len(terms) > 1:      # balanced adder tree
+            terms = [Mux(p1.members[n], decoders[n].lanes[i], 0) for n in range(P)]
+            while len(terms) > 1:      # balanced adder tree over the members
                 terms = [terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
                          for j in range(0, len(terms), 2)]
             contrib = Signal(signed(p.acc_width), name=f"contrib{i}")
             m.d.comb += contrib.eq(terms[0])
             old = acc_rd.data.word_select(i, p.acc_width).as_signed()
             s = Signal(signed(p.acc_width), name=f"sum{i}")
-            m.d.comb += s.eq(Mux(~write_acc, old, Mux(replace, 0, old) + contrib))
+            m.d.comb += s.eq(Mux(~p1.write, old, Mux(p1.replace, 0, old) + contrib))
             sums.append(s)
             m.d.comb += enc.lanes[i].eq(s)
         first_elem = p1_k * p.lanes
-        m.d.comb += enc.valid_lanes.eq(Cat(*[(first_elem + i) < round_count for i in range(p.lanes)]))
+        m.d.comb += enc.valid_lanes.eq(Cat(*[(first_elem + i) < p1.count for i in range(p.lanes)]))
+
+        overflow = Signal()            # OVERFLOW over the job's earlier beats
+        job_overflow = overflow | enc.overflow
+        with m.If(p1_valid):
+            m.d.sync += overflow.eq(Mux(p1_last, 0, job_overflow))
+        finishing = p1_valid & p1_last
         m.d.comb += [
-            acc_wr.addr.eq(line_base + p1_k),
+            acc_wr.addr.eq(p1.line_base + p1_k),
             acc_wr.data.eq(Cat(*sums)),
-            acc_wr.en.eq(p1_valid & write_acc),
+            acc_wr.en.eq(p1_valid & p1.write),
             self.eg_data.eq(enc.beat),
-            self.eg_data_en.eq(Mux(p1_valid & emit, dest_r, 0)),
+            self.eg_data_en.eq(Mux(p1_valid & p1.emit, p1.dest, 0)),
+            self.eg_done_en.eq(Mux(finishing & p1.emit, p1.dest, 0)),
+            self.eg_done_overflow.eq(job_overflow),
+            self.eg_done_nan.eq(0),
+            release.eq(Mux(finishing, p1.release, 0)),
+            self.release_beats.eq(p1.release_beats),
+            self.ev_result.eq(finishing & p1.emit & p1.write),
+            self.ev_overflow.eq(finishing & p1.emit & p1.write & job_overflow),
+            self.ev_nan.eq(0),
         ]
 
-        # --- result descriptors --------------------------------------------------------------
-        flags = Cat(cur_bank, C(0, 1), overflow, round_nan, unicast, C(0, 3))
-        for n in range(P):
-            rdsc = getattr(self, f"eg_desc{n}")
-            la = addr_layout(learned_rd[n].data)
-            m.d.comb += [
-                rdsc.job.eq(cur_job), rdsc.slot.eq(cur_slot), rdsc.flags.eq(flags),
-                rdsc.dtype.eq(round_dtype), rdsc.count.eq(round_count), rdsc.scale.eq(round_scale),
-                rdsc.seq.eq(round_seq), rdsc.dst_mac.eq(la.mac), rdsc.dst_ip.eq(la.ip),
-                rdsc.dst_port.eq(la.port), rdsc.tstamp.eq(tstamp), rdsc.t_due.eq(t_due),
-                rdsc.payload_bytes.eq(round_count << 2),
-            ]
-        m.d.comb += self.release_beats.eq(frame_beats)
-
-        # --- control -----------------------------------------------------------------------------
+        # ======================= decide control =====================================
         init_idx = Signal(range(p.slots + 1))
-
-        def pick_leader():
-            for b in range(2):
-                m.d.comb += meta_rd[b].addr.eq(winner_desc.gslot)
-            with m.If(any_valid):
-                m.d.sync += port.eq(winner)
-                m.next = "DECIDE"
-            with m.Else():
-                m.next = "IDLE"
-
         with m.FSM(init="INIT") as fsm:
             with m.State("INIT"):
                 # Reset empties every slot (SPEC §2).
@@ -301,79 +355,49 @@ class AggregationEngine(wiring.Component):
                     m.d.comb += [meta_wr[b].addr.eq(init_idx), meta_wr[b].data.eq(0), meta_wr[b].en.eq(1)]
                 m.d.sync += init_idx.eq(init_idx + 1)
                 with m.If(init_idx == p.slots - 1):
-                    m.next = "IDLE"
+                    m.next = "PICK"
 
-            with m.State("IDLE"):
-                pick_leader()
+            with m.State("PICK"):
+                m.d.comb += read_desc.eq(winner_desc)
+                with m.If(any_valid):
+                    m.d.sync += port.eq(winner)
+                    m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                with m.If(act_dup | act_mismatch):
-                    m.d.comb += [self.ev_drop.eq(port_bit), fready.eq(port_bit), release.eq(port_bit),
-                                 self.release_beats.eq(lead.beats),
-                                 self.ev_drop_reason.eq(Mux(act_dup, DROP_DUPLICATE, DROP_MISMATCH))]
-                    m.next = "IDLE"
-                with m.Elif(~emits | room):
-                    # Accepted: update both banks' metadata and the members' learned addresses.
-                    m.d.comb += [self.ev_accept.eq(group), fready.eq(group)]
-                    upd = Signal(meta_layout)
-                    m.d.comb += upd.eq(mb)
-                    with m.If(adds):
-                        m.d.comb += [upd.bitmap.eq(new_bitmap), upd.complete.eq(completes)]
-                    with m.If(act_new):
-                        m.d.comb += [upd.dtype.eq(lead.dtype), upd.count.eq(lead.count),
-                                     upd.scale.eq(lead.scale), upd.seq.eq(lead.seq),
-                                     upd.slot.eq(lead.slot), upd.nan.eq(0)]
-                    with m.If(completes):
-                        m.d.comb += upd.tstamp.eq(t_complete)
-                    other = Signal(meta_layout)
-                    m.d.comb += [other.eq(mo), other.bitmap.eq(mo.bitmap & ~group)]
-                    with m.If(adds):
-                        for b in range(2):
-                            m.d.comb += [meta_wr[b].addr.eq(lead.gslot),
-                                         meta_wr[b].data.eq(Mux(lead.bank == b, upd, other)),
-                                         meta_wr[b].en.eq(1)]
-                    for n in range(P):
-                        m.d.comb += [learned_wr[n].addr.eq(lead.job),
-                                     learned_wr[n].data.eq(Cat(fdesc[n].src_mac, fdesc[n].src_ip,
-                                                               fdesc[n].src_port)),
-                                     learned_wr[n].en.eq(group[n])]
-                    m.d.sync += [
-                        cur_job.eq(lead.job), cur_slot.eq(lead.slot), cur_bank.eq(lead.bank),
-                        line_base.eq((lead.gslot * 2 + lead.bank) * p.slot_lines),
-                        members.eq(group), frame_beats.eq(lead.beats),
-                        replace.eq(act_new), write_acc.eq(adds), emit.eq(emits),
-                        unicast.eq(act_resend), dest_r.eq(dest),
-                        round_count.eq(Mux(act_new, lead.count, mb.count)),
-                        round_dtype.eq(Mux(act_new, lead.dtype, mb.dtype)),
-                        round_scale.eq(Mux(act_new, lead.scale, mb.scale)),
-                        round_seq.eq(Mux(act_new, lead.seq, mb.seq)),
-                        round_nan.eq(Mux(act_new, 0, mb.nan)),
-                        tstamp.eq(Mux(act_resend, mb.tstamp, t_complete)),
-                        t_due.eq(Mux(act_resend, lead.t_last, t_complete) + lat),
-                        # a resend reads out the round's count, whatever the frame carries
-                        beats.eq(payload_beats(p, Mux(act_new, lead.count, mb.count))),
-                        issue_k.eq(0), p1_valid.eq(0), overflow.eq(0),
-                    ]
-                    m.next = "PASS"
-
-            with m.State("PASS"):
-                m.d.sync += [p1_valid.eq(issue_k != beats), p1_k.eq(issue_k)]
-                with m.If(issue_k != beats):
-                    m.d.sync += issue_k.eq(issue_k + 1)
-                with m.If(p1_valid & enc.overflow):
-                    m.d.sync += overflow.eq(1)
-                with m.If(p1_valid & (p1_k == beats - 1)):
-                    m.next = "FINISH"
-
-            with m.State("FINISH"):
-                m.d.comb += release.eq(members)
-                with m.If(emit):
-                    m.d.comb += self.eg_desc_en.eq(dest_r)
-                    with m.If(unicast):
-                        m.d.comb += self.ev_resend.eq(dest_r)
+                with m.If(~q1_valid & (~emits | room)):
+                    m.d.comb += [push.eq(1), fready.eq(group)]
+                    with m.If(dropping):
+                        m.d.comb += [self.ev_drop.eq(port_bit),
+                                     self.ev_drop_reason.eq(Mux(act_dup, DROP_DUPLICATE, DROP_MISMATCH))]
                     with m.Else():
-                        m.d.comb += [self.ev_result.eq(1), self.ev_overflow.eq(overflow),
-                                     self.ev_nan.eq(round_nan)]
-                pick_leader()
+                        m.d.comb += self.ev_accept.eq(group)
+                        with m.If(emits):
+                            m.d.comb += self.eg_desc_en.eq(dest)
+                        with m.If(act_resend):
+                            m.d.comb += self.ev_resend.eq(port_bit)
+                        # Both banks' metadata (a resend changes neither).
+                        upd = Signal(meta_layout)
+                        m.d.comb += upd.eq(mb)
+                        with m.If(adds):
+                            m.d.comb += [upd.bitmap.eq(new_bitmap), upd.complete.eq(completes)]
+                        with m.If(act_new):
+                            m.d.comb += [upd.dtype.eq(lead.dtype), upd.count.eq(lead.count),
+                                         upd.scale.eq(lead.scale), upd.seq.eq(lead.seq),
+                                         upd.slot.eq(lead.slot), upd.nan.eq(0)]
+                        with m.If(completes):
+                            m.d.comb += upd.tstamp.eq(t_complete)
+                        other = Signal(meta_layout)
+                        m.d.comb += [other.eq(mo), other.bitmap.eq(mo.bitmap & ~group)]
+                        with m.If(adds):
+                            for b in range(2):
+                                m.d.comb += [meta_wr[b].addr.eq(lead.gslot),
+                                             meta_wr[b].data.eq(Mux(lead.bank == b, upd, other)),
+                                             meta_wr[b].en.eq(1)]
+                        for n in range(P):
+                            m.d.comb += [learned_wr[n].addr.eq(lead.job),
+                                         learned_wr[n].data.eq(Cat(fdesc[n].src_mac, fdesc[n].src_ip,
+                                                                   fdesc[n].src_port)),
+                                         learned_wr[n].en.eq(group[n])]
+                    m.next = "PICK"
         m.d.comb += self.ready.eq(~fsm.ongoing("INIT"))
         return m

@@ -37,6 +37,7 @@ __all__ = [
     "slot_bits",
     "beats_bits",
     "count_bits",
+    "buf_addr_bits",
     "frame_descriptor",
     "result_descriptor",
     "slot_meta",
@@ -108,6 +109,10 @@ def count_bits(p: Params):
     return p.slot_elems.bit_length()
 
 
+def buf_addr_bits(p: Params):
+    return (p.buffer_beats - 1).bit_length()
+
+
 def frame_descriptor(p: Params):
     """What the ingress parser hands the engine for a frame that passed rules 1-10 (§10.2)."""
     return data.StructLayout({
@@ -122,6 +127,7 @@ def frame_descriptor(p: Params):
         "src_mac": 48,
         "src_ip": 32,
         "src_port": 16,
+        "start": buf_addr_bits(p),      # first payload beat in the ingress buffer
         "beats": beats_bits(p),         # payload beats held in the ingress buffer
         "t_last": 32,                   # cycle of the tlast handshake
     })
@@ -132,7 +138,7 @@ def result_descriptor(p: Params):
     return data.StructLayout({
         "job": job_bits(p),
         "slot": 16,
-        "flags": 8,
+        "flags": 8,                     # BANK and UNICAST; OVERFLOW and NAN follow the payload
         "dtype": 3,
         "count": count_bits(p),
         "scale": 8,

@@ -32,12 +32,6 @@ SUPPORTED_DTYPES = (DTYPE_INT32,)
 DESC_FIFO_DEPTH = 8
 
 
-def buffer_depth(p: Params):
-    """Two maximum-size payloads, rounded up to a power of two for free pointer wrap."""
-    need = 2 * p.max_payload_beats
-    return 1 << (need - 1).bit_length()
-
-
 def payload_bytes_expected(dtype, count):
     """Payload length for `dtype` and `count` (INT32 only in this build; 0 = unsupported)."""
     return Mux(dtype == DTYPE_INT32, count << 2, 0)
@@ -47,7 +41,7 @@ class IngressParser(wiring.Component):
     def __init__(self, p: Params, port: int):
         self.p = p
         self.port = port
-        self.depth = buffer_depth(p)
+        self.depth = p.buffer_beats
         ptr_bits = (self.depth - 1).bit_length() + 1  # one extra bit tells full from empty
         self.ptr_bits = ptr_bits
         sb = slot_bits(p) + 1
@@ -65,7 +59,6 @@ class IngressParser(wiring.Component):
             "desc": Out(frame_descriptor(p)), "desc_valid": Out(1), "desc_ready": In(1),
             # payload buffer read side (one cycle read latency)
             "rd_addr": In(ptr_bits - 1), "rd_data": Out(p.data_width),
-            "rd_ptr": Out(ptr_bits - 1),                       # first beat of the head frame
             "release": In(1), "release_beats": In(beats_bits(p)),
             # events for the counters
             "rx": Out(1), "drop": Out(1), "drop_reason": Out(3),
@@ -88,7 +81,6 @@ class IngressParser(wiring.Component):
         wp = Signal(self.ptr_bits)   # next write (uncommitted frame included)
         cwp = Signal(self.ptr_bits)  # end of the committed frames
         rp = Signal(self.ptr_bits)   # first beat still owned by the engine
-        m.d.comb += self.rd_ptr.eq(rp[:-1])
         with m.If(self.release):
             m.d.sync += rp.eq(rp + self.release_beats)
 
@@ -252,7 +244,7 @@ class IngressParser(wiring.Component):
             m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
         with m.Elif(~job_in_range | ~job_en):
             m.d.comb += [drop.eq(1), reason.eq(DROP_JOB_DISABLED)]
-        with m.Elif(slot >= slot_count):
+        with m.Elif((slot >= slot_count) | (base + slot >= p.slots)):
             m.d.comb += [drop.eq(1), reason.eq(DROP_SLOT_RANGE)]
         with m.Elif(~port_bit | (worker != rank)):
             m.d.comb += [drop.eq(1), reason.eq(DROP_WORKER)]
@@ -263,7 +255,7 @@ class IngressParser(wiring.Component):
             d.job.eq(job_idx), d.gslot.eq(base + slot), d.slot.eq(slot), d.bank.eq(flags[0]),
             d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),
             d.src_mac.eq(src_mac), d.src_ip.eq(src_ip), d.src_port.eq(src_port),
-            d.beats.eq(s2_beats), d.t_last.eq(s2_t_last),
+            d.start.eq(cwp[:-1]), d.beats.eq(s2_beats), d.t_last.eq(s2_t_last),
             fifo.w_data.eq(d), fifo.w_en.eq(verdict & ~drop),
         ]
         with m.If(verdict):

@@ -92,6 +92,12 @@ class Params:
         return HEADER_BYTES + self.max_payload_bytes
 
     @property
+    def buffer_beats(self):
+        """Depth of each ingress payload buffer and egress data FIFO: room for the frame in
+        the engine, the one decided behind it and two more streaming in."""
+        return 1 << (4 * self.max_payload_beats - 1).bit_length()
+
+    @property
     def slot_lines(self):
         """Accumulator memory lines per (slot, bank)."""
         return -(-self.slot_elems // self.lanes)
@@ -104,9 +110,10 @@ def latency(params: Params = Params()) -> int:
     """Cycles from the tlast handshake of a completing DATA frame to the first tvalid of its
     RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set.
 
-    The idle path is `payload beats + 10`: 2 ingress stages (beat register, verdict),
-    2 through the descriptor FIFO, engine IDLE and DECIDE, the pass (beats + 1), FINISH,
-    2 through the egress descriptor FIFO and the output register. Shorter payloads are
-    padded to the longest (a full slot), so the constant holds for every count.
+    The idle path is `payload beats + 9`: 2 ingress stages (beat register, verdict),
+    2 through the descriptor FIFO, engine PICK and DECIDE, the pass (one cycle per beat,
+    the last one telling the egress the payload is complete), 2 through the egress `done`
+    FIFO and the output register. Shorter payloads are padded to the longest (a full
+    slot), so the constant holds for every count.
     """
-    return params.max_payload_beats + 10
+    return params.max_payload_beats + 9

@@ -79,7 +79,7 @@ class AggSwitch(wiring.Component):
             ing = IngressParser(p, n)
             m.submodules[f"ingress{n}"] = ing
             parsers.append(ing)
-        m.submodules.engine = eng = AggregationEngine(p, parsers[0].ptr_bits - 1)
+        m.submodules.engine = eng = AggregationEngine(p)
         deparsers = []
         for n in range(P):
             eg = ResultDeparser(p)
@@ -104,12 +104,13 @@ class AggSwitch(wiring.Component):
                 ing.desc_ready.eq(getattr(eng, f"desc{n}_ready")),
                 ing.rd_addr.eq(getattr(eng, f"buf{n}_addr")),
                 getattr(eng, f"buf{n}_data").eq(ing.rd_data),
-                getattr(eng, f"buf{n}_ptr").eq(ing.rd_ptr),
                 ing.release.eq(getattr(eng, f"buf{n}_release")),
                 ing.release_beats.eq(eng.release_beats),
                 # engine -> egress
                 eg.data_in.eq(eng.eg_data), eg.data_en.eq(eng.eg_data_en[n]),
                 eg.desc_in.eq(getattr(eng, f"eg_desc{n}")), eg.desc_en.eq(eng.eg_desc_en[n]),
+                eg.done_en.eq(eng.eg_done_en[n]), eg.done_overflow.eq(eng.eg_done_overflow),
+                eg.done_nan.eq(eng.eg_done_nan),
                 eng.eg_room[n].eq(eg.room),
                 eg.cycles.eq(ctl.cycles), eg.switch_mac.eq(ctl.switch_mac),
                 eg.switch_ip.eq(ctl.switch_ip), eg.agg_port.eq(ctl.agg_port),
