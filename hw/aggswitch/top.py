@@ -2,7 +2,7 @@
 
     s{P}_axis -> IngressParser[P] (parse, admit, buffer) --descriptors--> AggregationEngine
                  (decode -> aggregate -> encode) --RESULT beats--> ResultDeparser[P] -> m{P}_axis
-    s_axil    -> ControlPlane (addresses, cycle counter, registers)
+    s_axil    -> ControlPlane (register map of regmap.py: addresses, job table, counters)
 """
 
 from amaranth import *
@@ -10,7 +10,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import Params
-from .control import ControlPlane, JobTable
+from .control import ControlPlane
 from .ingress import IngressParser
 from .engine import AggregationEngine
 from .egress import ResultDeparser
@@ -59,7 +59,6 @@ class AggSwitch(wiring.Component):
         m = Module()
         p = self.params
         P = p.ports
-        sb = slot_bits(p) + 1
 
         m.submodules.control = ctl = ControlPlane(p, AXIL_ADDR_WIDTH)
         for name in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready",
@@ -68,11 +67,8 @@ class AggSwitch(wiring.Component):
         for name in ("awready", "wready", "bresp", "bvalid", "arready", "rdata", "rresp", "rvalid"):
             m.d.comb += getattr(self, f"s_axil_{name}").eq(getattr(ctl, name))
 
-        m.submodules.jobs = jobs = JobTable(p)
-        job_enable = Cat(*[getattr(jobs, f"enable{j}") for j in range(p.jobs)])
-        job_mask = Cat(*[getattr(jobs, f"mask{j}") for j in range(p.jobs)])
-        job_base = Cat(*[getattr(jobs, f"base{j}") for j in range(p.jobs)])
-        job_count = Cat(*[getattr(jobs, f"count{j}") for j in range(p.jobs)])
+        job_enable, job_mask = ctl.job_enable, ctl.job_mask
+        job_base, job_count = ctl.job_base, ctl.job_count
 
         parsers = []
         for n in range(P):
@@ -87,6 +83,16 @@ class AggSwitch(wiring.Component):
             deparsers.append(eg)
 
         m.d.comb += [eng.cycles.eq(ctl.cycles), eng.job_mask.eq(job_mask)]
+        # events for the counters
+        m.d.comb += [
+            ctl.ev_rx.eq(Cat(*[ing.rx for ing in parsers])),
+            ctl.ev_drop_ingress.eq(Cat(*[ing.drop for ing in parsers])),
+            ctl.ev_drop_ingress_reason.eq(Cat(*[ing.drop_reason for ing in parsers])),
+            ctl.ev_tx.eq(Cat(*[eg.tx for eg in deparsers])),
+            ctl.ev_accept.eq(eng.ev_accept), ctl.ev_resend.eq(eng.ev_resend),
+            ctl.ev_drop_engine.eq(eng.ev_drop), ctl.ev_drop_engine_reason.eq(eng.ev_drop_reason),
+            ctl.ev_result.eq(eng.ev_result), ctl.ev_overflow.eq(eng.ev_overflow), ctl.ev_nan.eq(eng.ev_nan),
+        ]
         for n, (ing, eg) in enumerate(zip(parsers, deparsers)):
             m.d.comb += [
                 # ingress
