@@ -10,10 +10,11 @@ import pytest
 from amaranth.sim import Simulator
 
 from aggswitch.params import Params
-from aggswitch.ingress import IngressParser
+from aggswitch.ingress import IngressParser, supported_dtypes
 from aggswitch.frame import slot_bits
 from tb.model import frames as F
 from tb.model.switch import SwitchModel
+from tb.model.numerics import decode
 
 PORT = 1
 CONFIGS = [Params(), Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)]
@@ -37,6 +38,30 @@ def patch(frame, off, data, fix_csum=True):
         f[24:26] = b"\0\0"
         f[24:26] = F.ipv4_checksum(bytes(f[14:34])).to_bytes(2, "big")
     return bytes(f)
+
+
+def payload_for(p, rng, dtype, count, nan=False):
+    """A random payload of `dtype` with `count` elements; `nan` plants one NaN (or, for MX,
+    a NaN block scale) among them."""
+    if dtype == F.INT32:
+        return F.int32_payload([rng.randint(-2**31, 2**31 - 1) for _ in range(count)])
+    if dtype == F.FP32:
+        elems = [rng.getrandbits(32) & 0xBFFFFFFF for _ in range(count)]   # exp never all ones
+        if nan:
+            elems[rng.randrange(count)] = 0x7FC00001
+        return b"".join(e.to_bytes(4, "big") for e in elems)
+    if dtype == F.BF16:
+        elems = [rng.getrandbits(16) & 0xBFFF for _ in range(count)]
+        if nan:
+            elems[rng.randrange(count)] = 0xFF81
+        return b"".join(e.to_bytes(2, "big") for e in elems)
+    scales = bytearray(rng.randrange(0, 255) for _ in range(count // 32)) + bytes(64 - count // 32)
+    elems = bytearray(rng.getrandbits(8) & 0x77 for _ in range(count))        # never NaN
+    if nan and rng.getrandbits(1):
+        scales[rng.randrange(count // 32)] = 0xFF
+    elif nan:
+        elems[rng.randrange(count)] = {F.MXINT8: 0x80, F.MXFP8_E4M3: 0x7F, F.MXFP8_E5M2: 0xFD}[dtype]
+    return bytes(scales) + bytes(elems)
 
 
 def crafted_frames(p, rng):
@@ -80,6 +105,18 @@ def crafted_frames(p, rng):
     if len(f) % B == 0:
         out.append((f, keeps))
     out.append((v(), None))
+    # every dtype this build supports, with and without NaN, and padding after `count`
+    # that looks like NaN (it must not count)
+    for dtype in supported_dtypes(p):
+        mx = dtype in (F.MXINT8, F.MXFP8_E4M3, F.MXFP8_E5M2)
+        for nan in (False, True):
+            count = 32 * rng.randint(1, p.slot_elems // 32) if mx else rng.randint(1, p.slot_elems)
+            out.append((v(dtype=dtype, count=count, scale=rng.randint(-128, 127),
+                          payload=payload_for(p, rng, dtype, count, nan)), None))
+        if mx:   # scale-line padding after the last block is not a block scale
+            pl = bytearray(payload_for(p, rng, dtype, 32))
+            pl[1:64] = b"\xff" * 63
+            out.append((v(dtype=dtype, count=32, payload=bytes(pl)), None))
     # random header byte flips
     for _ in range(40):
         f = bytearray(v())
@@ -104,7 +141,8 @@ def to_beats(p, frame, keeps=None):
 def test_admission_matches_model(p):
     rng = random.Random(1234)
     cases = crafted_frames(p, rng)
-    model = SwitchModel(ports=p.ports, slots=p.slots, slot_elems=p.slot_elems, jobs=p.jobs)
+    model = SwitchModel(ports=p.ports, slots=p.slots, slot_elems=p.slot_elems, jobs=p.jobs,
+                        supported_dtypes=supported_dtypes(p))
     expected = [model.admit(PORT, f, tkeep_ok=(k is None)) for f, k in cases]
     assert {F.NOT_AGG, F.MALFORMED, F.JOB_DISABLED, F.SLOT_RANGE, F.WORKER, None} <= set(expected)
 
@@ -187,3 +225,4 @@ def test_admission_matches_model(p):
         assert (d.dtype, d.count, d.seq) == (h.dtype, h.count, h.seq)
         assert (d.src_mac, d.src_ip, d.src_port) == (pf.src_mac, pf.src_ip, pf.src_port)
         assert payload[:len(pf.payload)] == pf.payload
+        assert d.nan == decode(h.dtype, pf.payload, h.count, h.scale)[1]

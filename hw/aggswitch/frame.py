@@ -129,6 +129,7 @@ def frame_descriptor(p: Params):
         "src_port": 16,
         "start": buf_addr_bits(p),      # first payload beat in the ingress buffer
         "beats": beats_bits(p),         # payload beats held in the ingress buffer
+        "nan": 1,                       # a NaN among the frame's elements or block scales
         "t_last": 32,                   # cycle of the tlast handshake
     })
 

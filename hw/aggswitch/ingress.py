@@ -23,18 +23,58 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .params import (Params, HEADER_BYTES, DROP_NOT_AGG, DROP_MALFORMED, DROP_JOB_DISABLED,
-                     DROP_SLOT_RANGE, DROP_WORKER, DTYPE_INT32)
+                     DROP_SLOT_RANGE, DROP_WORKER, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
+                     DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2, MX_SCALE_BYTES)
 from .frame import *
 
-# dtypes this build decodes (the compression datapath adds the others).
-SUPPORTED_DTYPES = (DTYPE_INT32,)
+
+
+def supported_dtypes(p: Params):
+    """dtypes this build decodes. An MX block (32 elements) must fit in one beat."""
+    dtypes = (DTYPE_INT32, DTYPE_FP32, DTYPE_BF16)
+    if p.beat_bytes >= 32:
+        dtypes += (DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
+    return dtypes
+
+
+SUPPORTED_DTYPES = supported_dtypes(Params())
 
 DESC_FIFO_DEPTH = 8
 
 
+def is_mx(dtype):
+    return (dtype == DTYPE_MXINT8) | (dtype == DTYPE_MXFP8_E4M3) | (dtype == DTYPE_MXFP8_E5M2)
+
+
 def payload_bytes_expected(dtype, count):
-    """Payload length for `dtype` and `count` (INT32 only in this build; 0 = unsupported)."""
-    return Mux(dtype == DTYPE_INT32, count << 2, 0)
+    """Payload length for `dtype` and `count` (SPEC §3)."""
+    return Mux((dtype == DTYPE_INT32) | (dtype == DTYPE_FP32), count << 2,
+               Mux(dtype == DTYPE_BF16, count << 1, MX_SCALE_BYTES + count))
+
+
+def beat_nan(p: Params, data, dtype, valid_bytes, scale_beat):
+    """Does this payload beat carry a NaN among its valid bytes (SPEC §4)? Elements are
+    big-endian; an MX scale-line beat is NaN where a block's scale byte is 0xFF."""
+    B = p.beat_bytes
+    byte = [data.word_select(i, 8) for i in range(B)]
+    valid = [valid_bytes > i for i in range(B)]
+    fp32 = []
+    for i in range(0, B, 4):   # sign.exp8.mant23: exp all ones, mantissa non-zero
+        exp = Cat(byte[i + 1][7], byte[i][:7])
+        mant = Cat(byte[i + 3], byte[i + 2], byte[i + 1][:7])
+        fp32.append(valid[i] & (exp == 0xFF) & (mant != 0))
+    bf16 = []
+    for i in range(0, B, 2):   # sign.exp8.mant7
+        exp = Cat(byte[i + 1][7], byte[i][:7])
+        bf16.append(valid[i] & (exp == 0xFF) & (byte[i + 1][:7] != 0))
+    e4m3 = [valid[i] & (byte[i][:7] == 0x7F) for i in range(B)]
+    e5m2 = [valid[i] & (byte[i][2:7] == 0x1F) & (byte[i][:2] != 0) for i in range(B)]
+    block = [valid[i] & (byte[i] == 0xFF) for i in range(B)]
+    return Mux(is_mx(dtype) & scale_beat, Cat(*block).any(),
+           Mux(dtype == DTYPE_FP32, Cat(*fp32).any(),
+           Mux(dtype == DTYPE_BF16, Cat(*bf16).any(),
+           Mux(dtype == DTYPE_MXFP8_E4M3, Cat(*e4m3).any(),
+           Mux(dtype == DTYPE_MXFP8_E5M2, Cat(*e5m2).any(), 0)))))
 
 
 class IngressParser(wiring.Component):
@@ -135,11 +175,32 @@ class IngressParser(wiring.Component):
         m.d.comb += cur_len.eq(Mux(new_len > max_len, max_len, new_len))
         cur_keep_bad = keep_bad | Mux(s1_last, ~keep_contig, s1_keep != full_keep)
 
+        dtype = Signal(8)        # header fields, registered below
+        count = Signal(16)
+
+        # NaN scan of the payload (the engine needs the flag when it decides the round).
+        # Valid bytes of this payload beat: elements (or, for an MX scale-line beat, block
+        # scales) below `count`.
+        scale_beats = max(1, MX_SCALE_BYTES // B)
+        mx = is_mx(dtype[:3])
+        scale_beat = mx & (frame_beats < scale_beats)
+        data_bytes = Signal(range(4 * p.slot_elems + 1))
+        m.d.comb += data_bytes.eq(Mux(mx, Mux(scale_beat, count >> 5, count),
+                                      payload_bytes_expected(dtype[:3], count)))
+        offset = Signal(range(p.max_payload_beats * B + 1))
+        m.d.comb += offset.eq(Mux(mx & ~scale_beat, frame_beats - scale_beats, frame_beats) * B)
+        valid_bytes = Signal(range(B + 1))
+        m.d.comb += valid_bytes.eq(Mux(data_bytes <= offset, 0,
+                                       Mux(data_bytes - offset >= B, B, data_bytes - offset)))
+        frame_nan = Signal()
+        cur_nan = frame_nan | (write & beat_nan(p, s1_data, dtype[:3], valid_bytes, scale_beat))
+
         with m.If(s1_valid):
             with m.If(s1_last):
-                m.d.sync += [len_bytes.eq(0), keep_bad.eq(0), frame_beats.eq(0), overflowing.eq(0)]
+                m.d.sync += [len_bytes.eq(0), keep_bad.eq(0), frame_beats.eq(0), overflowing.eq(0),
+                             frame_nan.eq(0)]
             with m.Else():
-                m.d.sync += [len_bytes.eq(cur_len), keep_bad.eq(cur_keep_bad)]
+                m.d.sync += [len_bytes.eq(cur_len), keep_bad.eq(cur_keep_bad), frame_nan.eq(cur_nan)]
                 with m.If(write):
                     m.d.sync += frame_beats.eq(frame_beats + 1)
                     with m.If(frame_beats + 1 == p.max_payload_beats):
@@ -158,8 +219,6 @@ class IngressParser(wiring.Component):
         ip_total = Signal(16)
         udp_len = Signal(16)
         ver_op_ok = Signal()
-        dtype = Signal(8)
-        count = Signal(16)
         job = Signal(16)
         slot = Signal(16)
         worker = Signal(8)
@@ -199,12 +258,13 @@ class IngressParser(wiring.Component):
         s2_keep_bad = Signal()
         s2_beats = Signal(beats_bits(p) + 1)
         s2_t_last = Signal(32)
+        s2_nan = Signal()
         m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_len.eq(cur_len),
-                     s2_keep_bad.eq(cur_keep_bad), s2_beats.eq(frame_beats + write),
+                     s2_keep_bad.eq(cur_keep_bad), s2_beats.eq(frame_beats + write), s2_nan.eq(cur_nan),
                      s2_t_last.eq(s1_cycle)]
         L = s2_len
-        dtype_ok = Cat(*[dtype == d for d in SUPPORTED_DTYPES]).any()
-        count_ok = (count != 0) & (count <= p.slot_elems)
+        dtype_ok = Cat(*[dtype == d for d in supported_dtypes(p)]).any()
+        count_ok = (count != 0) & (count <= p.slot_elems) & (~is_mx(dtype[:3]) | (count[:5] == 0))
         expected_len = Signal(17)
         m.d.comb += expected_len.eq(HEADER_BYTES + payload_bytes_expected(dtype[:3], count))
         agg_ok = ((L >= HEADER_BYTES) & (ip_total == L - 14) & (udp_len == L - 34) & ver_op_ok
@@ -255,7 +315,7 @@ class IngressParser(wiring.Component):
             d.job.eq(job_idx), d.gslot.eq(base + slot), d.slot.eq(slot), d.bank.eq(flags[0]),
             d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),
             d.src_mac.eq(src_mac), d.src_ip.eq(src_ip), d.src_port.eq(src_port),
-            d.start.eq(cwp[:-1]), d.beats.eq(s2_beats), d.t_last.eq(s2_t_last),
+            d.start.eq(cwp[:-1]), d.beats.eq(s2_beats), d.nan.eq(s2_nan), d.t_last.eq(s2_t_last),
             fifo.w_data.eq(d), fifo.w_en.eq(verdict & ~drop),
         ]
         with m.If(verdict):

@@ -18,6 +18,10 @@ DTYPE_MXINT8 = 3
 DTYPE_MXFP8_E4M3 = 4
 DTYPE_MXFP8_E5M2 = 5
 
+# MX payloads start with a 64-byte line of block scales (SPEC §3).
+MX_SCALE_BYTES = 64
+MX_BLOCK = 32
+
 # AGG flag bits (SPEC §3).
 FLAG_BANK = 1 << 0
 FLAG_RETX = 1 << 1
