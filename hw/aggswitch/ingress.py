@@ -29,12 +29,19 @@ from .frame import *
 
 
 
-def supported_dtypes(p: Params):
-    """dtypes this build decodes. An MX block (32 elements) must fit in one beat."""
+def parseable_dtypes(p: Params):
+    """dtypes whose payload layout the parser checks and scans for NaN. An MX block
+    (32 elements) must fit in one beat."""
     dtypes = (DTYPE_INT32, DTYPE_FP32, DTYPE_BF16)
     if p.beat_bytes >= 32:
         dtypes += (DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
     return dtypes
+
+
+def supported_dtypes(p: Params):
+    """dtypes this build admits (docs/SPEC.md §10.2): INT32 until the engine decodes and
+    re-encodes the others; the parser already handles all of `parseable_dtypes`."""
+    return (DTYPE_INT32,)
 
 
 SUPPORTED_DTYPES = supported_dtypes(Params())
@@ -78,9 +85,11 @@ def beat_nan(p: Params, data, dtype, valid_bytes, scale_beat):
 
 
 class IngressParser(wiring.Component):
-    def __init__(self, p: Params, port: int):
+    def __init__(self, p: Params, port: int, dtypes=None):
         self.p = p
         self.port = port
+        self.dtypes = supported_dtypes(p) if dtypes is None else tuple(dtypes)
+        assert set(self.dtypes) <= set(parseable_dtypes(p))
         self.depth = p.buffer_beats
         ptr_bits = (self.depth - 1).bit_length() + 1  # one extra bit tells full from empty
         self.ptr_bits = ptr_bits
@@ -263,7 +272,7 @@ class IngressParser(wiring.Component):
                      s2_keep_bad.eq(cur_keep_bad), s2_beats.eq(frame_beats + write), s2_nan.eq(cur_nan),
                      s2_t_last.eq(s1_cycle)]
         L = s2_len
-        dtype_ok = Cat(*[dtype == d for d in supported_dtypes(p)]).any()
+        dtype_ok = Cat(*[dtype == d for d in self.dtypes]).any()
         count_ok = (count != 0) & (count <= p.slot_elems) & (~is_mx(dtype[:3]) | (count[:5] == 0))
         expected_len = Signal(17)
         m.d.comb += expected_len.eq(HEADER_BYTES + payload_bytes_expected(dtype[:3], count))
