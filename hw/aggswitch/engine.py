@@ -45,20 +45,24 @@ def payload_beats(p: Params, count):
     return ((count << 2) + (p.beat_bytes - 1)) >> shift
 
 
-def select_by_age(p: Params, valid, age, oldest=True):
-    """(any valid, index) of the oldest (or youngest) valid input, lowest index on ties.
-    A balanced tree of comparisons, so the depth grows with log2(ports)."""
+def older(a_age, a_port, b_age, b_port):
+    """Frame a comes before frame b in arrival order (docs/SPEC.md §10.3): an earlier last
+    beat (a larger age), or the same cycle and a lower port."""
+    return (a_age > b_age) | ((a_age == b_age) & (a_port < b_port))
+
+
+def oldest(entries):
+    """(valid, age, port) of the oldest valid entry of [(valid, age, port)]: a balanced tree
+    of comparisons, so the depth grows with log2 of the number of entries."""
     def pick(lo, hi):
         if hi - lo == 1:
-            return valid[lo], age[lo], C(lo, range(p.ports))
+            return entries[lo]
         mid = (lo + hi) // 2
-        va, aa, ia = pick(lo, mid)
-        vb, ab, ib = pick(mid, hi)
-        better = (ab > aa) if oldest else (ab < aa)
-        take_b = vb & (~va | better)
-        return va | vb, Mux(take_b, ab, aa), Mux(take_b, ib, ia)
-    v, _, i = pick(0, p.ports)
-    return v, i
+        va, aa, pa = pick(lo, mid)
+        vb, ab, pb = pick(mid, hi)
+        take_b = vb & (~va | older(ab, pb, aa, pa))
+        return va | vb, Mux(take_b, ab, aa), Mux(take_b, pb, pa)
+    return pick(0, len(entries))
 
 
 def same_round(a, b):
@@ -107,6 +111,10 @@ class AggregationEngine(wiring.Component):
             members[f"desc{n}"] = In(fd)
             members[f"desc{n}_valid"] = In(1)
             members[f"desc{n}_ready"] = Out(1)
+            members[f"head{n}_valid"] = In(1)      # t_last of the first two queued frames
+            members[f"head{n}_t_last"] = In(32)
+            members[f"next{n}_valid"] = In(1)
+            members[f"next{n}_t_last"] = In(32)
             members[f"buf{n}_addr"] = Out(ab)
             members[f"buf{n}_data"] = In(p.data_width)
             members[f"buf{n}_release"] = Out(1)
@@ -145,15 +153,23 @@ class AggregationEngine(wiring.Component):
             learned_rd.append(mem.read_port())
 
         # ======================= decide stage ========================================
+        # Ages (cycles since the last beat) of the first two queued frames of every port.
+        hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
+        nvalid = Cat(*[getattr(self, f"next{n}_valid") for n in range(P)])
         age = [Signal(32, name=f"age{n}") for n in range(P)]
+        age2 = [Signal(32, name=f"age_next{n}") for n in range(P)]
         for n in range(P):
-            m.d.comb += age[n].eq(self.cycles - fdesc[n].t_last)
-        any_valid, winner = select_by_age(p, fvalid, age, oldest=True)
+            m.d.comb += [age[n].eq(self.cycles - getattr(self, f"head{n}_t_last")),
+                         age2[n].eq(self.cycles - getattr(self, f"next{n}_t_last"))]
+        tag = [C(n, range(P)) for n in range(P)]
+        # The leader: the oldest queued frame of all. Taken once its descriptor shows.
+        any_queued, _, winner = oldest([(hvalid[n], age[n], tag[n]) for n in range(P)])
+        winner_shown = Signal()
         winner_desc = Signal(frame_descriptor(p))
         with m.Switch(winner):
             for n in range(P):
                 with m.Case(n):
-                    m.d.comb += winner_desc.eq(fdesc[n])
+                    m.d.comb += [winner_desc.eq(fdesc[n]), winner_shown.eq(fvalid[n])]
 
         port = Signal(range(P))              # the leader's port, from PICK on
         port_bit = Signal(P)
@@ -204,21 +220,28 @@ class AggregationEngine(wiring.Component):
         adds = act_new | act_join
         dropping = act_dup | act_mismatch
 
-        # The group: heads that join the leader's round. After a new round starts only the
-        # leader's bit is set, so every matching head joins; joining an open round needs the
-        # port's bit clear. Any other head on the same slot (either bank) could see another
-        # state if it were overtaken: then the leader goes alone.
+        # The group: heads that join the leader's round and come, in arrival order, before
+        # every frame that does not. After a new round starts only the leader's bit is set,
+        # so every matching head joins; joining an open round needs the port's bit clear.
+        # A group is thus the next frames in line, and applying it at once is applying
+        # them one by one: what blocks it is the oldest head that does not join, or the
+        # oldest frame queued behind a head that does.
         prior = Mux(act_new, 0, mb.bitmap)
         joins = Signal(P)
-        touches = Signal(P)
         for n in range(P):
-            m.d.comb += [joins[n].eq(fvalid[n] & same_round(fdesc[n], lead) & ~prior[n]),
-                         touches[n].eq(fvalid[n] & (fdesc[n].gslot == lead.gslot))]
+            m.d.comb += joins[n].eq(fvalid[n] & same_round(fdesc[n], lead) & ~prior[n])
+        blockers = ([(hvalid[n] & ~joins[n], age[n], tag[n]) for n in range(P)]
+                    + [(joins[n] & nvalid[n], age2[n], tag[n]) for n in range(P)])
+        blocked, block_age, block_port = oldest(blockers)
+        in_line = Signal(P)
+        for n in range(P):
+            m.d.comb += in_line[n].eq(joins[n] & (~blocked | older(age[n], tag[n], block_age, block_port)))
         group = Signal(P)
-        m.d.comb += group.eq(Mux(adds & ((touches & ~joins) == 0), joins, port_bit))
+        m.d.comb += group.eq(Mux(adds, in_line, port_bit))
 
         # The group's youngest member completes the round: its t_last is the timestamp.
-        _, youngest = select_by_age(p, group, age, oldest=False)
+        # (Members that tie on the cycle share the timestamp, so ties do not matter here.)
+        _, _, youngest = oldest([(group[n], ~age[n], tag[n]) for n in range(P)])
         t_complete = Signal(32)
         with m.Switch(youngest):
             for n in range(P):
@@ -359,7 +382,7 @@ class AggregationEngine(wiring.Component):
 
             with m.State("PICK"):
                 m.d.comb += read_desc.eq(winner_desc)
-                with m.If(any_valid):
+                with m.If(any_queued & winner_shown):
                     m.d.sync += port.eq(winner)
                     m.next = "DECIDE"
 

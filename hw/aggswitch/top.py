@@ -107,6 +107,10 @@ class AggSwitch(wiring.Component):
                 # ingress -> engine
                 getattr(eng, f"desc{n}").eq(ing.desc),
                 getattr(eng, f"desc{n}_valid").eq(ing.desc_valid),
+                getattr(eng, f"head{n}_valid").eq(ing.head_valid),
+                getattr(eng, f"head{n}_t_last").eq(ing.head_t_last),
+                getattr(eng, f"next{n}_valid").eq(ing.next_valid),
+                getattr(eng, f"next{n}_t_last").eq(ing.next_t_last),
                 ing.desc_ready.eq(getattr(eng, f"desc{n}_ready")),
                 ing.rd_addr.eq(getattr(eng, f"buf{n}_addr")),
                 getattr(eng, f"buf{n}_data").eq(ing.rd_data),
