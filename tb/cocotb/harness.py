@@ -1,0 +1,828 @@
+"""cocotb harness of the exported `aggswitch` Verilog (the shape of Alex Forencich's
+verilog-ethernet cocotb tests): clock, reset, one AXI4-Stream source per ingress port and
+one sink per egress port, a cycle-accurate monitor and a scoreboard against the golden
+model of tb/model.
+
+Cycle counter. ``TB.cycle`` mirrors the DUT's free-running counter (docs/SPEC.md §10.4):
+it is 0 in every cycle that follows a clock edge at which ``rst`` was high and grows by one
+each cycle after. The monitor samples at ``RisingEdge(clk)``, where cocotb reads the values
+from before the edge (as cocotbext-axi relies on): a handshake seen at an edge belongs to
+the cycle that ends at that edge, whose counter value is ``TB.cycle`` before the monitor
+advances it.
+
+Monitor. For every ingress port it records each frame (bytes of the beats' kept lanes,
+whether tkeep obeyed SPEC §2) with the counter value of its tlast handshake; for every
+egress port each frame with the cycle of its first ``tvalid`` and of its tlast handshake.
+Frames completing in the same cycle are recorded in ascending port order, so the monitor
+feeds the golden model online in exactly the processing order of SPEC §10.3 (sorting by
+(t_last, port)) and knows at any time which RESULT frames are due; tests wait on that
+(``settle``) instead of guessing. A handshake at an edge where ``rst`` is high is void
+(the DUT resets at that edge) and any partial frame is dropped; the rest of a cut ingress
+frame arrives after reset as a new frame, as SPEC §10.6 describes.
+
+Scoreboard (``check``). Per egress port the DUT's frames must equal the model's RESULT
+frames one for one, byte for byte, in order: nothing missing, nothing unexpected. Each
+RESULT's first ``tvalid`` must come ``LATENCY`` cycles (``aggswitch.latency(params)``)
+after the tlast handshake of the DATA frame that caused it: exactly when the frame was sent
+with ``exact=True`` (the test guarantees the switch is otherwise idle), at least that under
+load. A reset closes an epoch: the model restarts and the epoch's frames are checked on
+their own.
+
+Set AGGSWITCH_TRACE=1 to log every ingress frame (with the golden model's verdict) and every
+egress frame as the monitor records them.
+
+Randomness comes from ``TB.rng``, a ``random.Random`` seeded from the run's seed
+(``AGGSWITCH_SEED``, else cocotb's ``RANDOM_SEED``) and the test name, never from the
+global ``random`` module, so every run is reproducible and independent of which other
+tests ran.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import random
+import warnings
+from dataclasses import dataclass, field
+
+import cocotb
+from cocotb.clock import Clock
+from cocotb.queue import Queue
+from cocotb.triggers import RisingEdge
+from cocotb.triggers import with_timeout
+from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamSink,
+                           AxiStreamSource)
+
+from aggswitch import Params, latency
+from tb.model import frames as F
+from tb.model.switch import SwitchModel, tkeep_valid
+
+# cocotbext-axi 0.1.28 still uses cocotb APIs that cocotb 2 deprecates; keep the logs readable.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"cocotbext\.axi")
+
+CLK_PERIOD_NS = 4
+COUNTER_MASK = 0xFFFFFFFF
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+
+
+# ---------------------------------------------------------------------------- set-up
+
+def params_from_env(env=None) -> Params:
+    """The parameter set the DUT was exported with (set by sim/runner.py)."""
+    env = os.environ if env is None else env
+    d = Params()
+    return Params(
+        ports=int(env.get("AGGSWITCH_PORTS", d.ports)),
+        data_width=int(env.get("AGGSWITCH_DATA_WIDTH", d.data_width)),
+        slots=int(env.get("AGGSWITCH_SLOTS", d.slots)),
+        slot_elems=int(env.get("AGGSWITCH_SLOT_ELEMS", d.slot_elems)),
+        jobs=int(env.get("AGGSWITCH_JOBS", d.jobs)),
+    )
+
+
+def supported_dtypes_from_env(env=None) -> tuple:
+    """dtypes this build accepts (docs/SPEC.md §10.2: INT32 only until the compression
+    datapath lands): $AGGSWITCH_DTYPES (comma-separated codes), else the build's
+    declaration (aggswitch.ingress.SUPPORTED_DTYPES), else INT32 alone."""
+    env = os.environ if env is None else env
+    if env.get("AGGSWITCH_DTYPES"):
+        return tuple(int(x) for x in env["AGGSWITCH_DTYPES"].split(",") if x.strip())
+    try:
+        from aggswitch.ingress import SUPPORTED_DTYPES
+        return tuple(SUPPORTED_DTYPES)
+    except ImportError:
+        return (F.INT32,)
+
+
+def run_seed() -> int:
+    s = os.environ.get("AGGSWITCH_SEED")
+    return int(s) if s is not None else int(cocotb.RANDOM_SEED)
+
+
+def worker_addr(port: int):
+    """(MAC, IPv4, UDP source port) of the worker host on switch port `port`."""
+    return 0x02_00_00_00_10_00 + port, 0x0A_00_01_00 + 2 + port, 0xC000 + port
+
+
+def random_pause(rng: random.Random, p: float):
+    """Pause generator: paused with probability `p` each cycle."""
+    while True:
+        yield rng.random() < p
+
+
+def bursty_pause(rng: random.Random, p: float, max_len: int = 8):
+    """Pause generator with bursts: runs of 1..max_len cycles, paused with probability p."""
+    while True:
+        val = rng.random() < p
+        for _ in range(rng.randint(1, max_len)):
+            yield val
+
+
+def refresh_ipv4_checksum(frame) -> bytes:
+    """Recompute the IPv4 header checksum of a frame (after editing its header)."""
+    f = bytearray(frame)
+    f[24:26] = b"\0\0"
+    f[24:26] = F.ipv4_checksum(bytes(f[14:34])).to_bytes(2, "big")
+    return bytes(f)
+
+
+def fix_lengths(frame) -> bytes:
+    """Make the IPv4 total length and UDP length agree with the frame length."""
+    f = bytearray(frame)
+    n = len(f)
+    f[16:18] = (n - 14).to_bytes(2, "big")
+    f[38:40] = (n - 34).to_bytes(2, "big")
+    return refresh_ipv4_checksum(f)
+
+
+def patch(frame, offset: int, value: bytes, checksum: bool = True) -> bytes:
+    """Overwrite bytes at `offset`; refresh the IPv4 checksum unless told not to."""
+    f = bytearray(frame)
+    f[offset:offset + len(value)] = value
+    return refresh_ipv4_checksum(f) if checksum else bytes(f)
+
+
+def sat32(x):
+    return max(INT32_MIN, min(INT32_MAX, int(x)))
+
+
+# ------------------------------------------------------------------- records
+
+@dataclass
+class IngressRecord:
+    port: int
+    t_last: int   # cycle of the tlast handshake
+    data: bytes
+    tkeep_ok: bool
+    exact: bool
+    outcome: object = None  # tb.model.switch.Outcome
+    t_first: int = 0  # cycle of the first beat's handshake
+
+
+@dataclass
+class Expected:
+    port: int
+    frame: bytes
+    t_trigger: int
+    exact: bool
+    cause: IngressRecord
+
+
+@dataclass
+class EgressRecord:
+    port: int
+    t_first: int  # cycle of the first tvalid of the frame
+    t_last: int   # cycle of the tlast handshake
+    data: bytes
+    tkeep_ok: bool
+
+
+@dataclass
+class Epoch:
+    """Everything between two resets."""
+    ingress: list = field(default_factory=list)
+    expected: list = field(default_factory=list)  # per port list of Expected
+    egress: list = field(default_factory=list)    # per port list of EgressRecord
+    allow_missing: bool = False                   # closed by a reset that cut results
+    counters: object = None
+
+
+class AxilError(Exception):
+    pass
+
+
+class AxilBus:
+    """The bus interface aggswitch.driver.AggSwitchDriver expects (`read(addr)`,
+    `write(addr, value)` on 32-bit words), over cocotbext-axi's AxiLiteMaster. Non-OKAY
+    responses raise AxilError; every access has a timeout."""
+
+    def __init__(self, master: AxiLiteMaster, timeout_ns: int = 20000):
+        self.master = master
+        self.timeout_ns = timeout_ns
+
+    async def read(self, addr: int) -> int:
+        r = await with_timeout(self.master.read(addr, 4), self.timeout_ns, "ns")
+        if r.resp != AxiResp.OKAY:
+            raise AxilError(f"read 0x{addr:04X}: {AxiResp(r.resp).name}")
+        return int.from_bytes(r.data, "little")
+
+    async def write(self, addr: int, value: int):
+        r = await with_timeout(self.master.write(addr, int(value).to_bytes(4, "little")),
+                               self.timeout_ns, "ns")
+        if r.resp != AxiResp.OKAY:
+            raise AxilError(f"write 0x{addr:04X}: {AxiResp(r.resp).name}")
+
+
+class EgressSink(AxiStreamSink):
+    """AxiStreamSink that only drives tready (with its pause generator as back-pressure).
+    Frames are captured by TB's monitor, which reads each beat once rather than once per
+    byte lane; this sink keeps no queue."""
+
+    async def _run(self):
+        while True:
+            self.bus.tready.value = 0 if self.pause else 1
+            self.wake_event.clear()
+            await self.wake_event.wait()
+
+
+# ------------------------------------------------------------------- helpers
+
+def _kept(data: bytes, keep: int, full: int) -> bytes:
+    if keep == full:
+        return data
+    return bytes(b for i, b in enumerate(data) if (keep >> i) & 1)
+
+
+def describe_frame(b: bytes) -> str:
+    b = bytes(b)
+    try:
+        p = F.parse_frame(b)
+    except ValueError:
+        return f"<{len(b)} bytes: {b.hex()}>"
+    h = p.hdr
+    return (f"{len(b)}B op={h.op} dtype={h.dtype} job={h.job} slot={h.slot} "
+            f"worker={h.worker:#x} flags={h.flags:#04x} seq={h.seq} count={h.count} "
+            f"scale={h.scale} ts={p.timestamp} dst={F.mac_str(p.dst_mac)}/"
+            f"{F.ip_str(p.dst_ip)}:{p.dst_port}")
+
+
+def describe_diff(exp: bytes, got: bytes, max_elems: int = 8) -> str:
+    """Readable field-by-field difference of two frames (both parsed with parse_frame)."""
+    exp, got = bytes(exp), bytes(got)
+    lines = [f"    expected {describe_frame(exp)}", f"    got      {describe_frame(got)}"]
+    try:
+        pe, pg = F.parse_frame(exp), F.parse_frame(got)
+    except ValueError:
+        return "\n".join(lines)
+    for name in ("dst_mac", "src_mac", "ethertype", "ip_version", "ip_ihl", "ip_tos",
+                 "ip_total_length", "ip_id", "ip_flags_frag", "ip_ttl", "ip_proto",
+                 "ip_checksum", "checksum_ok", "src_ip", "dst_ip", "src_port", "dst_port",
+                 "udp_length", "udp_checksum", "timestamp", "length"):
+        a, b = getattr(pe, name), getattr(pg, name)
+        if a != b:
+            lines.append(f"    {name}: expected {a!r}, got {b!r}")
+    for name in ("ver", "op", "dtype", "job", "slot", "worker", "flags", "seq", "count",
+                 "scale", "reserved"):
+        a, b = getattr(pe.hdr, name), getattr(pg.hdr, name)
+        if a != b:
+            lines.append(f"    agg.{name}: expected {a!r}, got {b!r}")
+    if pe.payload != pg.payload:
+        if pe.hdr.dtype == F.INT32 and len(pe.payload) % 4 == 0 and len(pg.payload) % 4 == 0:
+            ve, vg = F.int32_from_payload(pe.payload), F.int32_from_payload(pg.payload)
+            n = min(len(ve), len(vg))
+            bad = [i for i in range(n) if ve[i] != vg[i]]
+            lines.append(f"    payload: {len(bad)} of {n} int32 elements differ"
+                         + (f", lengths {len(ve)} vs {len(vg)}" if len(ve) != len(vg) else ""))
+            for i in bad[:max_elems]:
+                lines.append(f"      [{i}] expected {ve[i]}, got {vg[i]}")
+        else:
+            n = min(len(pe.payload), len(pg.payload))
+            bad = [i for i in range(n) if pe.payload[i] != pg.payload[i]]
+            lines.append(f"    payload: {len(bad)} of {n} bytes differ, lengths "
+                         f"{len(pe.payload)} vs {len(pg.payload)}")
+            for i in bad[:max_elems]:
+                lines.append(f"      [{i}] expected {pe.payload[i]:#04x}, got {pg.payload[i]:#04x}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ TB
+
+class TB:
+    """Testbench of one `aggswitch` instance. See the module docstring."""
+
+    def __init__(self, dut, name: str = "tb", params: Params | None = None, seed=None):
+        self.dut = dut
+        self.p = params or params_from_env()
+        self.log = logging.getLogger(f"cocotb.tb.{name}")
+        self.log.setLevel(logging.INFO)
+        self.seed = run_seed() if seed is None else seed
+        self.rng = random.Random(f"{self.seed}/{name}")
+        self.latency = latency(self.p)
+        self.supported_dtypes = supported_dtypes_from_env()
+        self.beat_bytes = self.p.beat_bytes
+        self._full_keep = (1 << self.beat_bytes) - 1
+        P = self.ports = self.p.ports
+        self._check_dut_shape()
+        self.log.info("params %s (%s), latency %d, seed %d", self.p, self.p.name(),
+                      self.latency, self.seed)
+
+        self.clock = Clock(dut.clk, CLK_PERIOD_NS, unit="ns")
+        self.clock.start()
+
+        for p in range(P):
+            for d in ("s", "m"):
+                logging.getLogger(f"cocotb.{dut._name}.{d}{p}_axis").setLevel(logging.WARNING)
+        self.sources = [AxiStreamSource(AxiStreamBus.from_prefix(dut, f"s{p}_axis"), dut.clk)
+                        for p in range(P)]
+        self.sinks = [EgressSink(AxiStreamBus.from_prefix(dut, f"m{p}_axis"), dut.clk)
+                      for p in range(P)]
+        logging.getLogger(f"cocotb.{dut._name}.s_axil").setLevel(logging.WARNING)
+        self.axil = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "s_axil"), dut.clk, dut.rst)
+        self.bus = AxilBus(self.axil)
+        try:
+            from aggswitch.driver import AggSwitchDriver
+            self.driver = AggSwitchDriver(self.bus, self.p)
+        except ImportError:  # register map not available in this build
+            self.driver = None
+        dut.rst.value = 1
+
+        # golden model and scoreboard state
+        self.model = self._new_model()
+        self.epochs: list[Epoch] = []
+        self.epoch = self._new_epoch()
+        self.errors: list[str] = []
+        self._exact = [collections.deque() for _ in range(P)]
+        self._subscribers = [[] for _ in range(P)]
+        self.cycle = None  # counter value of the current cycle (None before the first reset)
+        self.in_reset = False
+        self._reset_cut = False
+        self.check_stable = True
+        self.trace = os.environ.get("AGGSWITCH_TRACE", "0") not in ("", "0")
+        self.total_ingress = [0] * P
+        self.total_egress = [0] * P
+        self._in_beats = [[] for _ in range(P)]
+        self._in_first = [0] * P
+        self._eg_beats = [[] for _ in range(P)]
+        self._eg_first = [None] * P
+        self._eg_pending = [None] * P  # beat presented but not taken: (tdata, tkeep, tlast)
+
+        self._monitor_task = cocotb.start_soon(self._monitor())
+
+    # -------------------------------------------------------------- set-up
+    def _check_dut_shape(self):
+        dut, p = self.dut, self.p
+        width = len(dut.s0_axis_tdata)
+        if width != p.data_width:
+            raise RuntimeError(f"DUT tdata is {width} bits, params say {p.data_width} "
+                               "(AGGSWITCH_* environment out of step with the build)")
+        if not hasattr(dut, f"s{p.ports - 1}_axis_tdata") or hasattr(dut, f"s{p.ports}_axis_tdata"):
+            raise RuntimeError(f"DUT does not have {p.ports} ports")
+
+    def _new_model(self) -> SwitchModel:
+        return SwitchModel(ports=self.p.ports, slots=self.p.slots,
+                           slot_elems=self.p.slot_elems, jobs=self.p.jobs,
+                           supported_dtypes=self.supported_dtypes)
+
+    def _new_epoch(self) -> Epoch:
+        return Epoch(expected=[[] for _ in range(self.p.ports)],
+                     egress=[[] for _ in range(self.p.ports)])
+
+    # --------------------------------------------------------------- knobs
+    def set_idle_generator(self, generator=None):
+        """`generator`: a callable returning a fresh pause generator (one per port), or None."""
+        for src in self.sources:
+            src.set_pause_generator(generator() if generator else None)
+        if not generator:
+            for src in self.sources:
+                src.pause = False
+
+    def set_backpressure_generator(self, generator=None):
+        for snk in self.sinks:
+            snk.set_pause_generator(generator() if generator else None)
+        if not generator:
+            for snk in self.sinks:
+                snk.pause = False
+
+    def random_idle(self, p: float = 0.3, bursty: bool = True):
+        """Random ingress idle cycles (reproducible: one Random per port, seeded from rng)."""
+        seeds = iter([self.rng.getrandbits(64) for _ in range(self.ports)])
+        gen = bursty_pause if bursty else random_pause
+        self.set_idle_generator(lambda: gen(random.Random(next(seeds)), p))
+
+    def random_backpressure(self, p: float = 0.3, bursty: bool = True):
+        seeds = iter([self.rng.getrandbits(64) for _ in range(self.ports)])
+        gen = bursty_pause if bursty else random_pause
+        self.set_backpressure_generator(lambda: gen(random.Random(next(seeds)), p))
+
+    # ------------------------------------------------------------- helpers
+    def worker_rank(self, port: int, job: int = 0) -> int:
+        mask = self.model.job_mask(job)
+        return bin(mask & ((1 << port) - 1)).count("1")
+
+    def data(self, port: int, slot: int, values=None, *, seq: int = 0, bank: int = 0,
+             job: int = 0, worker=None, scale: int = 0, dtype: int = F.INT32, count=None,
+             retx: bool = False, payload: bytes | None = None, src=None) -> bytes:
+        """A DATA frame from the worker on `port` (its worker index in `job` by default),
+        addressed to the switch's current MAC, IPv4 address and AGG port (as the golden
+        model holds them). `src`: (MAC, IPv4, UDP port) instead of worker_addr(port)."""
+        mac, ip, udp = src or worker_addr(port)
+        if payload is None:
+            payload = F.int32_payload(values)
+        if count is None:
+            count = len(values)
+        return F.data_frame(worker_mac=mac, worker_ip=ip, worker_port=udp, job=job,
+                            slot=slot, worker=self.worker_rank(port, job) if worker is None
+                            else worker, seq=seq, dtype=dtype, count=count, scale=scale,
+                            payload=payload, bank=bank, retx=retx,
+                            switch_mac=self.model.switch_mac, switch_ip=self.model.switch_ip,
+                            agg_port=self.model.agg_port)
+
+    def random_values(self, n: int, lo: int = INT32_MIN, hi: int = INT32_MAX) -> list:
+        return [self.rng.randint(lo, hi) for _ in range(n)]
+
+    # -------------------------------------------------------------- traffic
+    def send(self, port: int, frame, exact: bool = False):
+        """Queue a frame on ingress `port`. `exact=True`: the test guarantees the switch is
+        otherwise idle when this frame's tlast is accepted, so its RESULTs must appear after
+        exactly LATENCY cycles. `frame`: bytes or an AxiStreamFrame (custom tkeep)."""
+        self._exact[port].append(exact)
+        self.sources[port].send_nowait(frame)
+
+    async def send_wait(self, port: int, frame, exact: bool = False,
+                        timeout: int | None = None) -> IngressRecord:
+        """send() and wait until the frame's last beat has been accepted; returns its
+        IngressRecord (with the golden model's Outcome). Nothing else may be queued on
+        `port`."""
+        n = self.total_ingress[port]
+        self.send(port, frame, exact)
+        # Both the source (idle) and the monitor (record) react to the edge of the tlast
+        # handshake, in no defined order: wait for both.
+        await self.wait_until(lambda: self.sources[port].idle() and self.total_ingress[port] > n,
+                              timeout, f"frame on port {port} accepted")
+        return self.outcomes(port)[-1]
+
+    async def send_isolated(self, port: int, frame, quiet: int | None = None,
+                            timeout: int | None = None) -> IngressRecord:
+        """Wait until the switch is idle (`settle(quiet=quiet)`), then send `frame` with the
+        exact latency check."""
+        await self.settle(quiet=quiet)
+        return await self.send_wait(port, frame, exact=True, timeout=timeout)
+
+    def subscribe(self, port: int) -> Queue:
+        """A queue that receives every EgressRecord of `port` from now on."""
+        q = Queue()
+        self._subscribers[port].append(q)
+        return q
+
+    # ---------------------------------------------------------------- waits
+    async def cycles(self, n: int):
+        edge = RisingEdge(self.dut.clk)
+        for _ in range(n):
+            await edge
+
+    async def wait_until(self, cond, timeout: int | None = None, what: str = "condition"):
+        """Wait (checking each cycle) until cond() is true; fail after `timeout` cycles."""
+        timeout = self.default_timeout() if timeout is None else timeout
+        edge = RisingEdge(self.dut.clk)
+        for _ in range(timeout):
+            if cond():
+                return
+            await edge
+        if cond():
+            return
+        raise AssertionError(f"timeout after {timeout} cycles waiting for {what}; "
+                             f"state: {self.state_summary()}")
+
+    def default_timeout(self) -> int:
+        # generous: every queued frame at a few cycles per beat, plus latency and reset
+        queued = sum(src.queue_occupancy_bytes for src in self.sources)
+        return 4 * self.p.slots + 20 * self.latency + 8 * queued // self.beat_bytes + 2000
+
+    def quiet_cycles(self) -> int:
+        """Cycles after which a switch with no input has certainly finished everything."""
+        frame_beats = -(-self.p.max_frame_bytes // self.beat_bytes)
+        return self.latency + (self.ports + 2) * (frame_beats + 4) + 16
+
+    def busy(self) -> bool:
+        ep = self.epoch
+        return (any(not src.idle() for src in self.sources)
+                or any(self._in_beats)
+                or any(self._eg_beats)
+                or any(t is not None for t in self._eg_first)
+                or any(len(ep.egress[p]) < len(ep.expected[p]) for p in range(self.ports)))
+
+    async def settle(self, timeout: int | None = None, quiet: int | None = None):
+        """Wait until every queued frame has been sent, every due RESULT received, and
+        `quiet` more cycles have passed with nothing in flight."""
+        quiet = self.quiet_cycles() if quiet is None else quiet
+        timeout = self.default_timeout() if timeout is None else timeout
+        edge = RisingEdge(self.dut.clk)
+        idle_for = 0
+        for _ in range(timeout + quiet):
+            if self.busy():
+                idle_for = 0
+            else:
+                idle_for += 1
+                if idle_for >= quiet:
+                    return
+            await edge
+        raise AssertionError(f"switch did not settle within {timeout} cycles; "
+                             f"state: {self.state_summary()}")
+
+    def state_summary(self) -> str:
+        ep = self.epoch
+        parts = [f"cycle={self.cycle}"]
+        for p in range(self.ports):
+            parts.append(
+                f"port{p}: src_queued={self.sources[p].count()} src_active="
+                f"{self.sources[p].active} s_tready={getattr(self.dut, f's{p}_axis_tready').value} "
+                f"in_beats={len(self._in_beats[p])} egress={len(ep.egress[p])}/"
+                f"{len(ep.expected[p])} expected")
+        return "; ".join(parts)
+
+    # ---------------------------------------------------------------- reset
+    async def reset(self, cycles: int = 4, allow_missing: bool = False, timeout: int | None = None):
+        """Pulse rst for `cycles` cycles (closing the scoreboard epoch), then wait until the
+        switch has initialised (every s*_axis_tready high). `allow_missing`: RESULTs that
+        were due but not (fully) delivered when rst rose are not errors (reset cut them)."""
+        self._reset_cut = allow_missing
+        self.dut.rst.value = 1
+        await self.cycles(cycles)
+        self.dut.rst.value = 0
+        budget = timeout if timeout is not None else 4 * self.p.slots + 500
+        readies = [getattr(self.dut, f"s{p}_axis_tready") for p in range(self.ports)]
+
+        def all_ready():
+            try:
+                return all(bool(r.value) for r in readies)
+            except ValueError:
+                return False
+        await self.wait_until(all_ready, budget, "every s*_axis_tready high after reset")
+        self.log.debug("reset done at cycle %s", self.cycle)
+
+    def _close_epoch(self):
+        ep = self.epoch
+        ep.allow_missing = self._reset_cut
+        ep.counters = self.model.counters
+        if ep.ingress or any(ep.egress):
+            self.epochs.append(ep)
+        self.epoch = self._new_epoch()
+        self.model = self._new_model()
+        self._reset_cut = False
+        # The exact-latency flags stay queued: a frame cut by reset still ends in one frame
+        # (its tail), so the flags stay aligned with the frames still to come.
+
+    # -------------------------------------------------------------- monitor
+    async def _monitor(self):
+        dut, P, B = self.dut, self.ports, self.beat_bytes
+        full = self._full_keep
+        edge = RisingEdge(dut.clk)
+        rst = dut.rst
+        sv = [getattr(dut, f"s{p}_axis_tvalid") for p in range(P)]
+        sr = [getattr(dut, f"s{p}_axis_tready") for p in range(P)]
+        sd = [getattr(dut, f"s{p}_axis_tdata") for p in range(P)]
+        sk = [getattr(dut, f"s{p}_axis_tkeep") for p in range(P)]
+        sl = [getattr(dut, f"s{p}_axis_tlast") for p in range(P)]
+        mv = [getattr(dut, f"m{p}_axis_tvalid") for p in range(P)]
+        mr = [getattr(dut, f"m{p}_axis_tready") for p in range(P)]
+        md = [getattr(dut, f"m{p}_axis_tdata") for p in range(P)]
+        mk = [getattr(dut, f"m{p}_axis_tkeep") for p in range(P)]
+        ml = [getattr(dut, f"m{p}_axis_tlast") for p in range(P)]
+
+        def bit(sig, what):
+            try:
+                return bool(sig.value)
+            except ValueError:
+                self.error(f"cycle {self.cycle}: {what} is {sig.value} (not 0/1)")
+                return False
+
+        while True:
+            await edge
+            cyc = self.cycle
+            if bit(rst, "rst"):
+                if not self.in_reset:
+                    self.in_reset = True
+                    self._close_epoch()
+                for p in range(P):
+                    self._in_beats[p] = []
+                    self._eg_beats[p] = []
+                    self._eg_first[p] = None
+                    self._eg_pending[p] = None
+                self.cycle = 0
+                continue
+            self.in_reset = False
+            if cyc is None:
+                continue
+
+            for p in range(P):
+                # ---- ingress
+                if bit(sv[p], f"s{p}_axis_tvalid") and bit(sr[p], f"s{p}_axis_tready"):
+                    keep = int(sk[p].value)
+                    if not self._in_beats[p]:
+                        self._in_first[p] = cyc
+                    self._in_beats[p].append((sd[p].value.to_bytes(byteorder="little"), keep))
+                    if bit(sl[p], f"s{p}_axis_tlast"):
+                        beats = self._in_beats[p]
+                        self._in_beats[p] = []
+                        self._ingress_frame(p, cyc, beats)
+
+            for p in range(P):
+                # ---- egress
+                v = bit(mv[p], f"m{p}_axis_tvalid")
+                pend = self._eg_pending[p]
+                if not v:
+                    if pend is not None:
+                        self.error(f"cycle {cyc}: m{p}_axis_tvalid fell before its beat "
+                                   "was accepted (AXI4-Stream violation)")
+                        self._eg_pending[p] = None
+                    continue
+                if self._eg_first[p] is None:
+                    self._eg_first[p] = cyc
+                if bit(mr[p], f"m{p}_axis_tready"):
+                    try:
+                        data = md[p].value.to_bytes(byteorder="little")
+                        keep = int(mk[p].value)
+                        last = bool(ml[p].value)
+                    except ValueError:
+                        self.error(f"cycle {cyc}: X/Z on m{p}_axis tdata/tkeep/tlast during a "
+                                   "handshake")
+                        data, keep, last = bytes(B), 0, False
+                    if pend is not None and self.check_stable and pend != (data, keep, last):
+                        self.error(f"cycle {cyc}: m{p}_axis beat changed while stalled "
+                                   "(AXI4-Stream violation)")
+                    self._eg_pending[p] = None
+                    self._eg_beats[p].append((data, keep))
+                    if last:
+                        beats = self._eg_beats[p]
+                        self._eg_beats[p] = []
+                        self._egress_frame(p, self._eg_first[p], cyc, beats)
+                        self._eg_first[p] = None
+                elif self.check_stable:
+                    try:
+                        cur = (md[p].value.to_bytes(byteorder="little"), int(mk[p].value),
+                               bool(ml[p].value))
+                    except ValueError:
+                        cur = None
+                    if pend is not None and pend != cur:
+                        self.error(f"cycle {cyc}: m{p}_axis beat changed while stalled "
+                                   "(AXI4-Stream violation)")
+                    self._eg_pending[p] = cur
+                else:
+                    self._eg_pending[p] = True if pend is None else pend
+
+            self.cycle = (cyc + 1) & COUNTER_MASK
+
+    def _ingress_frame(self, port: int, t_last: int, beats):
+        full = self._full_keep
+        keeps = [k for _, k in beats]
+        ok = tkeep_valid(keeps, self.p.data_width)
+        data = b"".join(_kept(d, k, full) for d, k in beats)
+        exact = self._exact[port].popleft() if self._exact[port] else False
+        rec = IngressRecord(port, t_last, data, ok, exact, t_first=self._in_first[port])
+        self.total_ingress[port] += 1
+        try:
+            rec.outcome = self.model.process(port, data, t_last, tkeep_ok=ok)
+        except Exception as e:  # a model crash is a finding, not a reason to hang
+            self.error(f"golden model raised {type(e).__name__}: {e} on port {port} frame "
+                       f"{describe_frame(data)}")
+            rec.outcome = None
+        self.epoch.ingress.append(rec)
+        if self.trace:
+            o = rec.outcome
+            self.log.info("in  port %d cycles %d..%d: %s -> %s%s", port, rec.t_first, t_last,
+                          describe_frame(data), "?" if o is None else (o.drop_name or o.action),
+                          " (completes)" if o is not None and o.completed else "")
+        if rec.outcome is not None:
+            for q, frm in rec.outcome.results:
+                self.epoch.expected[q].append(Expected(q, frm, t_last, exact, rec))
+
+    def _egress_frame(self, port: int, t_first: int, t_last: int, beats):
+        full = self._full_keep
+        keeps = [k for _, k in beats]
+        ok = tkeep_valid(keeps, self.p.data_width)
+        if not ok:
+            self.error(f"cycle {t_last}: m{port}_axis frame with invalid tkeep "
+                       f"{[hex(k) for k in keeps]} (SPEC §2)")
+        data = b"".join(_kept(d, k, full) for d, k in beats)
+        rec = EgressRecord(port, t_first, t_last, data, ok)
+        self.epoch.egress[port].append(rec)
+        self.total_egress[port] += 1
+        if self.trace:
+            self.log.info("out port %d cycles %d..%d: %s", port, t_first, t_last,
+                          describe_frame(data))
+        for q in self._subscribers[port]:
+            q.put_nowait(rec)
+
+    # ------------------------------------------------------- control plane
+    async def configure_job(self, job: int, *, port_mask: int, slot_base: int,
+                            slot_count: int, enable: bool = True):
+        """Write a job-table entry through AXI4-Lite while the switch is idle, and make the
+        golden model's table agree (SPEC §10.7: writes apply to frames admitted after)."""
+        from tb.model.switch import Job
+        await self.settle(quiet=8)
+        await self.driver.configure_job(job, port_mask=port_mask, slot_base=slot_base,
+                                        slot_count=slot_count, enable=enable)
+        self.model.job_table[job] = Job(enable, port_mask, slot_base, slot_count)
+
+    async def set_job_enable(self, job: int, enable: bool):
+        await self.settle(quiet=8)
+        await self.driver.write(f"JOB{job}_CTRL", int(enable))
+        self.model.job_table[job].enable = enable
+
+    async def set_switch_address(self, mac: int, ip: int, agg_port: int):
+        await self.settle(quiet=8)
+        await self.driver.set_switch_address(mac, ip, agg_port)
+        self.model.switch_mac, self.model.switch_ip, self.model.agg_port = mac, ip, agg_port
+
+    async def check_counters(self) -> list[str]:
+        """Read every counter (SPEC §8, §10.7) and compare with the golden model's for this
+        epoch (both are cleared by reset). Call once the switch has settled. Returns and
+        records the differences."""
+        if self.driver is None:
+            return []
+        got = await self.driver.counters()
+        c = self.model.counters
+        errs = []
+        for n in range(self.ports):
+            exp = {"rx": c.rx[n], "accepted": c.accepted[n], "tx": c.tx[n],
+                   "resent": c.resent[n]}
+            for code, reason in enumerate(F.DROP_REASONS):
+                exp[f"drop_{reason}"] = c.drops[code][n]
+            for name, want in exp.items():
+                have = got["ports"][n].get(name)
+                if have != (want & COUNTER_MASK):
+                    errs.append(f"counter P{n}_{name.upper()}: switch {have}, model {want}")
+        for name in ("results", "overflows", "nans"):
+            want = getattr(c, name)
+            if got.get(name) != (want & COUNTER_MASK):
+                errs.append(f"counter {name.upper()}: switch {got.get(name)}, model {want}")
+        for e in errs:
+            self.error(e)
+        return errs
+
+    # ------------------------------------------------------------ scoreboard
+    def error(self, msg: str):
+        self.log.error("%s", msg)
+        self.errors.append(msg)
+
+    def latencies(self, epochs=None):
+        """(expected, egress record, latency) of every matched RESULT so far."""
+        out = []
+        for ep in (epochs or self.epochs + [self.epoch]):
+            for p in range(self.ports):
+                for e, g in zip(ep.expected[p], ep.egress[p]):
+                    out.append((e, g, (g.t_first - e.t_trigger) & COUNTER_MASK))
+        return out
+
+    def compare_epoch(self, ep: Epoch, label: str = "") -> list[str]:
+        errs = []
+        L = self.latency
+        for p in range(self.ports):
+            exp, got = ep.expected[p], ep.egress[p]
+            for i, (e, g) in enumerate(zip(exp, got)):
+                if e.frame != g.data:
+                    errs.append(f"{label}port {p} RESULT #{i} (caused by the frame on port "
+                                f"{e.cause.port} accepted at cycle {e.t_trigger}) differs:\n"
+                                + describe_diff(e.frame, g.data))
+                    continue
+                lat = (g.t_first - e.t_trigger) & COUNTER_MASK
+                if e.exact and lat != L:
+                    errs.append(f"{label}port {p} RESULT #{i} ({describe_frame(g.data)}): "
+                                f"latency {lat} cycles, expected exactly {L} (idle switch: DATA "
+                                f"tlast at cycle {e.t_trigger}, first tvalid at {g.t_first})")
+                elif lat < L:
+                    errs.append(f"{label}port {p} RESULT #{i} ({describe_frame(g.data)}): "
+                                f"latency {lat} cycles, below the documented {L}")
+            if len(got) > len(exp):
+                for g in got[len(exp):][:4]:
+                    errs.append(f"{label}port {p}: unexpected frame at cycle {g.t_first}: "
+                                f"{describe_frame(g.data)}")
+                if len(got) - len(exp) > 4:
+                    errs.append(f"{label}port {p}: ... {len(got) - len(exp)} unexpected in all")
+            elif len(exp) > len(got) and not ep.allow_missing:
+                for e in exp[len(got):][:4]:
+                    errs.append(f"{label}port {p}: missing RESULT (due at cycle "
+                                f"{e.t_trigger + L}): {describe_frame(e.frame)}")
+                if len(exp) - len(got) > 4:
+                    errs.append(f"{label}port {p}: ... {len(exp) - len(got)} missing in all")
+        return errs
+
+    def check(self, raise_on_error: bool = True) -> list[str]:
+        """Final scoreboard check of every epoch; raises AssertionError listing all errors."""
+        errs = list(self.errors)
+        all_eps = self.epochs + [self.epoch]
+        for i, ep in enumerate(all_eps):
+            label = f"[epoch {i}] " if len(all_eps) > 1 else ""
+            errs += self.compare_epoch(ep, label)
+        n_exp = sum(len(x) for ep in all_eps for x in ep.expected)
+        n_got = sum(len(x) for ep in all_eps for x in ep.egress)
+        n_in = sum(len(ep.ingress) for ep in all_eps)
+        self.log.info("scoreboard: %d ingress frames, %d RESULTs expected, %d received, "
+                      "%d errors", n_in, n_exp, n_got, len(errs))
+        if errs and raise_on_error:
+            shown = errs[:20]
+            more = f"\n... and {len(errs) - 20} more" if len(errs) > 20 else ""
+            raise AssertionError(f"{len(errs)} scoreboard error(s):\n" + "\n".join(shown) + more)
+        return errs
+
+    # --------------------------------------------------------- conveniences
+    def outcomes(self, port=None):
+        """Ingress records of the current epoch (optionally of one port)."""
+        return [r for r in self.epoch.ingress if port is None or r.port == port]
+
+    def last_outcome(self, port: int):
+        recs = self.outcomes(port)
+        return recs[-1].outcome if recs else None
+
+    def results_for(self, port: int):
+        """DUT egress frames of `port` in the current epoch."""
+        return [g.data for g in self.epoch.egress[port]]
+
+
+async def start(dut, name: str, **kw) -> TB:
+    """Create the TB for test `name` and reset the DUT."""
+    tb = TB(dut, name, **kw)
+    await tb.reset()
+    return tb
