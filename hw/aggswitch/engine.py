@@ -45,13 +45,25 @@ def payload_beats(p: Params, count):
     return ((count << 2) + (p.beat_bytes - 1)) >> shift
 
 
-def older(a_age, a_port, b_age, b_port):
+def port_before(a, b, ports):
+    """a < b for port indices that may be Python ints (known) or signals. Comparisons whose
+    outcome is known are resolved here, so none reaches the Verilog as a constant compare."""
+    if isinstance(a, int) and isinstance(b, int):
+        return C(int(a < b), 1)
+    if isinstance(b, int):
+        return C(0, 1) if b == 0 else a < b
+    if isinstance(a, int):
+        return C(0, 1) if a == ports - 1 else b > a
+    return a < b
+
+
+def older(a_age, a_port, b_age, b_port, ports):
     """Frame a comes before frame b in arrival order (docs/SPEC.md §10.3): an earlier last
     beat (a larger age), or the same cycle and a lower port."""
-    return (a_age > b_age) | ((a_age == b_age) & (a_port < b_port))
+    return (a_age > b_age) | ((a_age == b_age) & port_before(a_port, b_port, ports))
 
 
-def oldest(entries):
+def oldest(entries, ports):
     """(valid, age, port) of the oldest valid entry of [(valid, age, port)]: a balanced tree
     of comparisons, so the depth grows with log2 of the number of entries."""
     def pick(lo, hi):
@@ -60,8 +72,9 @@ def oldest(entries):
         mid = (lo + hi) // 2
         va, aa, pa = pick(lo, mid)
         vb, ab, pb = pick(mid, hi)
-        take_b = vb & (~va | older(ab, pb, aa, pa))
-        return va | vb, Mux(take_b, ab, aa), Mux(take_b, pb, pa)
+        take_b = vb & (~va | older(ab, pb, aa, pa, ports))
+        as_value = lambda x: C(x, range(ports)) if isinstance(x, int) else x
+        return va | vb, Mux(take_b, ab, aa), Mux(take_b, as_value(pb), as_value(pa))
     return pick(0, len(entries))
 
 
@@ -161,9 +174,9 @@ class AggregationEngine(wiring.Component):
         for n in range(P):
             m.d.comb += [age[n].eq(self.cycles - getattr(self, f"head{n}_t_last")),
                          age2[n].eq(self.cycles - getattr(self, f"next{n}_t_last"))]
-        tag = [C(n, range(P)) for n in range(P)]
+        tag = list(range(P))
         # The leader: the oldest queued frame of all. Taken once its descriptor shows.
-        any_queued, _, winner = oldest([(hvalid[n], age[n], tag[n]) for n in range(P)])
+        any_queued, _, winner = oldest([(hvalid[n], age[n], tag[n]) for n in range(P)], P)
         winner_shown = Signal()
         winner_desc = Signal(frame_descriptor(p))
         with m.Switch(winner):
@@ -232,16 +245,16 @@ class AggregationEngine(wiring.Component):
             m.d.comb += joins[n].eq(fvalid[n] & same_round(fdesc[n], lead) & ~prior[n])
         blockers = ([(hvalid[n] & ~joins[n], age[n], tag[n]) for n in range(P)]
                     + [(joins[n] & nvalid[n], age2[n], tag[n]) for n in range(P)])
-        blocked, block_age, block_port = oldest(blockers)
+        blocked, block_age, block_port = oldest(blockers, P)
         in_line = Signal(P)
         for n in range(P):
-            m.d.comb += in_line[n].eq(joins[n] & (~blocked | older(age[n], tag[n], block_age, block_port)))
+            m.d.comb += in_line[n].eq(joins[n] & (~blocked | older(age[n], tag[n], block_age, block_port, P)))
         group = Signal(P)
         m.d.comb += group.eq(Mux(adds, in_line, port_bit))
 
         # The group's youngest member completes the round: its t_last is the timestamp.
         # (Members that tie on the cycle share the timestamp, so ties do not matter here.)
-        _, _, youngest = oldest([(group[n], ~age[n], tag[n]) for n in range(P)])
+        _, _, youngest = oldest([(group[n], ~age[n], tag[n]) for n in range(P)], P)
         t_complete = Signal(32)
         with m.Switch(youngest):
             for n in range(P):
