@@ -1,0 +1,345 @@
+"""Amaranth-simulator unit tests of the numeric conversion blocks (hw/aggswitch/numerics.py)
+against the golden model tb/model/numerics.py, which is the oracle: every expected value
+comes from `decode` / `encode` on a payload built from the same vector.
+
+Each test runs one simulation whose testbench loops over all its vectors (the Python
+simulator's per-run overhead dwarfs one combinational evaluation). All inputs of a block
+are packed into one wide signal, so a vector costs one `ctx.set` (one settle) instead of
+one per port.
+"""
+
+import random
+import struct
+
+import numpy as np
+import pytest
+from amaranth import Elaboratable, Module, Signal
+from amaranth.sim import Simulator
+
+from aggswitch.numerics import (FixedToFloat, FloatToFixed, MxBlockEncoder,
+                                MxElementToFixed)
+from aggswitch.params import Params
+from tb.model import numerics as N
+from tb.model.frames import (BF16, FP32, MX_BLOCK, MX_SCALE_LINE, MXFP8_E4M3,
+                             MXFP8_E5M2, MXINT8)
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+ACC_WIDTH = Params().acc_width                   # 34: the default 4-port switch
+ACC_WIDTHS = [ACC_WIDTH, Params(ports=32).acc_width]   # and the widest, 37
+
+MX_DTYPES = {"mxint8": MXINT8, "e4m3": MXFP8_E4M3, "e5m2": MXFP8_E5M2}
+FLOAT_DTYPES = {"fp32": (FP32, 32), "bf16": (BF16, 16)}
+
+
+# --------------------------------------------------------------------------
+# simulation harness
+# --------------------------------------------------------------------------
+class Packed(Elaboratable):
+    """Drives the DUT's input ports from slices of one wide signal, in the order given."""
+
+    def __init__(self, dut, ports):
+        self.dut = dut
+        self.ports = ports
+        self.widths = [len(p) for p in ports]
+        self.signed = [p.shape().signed for p in ports]
+        self.inp = Signal(sum(self.widths))
+
+    def pack(self, values):
+        word, off = 0, 0
+        for v, w, sg in zip(values, self.widths, self.signed):
+            lo, hi = (-(1 << (w - 1)), 1 << (w - 1)) if sg else (0, 1 << w)
+            assert lo <= v < hi, f"test vector value {v} does not fit the port"  # no silent wrap
+            word |= (v & ((1 << w) - 1)) << off
+            off += w
+        return word
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        off = 0
+        for p, w in zip(self.ports, self.widths):
+            m.d.comb += p.eq(self.inp[off:off + w])
+            off += w
+        return m
+
+
+def simulate(dut, ports, outputs, vectors):
+    """Apply each vector (a tuple of ints, one per port) and sample `outputs`."""
+    top = Packed(dut, ports)
+    words = [top.pack(v) for v in vectors]
+    results = []
+
+    async def bench(ctx):
+        for w in words:
+            ctx.set(top.inp, w)
+            results.append(tuple(ctx.get(o) for o in outputs))
+
+    sim = Simulator(top)
+    sim.add_testbench(bench)
+    sim.run()
+    return results
+
+
+def check(vectors, got, want, limit=8):
+    bad = [(v, g, w) for v, g, w in zip(vectors, got, want) if g != w]
+    msg = "\n".join(f"vector {v}: rtl {g} model {w}" for v, g, w in bad[:limit])
+    assert not bad, f"{len(bad)}/{len(vectors)} mismatches:\n{msg}"
+
+
+# --------------------------------------------------------------------------
+# ingress: MX elements
+# --------------------------------------------------------------------------
+BLOCK_SCALES = [0, 1, 100, 127, 150, 254, 255]
+MX_SCALES = [-128, -20, 0, 6, 20, 127]
+
+
+@pytest.mark.parametrize("fmt", list(MX_DTYPES))
+def test_mx_element_decode_exhaustive(fmt):
+    """All 256 codes x block scales x scales (8 blocks of 32 codes per model call)."""
+    dtype = MX_DTYPES[fmt]
+    codes = list(range(256))
+
+    def element_nan(bs, c):
+        # decode's flag for a block holding this element alone (the rest zero)
+        payload = bytes([bs]) + bytes(MX_SCALE_LINE - 1) + bytes([c]) + bytes(MX_BLOCK - 1)
+        return N.decode(dtype, payload, MX_BLOCK, 0)[1]
+
+    vectors, want = [], []
+    for bs in BLOCK_SCALES:
+        nans = [element_nan(bs, c) for c in codes]
+        for sc in MX_SCALES:
+            payload = bytes([bs] * 8) + bytes(MX_SCALE_LINE - 8) + bytes(codes)
+            q, _ = N.decode(dtype, payload, 256, sc)
+            vectors += [(c, bs, sc) for c in codes]
+            want += [(int(q[c]), nans[c]) for c in codes]
+    dut = MxElementToFixed(fmt)
+    got = simulate(dut, [dut.bits, dut.block_scale, dut.scale], [dut.q, dut.nan], vectors)
+    got = [(q - (1 << 32) if q >= 1 << 31 else q, bool(n)) for q, n in got]
+    check(vectors, got, want)
+
+
+# --------------------------------------------------------------------------
+# ingress: FP32 / BF16
+# --------------------------------------------------------------------------
+def f32_bits(x):
+    return struct.unpack(">I", struct.pack(">f", x))[0]
+
+
+def float_edge_vectors(fmt):
+    """(bits, scale) edge cases, written as FP32 patterns (BF16 takes the top half)."""
+    w = FLOAT_DTYPES[fmt][1]
+    sh = 32 - w
+    pats = [
+        0x00000000, 0x80000000,                          # +-0
+        0x00000001, 0x80000001, 0x007FFFFF, 0x807FFFFF,  # subnormals
+        0x00400000, 0x80400000, 0x00600000, 0x00010000, 0x00018000, 0x00008000,
+        0x00800000, 0x80800000, 0x7F7FFFFF, 0xFF7FFFFF,  # min / max normal
+        0x7F800000, 0xFF800000,                          # +-Inf
+        0x7FC00000, 0xFFC00000, 0x7F800001, 0xFF800001,  # NaNs, assorted payloads
+        0x7FBFFFFF, 0x7FFFFFFF, 0xFFFFFFFF, 0x7F810000, 0x7FFF0000, 0xFF810000,
+        0x3F800000, 0xBF800000, 0x3F000000, 0xBF000000,  # +-1, +-0.5
+        0x3FC00000, 0xBFC00000, 0x40200000, 0xC0200000,  # +-1.5, +-2.5 (ties)
+        0x3E800000, 0x3F400000, 0x40600000, 0x40700000,  # 0.25, 0.75, 3.5, 3.75
+        0x4EFFFFFF, 0xCEFFFFFF, 0x4F000000, 0xCF000000,  # int32 boundary
+        0x4F000001, 0xCF000001, 0x4E800000, 0xCE800000,
+        0x4B000000, 0x4B7FFFFF, 0x4B800001, 0xCB800001,  # 2^23.., 2^24+2
+        0x3F7FFFFF, 0xBF7FFFFF, 0x3F800001,
+    ]
+    scales = [-128, -127, -30, -1, 0, 1, 6, 30, 31, 32, 126, 127]
+    vecs = [((p >> sh) & ((1 << w) - 1), s) for p in pats for s in scales]
+    # Exact ties after scaling: v = t * 2**(-d - s) with t = odd * 2**(d-1), so
+    # v * 2**scale = odd / 2 lies halfway between two integers; t + 1 (for d > 1) is just
+    # above the tie, which only the sticky bit tells apart.
+    rng = random.Random(7)
+    mbits = 23 if fmt == "fp32" else 7
+    for _ in range(300):
+        s = rng.randint(-128, 127)
+        t = rng.randrange(1, 1 << (mbits + 1), 2)
+        d = rng.choice([1, 1, 1, 2, 3, 8])
+        if d > 1:
+            t = (t << (d - 1)) | rng.choice([0, 1])
+        e = -d - s
+        x = np.ldexp(np.float64(t), e)
+        with np.errstate(over="ignore"):
+            fx = np.float32(x)
+        if not np.isfinite(fx) or float(fx) != float(x):
+            continue                           # not exactly representable
+        bits = f32_bits(float(fx))
+        if fmt == "bf16":
+            if bits & 0xFFFF:
+                continue
+            bits >>= 16
+        vecs.append((bits | (rng.getrandbits(1) << (w - 1)), s))
+    return vecs
+
+
+def float_random_vectors(fmt, n, seed):
+    """Random patterns (whole exponent range) x random scales; half of them with the
+    scale aimed at the interesting window (|v * 2**scale| near 1..2**31)."""
+    rng = random.Random(seed)
+    w = FLOAT_DTYPES[fmt][1]
+    mbits = 23 if fmt == "fp32" else 7
+    vecs = []
+    for i in range(n):
+        bits = rng.getrandbits(w)
+        if i % 2:
+            e = (bits >> mbits) & 0xFF
+            s = max(-128, min(127, 127 - e + rng.randint(-8, 40)))
+        else:
+            s = rng.randint(-128, 127)
+        vecs.append((bits, s))
+    return vecs
+
+
+@pytest.mark.parametrize("fmt", list(FLOAT_DTYPES))
+def test_float_decode(fmt):
+    dtype, w = FLOAT_DTYPES[fmt]
+    vectors = float_edge_vectors(fmt) + float_random_vectors(fmt, 3000, 11 if w == 32 else 12)
+    want = []
+    for bits, s in vectors:
+        q, nan = N.decode(dtype, bits.to_bytes(w // 8, "big"), 1, s)
+        want.append((int(q[0]), nan))
+    dut = FloatToFixed(fmt)
+    got = simulate(dut, [dut.bits, dut.scale], [dut.q, dut.nan], vectors)
+    got = [(q - (1 << 32) if q >= 1 << 31 else q, bool(n)) for q, n in got]
+    check(vectors, got, want)
+    # the vectors do reach saturation, ties and NaN
+    assert any(q == INT32_MAX for q, _ in want) and any(q == INT32_MIN for q, _ in want)
+    assert any(n for _, n in want)
+
+
+# --------------------------------------------------------------------------
+# egress: FP32 / BF16
+# --------------------------------------------------------------------------
+def fixed_edge_vectors(acc_width):
+    lim = 1 << (acc_width - 1)
+    accs = [0, 1, -1, 2, 3, -3, INT32_MAX, INT32_MIN, INT32_MAX + 1, INT32_MIN - 1,
+            lim - 1, -lim, 1 << 32, -(1 << 32) - 5,
+            (1 << 24) + 1, (1 << 24) + 2, (1 << 24) + 3, -(1 << 24) - 1, -(1 << 24) - 3,
+            (1 << 25) + 2, (1 << 25) + 6, (1 << 25) - 1, (1 << 24) - 1,
+            257, 258, 259, -257, -259, 511, -511, 255, 0x1FF80, 0x18080, 0x18180,
+            (1 << 31) - 64, (1 << 31) - 128, (1 << 31) - 192, -(1 << 31) + 1]
+    scales = [-128, -104, -103, -97, -96, -1, 0, 1, 23, 100, 126, 127]
+    vecs = [(a, s) for a in accs for s in scales]
+    # range limits: max float exactly, halfway above it (-> Inf), 2**-127 subnormals
+    vecs += [((1 << 24) - 1, -104), ((1 << 25) - 1, -103), ((1 << 25) - 2, -103),
+             (255 << 23, -97), (511 << 22, -97), (-(511 << 22), -97), (1, 127), (-1, 127),
+             (3, 127), (2, 127), (-2, 127)]
+    return vecs
+
+
+def fixed_random_vectors(acc_width, n, seed):
+    rng = random.Random(seed)
+    vecs = []
+    for _ in range(n):
+        L = rng.randint(0, acc_width - 1)
+        a = rng.randint(0, (1 << L) - 1) if L else 0
+        vecs.append((-a if rng.getrandbits(1) else a, rng.randint(-128, 127)))
+    return vecs
+
+
+@pytest.mark.parametrize("acc_width", ACC_WIDTHS)
+@pytest.mark.parametrize("fmt", list(FLOAT_DTYPES))
+def test_fixed_to_float(fmt, acc_width):
+    dtype, w = FLOAT_DTYPES[fmt]
+    vectors = fixed_edge_vectors(acc_width) + fixed_random_vectors(acc_width, 1500, acc_width)
+    want = []
+    for a, s in vectors:
+        payload, ovf = N.encode(dtype, np.array([a], dtype=object), 1, s)
+        want.append((int.from_bytes(payload, "big"), ovf))
+    dut = FixedToFloat(fmt, acc_width)
+    got = simulate(dut, [dut.acc, dut.scale], [dut.bits, dut.overflow], vectors)
+    got = [(b, bool(o)) for b, o in got]
+    check(vectors, got, want)
+    inf = 0x7F800000 if w == 32 else 0x7F80
+    assert any(b & ~(1 << (w - 1)) == inf for b, _ in want)      # reaches +-Inf
+    assert any(0 < b < (1 << (w - 9)) for b, _ in want)          # and subnormals
+
+
+# --------------------------------------------------------------------------
+# egress: MX blocks
+# --------------------------------------------------------------------------
+def mx_edge_blocks(fmt, acc_width, rng):
+    """(32 accumulators, scale) blocks covering each rule of the MX recompression."""
+    emax = {"mxint8": 0, "e4m3": 8, "e5m2": 15}[fmt]
+    top = (1 << (acc_width - 1)) - 1
+    z = [0] * MX_BLOCK
+    blocks = []
+    for s in (-128, -1, 0, 1, 127):
+        blocks.append((list(z), s))                                   # all-zero block
+    for pos in (0, 17, 31):
+        for big in (1, 3, 255, 0xE8, 0xE9, 0xF0, 0x1FF, 0x3FF, 1 << 20, INT32_MAX,
+                    INT32_MIN, 1 << 33, -(1 << 33)):
+            for small in (0, 1, -1):
+                b = [small] * MX_BLOCK
+                b[pos] = max(-top - 1, min(top, big))
+                blocks.append((b, rng.choice([-20, 0, 5, 40])))       # single outlier
+    # X < -127 clamps (tiny v: large positive scale), and the X = -127 / -128 boundary
+    for s in (113, 119, 120, 121, 126, 127):
+        for mag in (1, 2, 3, 7, 100, 255, 0x7FFF):
+            blocks.append(([mag, -mag] + [rng.randint(-mag, mag) for _ in range(30)], s))
+    # NaN blocks: X > 127 needs a * 2**-scale huge (scale near -128); and X = 127 exactly
+    for s in (-128, -127, -120, -113, -112, -100):
+        for nmax in (0, emax - 1, emax, emax + 1, 20, 31):
+            if nmax < 0:
+                continue
+            a = 1 << nmax
+            blocks.append(([a, -a + 1] + [rng.randint(-a, a) for _ in range(30)], s))
+    # saturation at the largest normal and ties in every binade
+    for s in (-10, 0, 10):
+        for head in ((0xFF, 0xFE, 0xF8, 0xF7, 0xF0, 0xEF, 0xE8, 0xE9, 0xE7),
+                     (0x1FF, 0x1FE, 0x1F0, 0x1E0, 0x1D0, 0x1C8, 0x1C0),
+                     (0x7FFF, 0x7000, 0x7800, 0x6800, 0x3FFF, 0xFFFF)):
+            rest = [rng.randrange(1, 8) << rng.randrange(0, 12) for _ in range(MX_BLOCK - len(head))]
+            b = list(head) + [x if rng.getrandbits(1) else -x for x in rest]
+            blocks.append((b, s))
+            blocks.append(([-x for x in b], s))
+    # ties: element = (odd) * 2**k + 2**(k-1) patterns around the block maximum
+    for k in range(1, 28, 3):
+        b = [(1 << 30) | 1] + [((2 * rng.randrange(0, 64) + 1) << k) >> 1 for _ in range(31)]
+        blocks.append(([x if rng.getrandbits(1) else -x for x in b], rng.randint(-40, 40)))
+    # elements beyond int32 (saturation + OVERFLOW), including -2**31 exactly
+    blocks.append(([INT32_MIN] + [INT32_MAX] + [rng.randint(-top - 1, top) for _ in range(30)], 0))
+    blocks.append(([INT32_MIN] + [0] * 31, 3))
+    blocks.append(([INT32_MIN + 1] + [0] * 31, 3))
+    return blocks
+
+
+def mx_random_blocks(acc_width, n, rng):
+    blocks = []
+    for _ in range(n):
+        # one magnitude scale per block with a spread below it, some elements zero
+        L = rng.randint(0, acc_width - 1)
+        spread = rng.choice([0, 3, 8, 20, 40])
+        b = []
+        for _ in range(MX_BLOCK):
+            l = max(0, L - rng.randint(0, spread))
+            a = rng.randint(0, (1 << l) - 1) if l and rng.random() > 0.05 else 0
+            b.append(-a if rng.getrandbits(1) else a)
+        blocks.append((b, rng.randint(-128, 127)))
+    return blocks
+
+
+@pytest.mark.parametrize("fmt", list(MX_DTYPES))
+def test_mx_block_encoder(fmt):
+    dtype = MX_DTYPES[fmt]
+    rng = random.Random({"mxint8": 1, "e4m3": 2, "e5m2": 3}[fmt])
+    blocks = mx_edge_blocks(fmt, ACC_WIDTH, rng) + mx_random_blocks(ACC_WIDTH, 300, rng)
+    want = []
+    for acc, s in blocks:
+        payload, ovf = N.encode(dtype, np.array(acc, dtype=object), MX_BLOCK, s)
+        want.append((payload[MX_SCALE_LINE:], payload[0], ovf))
+    dut = MxBlockEncoder(fmt, ACC_WIDTH)
+    vectors = [tuple(acc) + (s,) for acc, s in blocks]
+    got = simulate(dut, list(dut.acc) + [dut.scale],
+                   [dut.elems, dut.scale_byte, dut.overflow], vectors)
+    got = [(e.to_bytes(MX_BLOCK, "little"), sb, bool(o)) for e, sb, o in got]
+    check(blocks, got, want, limit=4)
+    # the vectors reach every rule: NaN blocks, the -127 clamp, saturation, -0
+    sbytes = [sb for _, sb, _ in want]
+    assert 0xFF in sbytes and any(o for *_, o in want)
+    if fmt != "mxint8":                                      # INT8 cannot clamp (emax 0)
+        assert any(sb == 0 for sb in sbytes)
+    maxcode = {"mxint8": 0x7F, "e4m3": 0x7E, "e5m2": 0x7B}[fmt]
+    assert any(maxcode in e for e, _, _ in want)
