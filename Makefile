@@ -48,8 +48,9 @@ SYNTH_FREQ ?= 200
 DEVICE     ?= 85k
 PACKAGE    ?= CABGA381
 PNR        ?= 1
+SYNTH_OPTS ?=
 
-.PHONY: help venv test sim verilog lint synth clean distclean
+.PHONY: help venv test sim verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -61,9 +62,11 @@ help:
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
+	@echo "  make docs      regenerate docs/registers.md from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), out of context) into $(SYNTH_DIR)/"
 	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
+	@echo "                   SYNTH_OPTS=... more options of scripts/synth.py (--help lists them)"
 	@echo "  make venv      create .venv with the pinned dependencies (every target does it first)"
 	@echo "  make clean     remove build and simulation outputs (keeps .venv)"
 	@echo "  make distclean clean, and remove .venv"
@@ -95,6 +98,9 @@ sim: $(STAMP)
 	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
+docs: $(STAMP)
+	$(PY) -m aggswitch.regmap -o docs/registers.md
+
 verilog: $(STAMP)
 	@out=$(RTL_PATH); \
 	echo "$(strip $(PY) -m aggswitch.export $(PARAM_ARGS)) -o $$out"; \
@@ -106,7 +112,7 @@ lint: verilog
 	$(PY) -m sim.lint "$$out"
 
 SYNTH_ARGS = -o $(SYNTH_DIR) --freq $(SYNTH_FREQ) --device $(DEVICE) --package $(PACKAGE) \
-             $(if $(filter 0,$(PNR)),--no-pnr)
+             $(if $(filter 0,$(PNR)),--no-pnr) $(SYNTH_OPTS)
 synth: verilog $(SYNTH_STAMP)
 	@out=$(RTL_PATH); \
 	echo "$(PY) scripts/synth.py $$out $(strip $(SYNTH_ARGS))"; \
