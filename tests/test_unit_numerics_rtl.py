@@ -13,11 +13,14 @@ import struct
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module, Signal
+from amaranth import Elaboratable, Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from aggswitch.numerics import (FixedToFloat, FloatToFixed, MxBlockEncoder,
-                                MxElementToFixed)
+from aggswitch.numerics import (MX_BLOCK_INFO, ElementToFixed, FixedToFloat,
+                                FixedToFloatAny, FloatToFixed, MxBlockEncoder,
+                                MxBlockExponent, MxElementToFixed, MxLineEncoder)
 from aggswitch.params import Params
 from tb.model import numerics as N
 from tb.model.frames import (BF16, FP32, MX_BLOCK, MX_SCALE_LINE, MXFP8_E4M3,
@@ -94,10 +97,9 @@ BLOCK_SCALES = [0, 1, 100, 127, 150, 254, 255]
 MX_SCALES = [-128, -20, 0, 6, 20, 127]
 
 
-@pytest.mark.parametrize("fmt", list(MX_DTYPES))
-def test_mx_element_decode_exhaustive(fmt):
-    """All 256 codes x block scales x scales (8 blocks of 32 codes per model call)."""
-    dtype = MX_DTYPES[fmt]
+def mx_decode_cases(dtype, block_scales=BLOCK_SCALES, scales=MX_SCALES):
+    """All 256 codes x block scales x scales: vectors (code, block scale, scale) and the
+    model's (q, nan) for each (8 blocks of 32 codes per model call)."""
     codes = list(range(256))
 
     def element_nan(bs, c):
@@ -106,13 +108,24 @@ def test_mx_element_decode_exhaustive(fmt):
         return N.decode(dtype, payload, MX_BLOCK, 0)[1]
 
     vectors, want = [], []
-    for bs in BLOCK_SCALES:
+    for bs in block_scales:
         nans = [element_nan(bs, c) for c in codes]
-        for sc in MX_SCALES:
+        for sc in scales:
             payload = bytes([bs] * 8) + bytes(MX_SCALE_LINE - 8) + bytes(codes)
             q, _ = N.decode(dtype, payload, 256, sc)
             vectors += [(c, bs, sc) for c in codes]
             want += [(int(q[c]), nans[c]) for c in codes]
+    return vectors, want
+
+
+def signed32(x):
+    return x - (1 << 32) if x >= 1 << 31 else x
+
+
+@pytest.mark.parametrize("fmt", list(MX_DTYPES))
+def test_mx_element_decode_exhaustive(fmt):
+    """All 256 codes x block scales x scales."""
+    vectors, want = mx_decode_cases(MX_DTYPES[fmt])
     dut = MxElementToFixed(fmt)
     got = simulate(dut, [dut.bits, dut.block_scale, dut.scale], [dut.q, dut.nan], vectors)
     got = [(q - (1 << 32) if q >= 1 << 31 else q, bool(n)) for q, n in got]
@@ -210,6 +223,51 @@ def test_float_decode(fmt):
 
 
 # --------------------------------------------------------------------------
+# ingress: every dtype through one run-time selected lane (ElementToFixed)
+# --------------------------------------------------------------------------
+def element_cases(rng):
+    """(dtype, bits, block_scale, scale) vectors of every dtype and the model's (q, nan).
+    Bits above the element and the block scale of a non-MX dtype are random: the block
+    must ignore them."""
+    vectors, want = [], []
+    # INT32: taken as is (also the unassigned codes 6 and 7, which ingress drops anyway)
+    ints = [0, 1, -1, INT32_MAX, INT32_MIN, INT32_MIN + 1, 1 << 30, 0x7F800000, -0x00800000]
+    ints += [rng.randint(INT32_MIN, INT32_MAX) for _ in range(200)]
+    for i, x in enumerate(ints):
+        dt = 0 if i % 10 else 6 + (i // 10) % 2
+        vectors.append((dt, x & 0xFFFFFFFF, rng.getrandbits(8), rng.randint(-128, 127)))
+        want.append((x, False))
+    # FP32 / BF16: edge patterns (ties, subnormals, Inf/NaN, int32 boundary) + random
+    for fmt, seed in (("fp32", 21), ("bf16", 22)):
+        dtype, w = FLOAT_DTYPES[fmt]
+        for bits, sc in float_edge_vectors(fmt) + float_random_vectors(fmt, 1500, seed):
+            q, nan = N.decode(dtype, bits.to_bytes(w // 8, "big"), 1, sc)
+            junk = rng.getrandbits(32 - w) << w if w < 32 else 0
+            vectors.append((dtype, bits | junk, rng.getrandbits(8), sc))
+            want.append((int(q[0]), nan))
+    # MX: every code x block scales (incl. 0 and the NaN 0xFF) x scales (both ends)
+    for fmt, dtype in MX_DTYPES.items():
+        vecs, w = mx_decode_cases(dtype, [0, 1, 100, 127, 150, 254, 255], [-128, -20, 0, 6, 20, 127])
+        vectors += [(dtype, c | (rng.getrandbits(24) << 8), bs, sc) for c, bs, sc in vecs]
+        want += w
+    return vectors, want
+
+
+def test_element_to_fixed():
+    vectors, want = element_cases(random.Random(5))
+    dut = ElementToFixed()
+    got = simulate(dut, [dut.dtype, dut.bits, dut.block_scale, dut.scale], [dut.q, dut.nan],
+                   vectors)
+    got = [(signed32(q), bool(n)) for q, n in got]
+    check(vectors, got, want)
+    # every dtype reaches both saturation limits (or the int32 limits), zero and NaN
+    for dt in (FP32, BF16, MXINT8, MXFP8_E4M3, MXFP8_E5M2):
+        qs = [w for v, w in zip(vectors, want) if v[0] == dt]
+        assert any(q == INT32_MAX for q, _ in qs) and any(q == INT32_MIN for q, _ in qs)
+        assert any(n for _, n in qs) and any(q == 0 and not n for q, n in qs)
+
+
+# --------------------------------------------------------------------------
 # egress: FP32 / BF16
 # --------------------------------------------------------------------------
 def fixed_edge_vectors(acc_width):
@@ -255,6 +313,43 @@ def test_fixed_to_float(fmt, acc_width):
     inf = 0x7F800000 if w == 32 else 0x7F80
     assert any(b & ~(1 << (w - 1)) == inf for b, _ in want)      # reaches +-Inf
     assert any(0 < b < (1 << (w - 9)) for b, _ in want)          # and subnormals
+
+
+def double_rounding_vectors():
+    """BF16 values where rounding via FP32 would differ from rounding the integer once:
+    just below a BF16 tie, with bits FP32 rounds up into the tie (odd significand), and
+    just above a tie, with the excess dropped by FP32 (even significand)."""
+    vecs = []
+    for n in (26, 28, 31):
+        for h in (0x81, 0xBF, 0xFF, 0x80, 0xC0, 0xFE):
+            below = (h << (n - 8)) + (1 << (n - 9)) - 1
+            above = (h << (n - 8)) + (1 << (n - 9)) + 1
+            for a in (below, above, -below, -above):
+                vecs += [(a, s) for s in (0, 7, -30, 127)]
+    return vecs
+
+
+@pytest.mark.parametrize("acc_width", ACC_WIDTHS)
+def test_fixed_to_float_any(acc_width):
+    """FixedToFloatAny against the model for FP32 and BF16 (the run-time select)."""
+    base = (fixed_edge_vectors(acc_width) + double_rounding_vectors()
+            + fixed_random_vectors(acc_width, 1000, acc_width + 100))
+    vectors, want = [], []
+    for fmt, (dtype, w) in FLOAT_DTYPES.items():
+        for a, s in base:
+            payload, ovf = N.encode(dtype, np.array([a], dtype=object), 1, s)
+            vectors.append((a, s, int(fmt == "bf16")))
+            want.append((int.from_bytes(payload, "big"), ovf))
+    dut = FixedToFloatAny(acc_width)
+    got = simulate(dut, [dut.acc, dut.scale, dut.bf16], [dut.bits, dut.overflow], vectors)
+    got = [(b, bool(o)) for b, o in got]
+    check(vectors, got, want)
+    # BF16 single rounding matters on these vectors: rounding FP32's result again differs
+    def via_fp32(a, s):
+        b32 = int.from_bytes(N.encode(FP32, np.array([a], dtype=object), 1, s)[0], "big")
+        return (b32 >> 16) + ((b32 >> 15) & 1 & (((b32 & 0x7FFF) != 0) | ((b32 >> 16) & 1)))
+    bf = [(v, w) for v, w in zip(vectors, want) if v[2]]
+    assert sum(via_fp32(v[0], v[1]) != w[0] for v, w in bf) >= 20
 
 
 # --------------------------------------------------------------------------
@@ -343,3 +438,92 @@ def test_mx_block_encoder(fmt):
         assert any(sb == 0 for sb in sbytes)
     maxcode = {"mxint8": 0x7F, "e4m3": 0x7E, "e5m2": 0x7B}[fmt]
     assert any(maxcode in e for e, _, _ in want)
+
+
+# --------------------------------------------------------------------------
+# egress: MX split (MxBlockExponent + MxLineEncoder, run-time format select)
+# --------------------------------------------------------------------------
+class MxSplit(wiring.Component):
+    """MxBlockExponent over a block and one MxLineEncoder per chunk of `lanes` elements,
+    every chunk encoded with the same `info`: the contract the pipeline relies on (it
+    encodes the chunks on successive cycles with `info` registered)."""
+
+    def __init__(self, acc_width, lanes):
+        self.acc_width = acc_width
+        self.lanes = lanes
+        super().__init__({
+            "acc": In(signed(acc_width)).array(MX_BLOCK),
+            "scale": In(signed(8)),
+            "fmt": In(2),
+            "elems": Out(8 * MX_BLOCK),
+            "scale_byte": Out(8),
+            "overflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.exp = bx = MxBlockExponent(self.acc_width)
+        info = Signal(MX_BLOCK_INFO)
+        m.d.comb += [bx.scale.eq(self.scale), bx.fmt.eq(self.fmt), info.eq(bx.info),
+                     self.scale_byte.eq(bx.scale_byte), self.overflow.eq(bx.overflow)]
+        for k in range(MX_BLOCK):
+            m.d.comb += bx.acc[k].eq(self.acc[k])
+        for c in range(MX_BLOCK // self.lanes):
+            lx = MxLineEncoder(self.acc_width, self.lanes)
+            m.submodules[f"line{c}"] = lx
+            m.d.comb += [lx.scale.eq(self.scale), lx.fmt.eq(self.fmt), lx.info.eq(info)]
+            for i in range(self.lanes):
+                m.d.comb += lx.acc[i].eq(self.acc[c * self.lanes + i])
+            m.d.comb += self.elems.word_select(c, 8 * self.lanes).eq(lx.elems)
+        return m
+
+
+MX_FMT_CODE = {"mxint8": 0, "e4m3": 1, "e5m2": 2}
+
+
+def mx_power_blocks(rng):
+    """Blocks with negative powers of two -2**j, as the block maximum and below it:
+    MxLineEncoder counts leading zeros on the one's complement |a| - 1 and corrects
+    exactly these."""
+    blocks = []
+    for j in (0, 1, 3, 7, 12, 20, 29, 30, 31):
+        a = -(1 << j)
+        rest = [rng.randint(-(1 << max(j - 1, 0)), 1 << max(j - 1, 0)) for _ in range(30)]
+        blocks.append(([a, -a - 1] + rest, rng.choice([-20, 0, 3, 20])))       # the maximum
+        big = 1 << min(j + rng.randint(1, 12), 31)
+        low = [-(1 << rng.randint(0, j)) for _ in range(30)]
+        blocks.append(([big - 1, a] + low, rng.choice([-20, 0, 3, 20])))        # below it
+    return blocks
+
+
+# lanes = data_width / 32 for 128, 256, 512 bits. The element encoder is the same code in
+# every lane, so the default (16 lanes) gets every edge block and the most random ones; 4
+# and 8 lanes (more chunks sharing one info) every other edge block, and the widest
+# accumulator (32 ports) on one of them.
+@pytest.mark.parametrize("lanes,acc_width,edge_step,n_random", [
+    (4, ACC_WIDTHS[1], 2, 40), (8, ACC_WIDTH, 2, 40), (16, ACC_WIDTH, 1, 100)])
+def test_mx_split(lanes, acc_width, edge_step, n_random):
+    """Every MX format through one MxSplit (the format is a run-time input): the edge
+    blocks of every rule plus seeded random blocks, against the model's encode."""
+    rng = random.Random(lanes)
+    blocks, want = [], []
+    for fmt, dtype in MX_DTYPES.items():
+        edge = mx_edge_blocks(fmt, acc_width, rng)[(lanes // 4) % edge_step::edge_step]
+        for acc, s in edge + mx_power_blocks(rng) + mx_random_blocks(acc_width, n_random, rng):
+            payload, ovf = N.encode(dtype, np.array(acc, dtype=object), MX_BLOCK, s)
+            blocks.append((acc, s, MX_FMT_CODE[fmt]))
+            want.append((payload[MX_SCALE_LINE:], payload[0], ovf))
+    dut = MxSplit(acc_width, lanes)
+    vectors = [tuple(acc) + (s, f) for acc, s, f in blocks]
+    got = simulate(dut, list(dut.acc) + [dut.scale, dut.fmt],
+                   [dut.elems, dut.scale_byte, dut.overflow], vectors)
+    got = [(e.to_bytes(MX_BLOCK, "little"), sb, bool(o)) for e, sb, o in got]
+    check(blocks, got, want, limit=4)
+    for fmt, f in MX_FMT_CODE.items():
+        mine = [w for b, w in zip(blocks, want) if b[2] == f]
+        sbytes = [sb for _, sb, _ in mine]
+        assert 0xFF in sbytes and any(o for *_, o in mine)
+        if fmt != "mxint8":
+            assert 0 in sbytes                               # the X = -127 clamp
+        maxcode = {"mxint8": 0x7F, "e4m3": 0x7E, "e5m2": 0x7B}[fmt]
+        assert any(maxcode in e for e, _, _ in mine)

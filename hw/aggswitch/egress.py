@@ -3,7 +3,8 @@
 The engine hands over a RESULT in three parts: its descriptor when the round is decided
 (header fields, with the destination's learned address as it stood then), its payload
 beats as the pass computes them, and a `done` record with the flags only the pass can know
-(OVERFLOW, NAN) once the last beat is written. The deparser starts a frame only when its
+(OVERFLOW, and for MX dtypes the line of block scales that precedes the elements) once
+the last beat is written. The deparser starts a frame only when its
 payload is complete (a MAC must never underrun) and its due cycle has come (fixed latency,
 §10.4), then sends the 64-byte header, built here, followed by the payload beats. Bytes
 beyond the frame's end are driven as zero.
@@ -14,7 +15,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from .params import Params, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER
+from .params import Params, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
 from .frame import *
 
 RESULT_DESC_DEPTH = 4
@@ -60,7 +61,7 @@ class ResultDeparser(wiring.Component):
             # from the engine
             "data_in": In(p.data_width), "data_en": In(1),
             "desc_in": In(result_descriptor(p)), "desc_en": In(1),
-            "done_en": In(1), "done_overflow": In(1), "done_nan": In(1),
+            "done_en": In(1), "done_overflow": In(1), "done_scales": In(8 * p.mx_blocks),
             "room": Out(1),       # room for one more RESULT behind the one being written
             "tx": Out(1),         # a frame started (for the counters)
         })
@@ -72,15 +73,17 @@ class ResultDeparser(wiring.Component):
         H = p.header_beats
         rdl = result_descriptor(p)
 
-        depth = p.buffer_beats
+        depth = p.egress_beats
         m.submodules.data_fifo = dfifo = SyncFIFOBuffered(width=p.data_width, depth=depth)
         m.submodules.desc_fifo = qfifo = SyncFIFOBuffered(width=rdl.size, depth=RESULT_DESC_DEPTH)
-        m.submodules.done_fifo = done = SyncFIFOBuffered(width=2, depth=RESULT_DESC_DEPTH)
+        scale_bits = 8 * p.mx_blocks if p.mx_ok else 0
+        m.submodules.done_fifo = done = SyncFIFOBuffered(width=1 + scale_bits, depth=RESULT_DESC_DEPTH)
         m.d.comb += [dfifo.w_data.eq(self.data_in), dfifo.w_en.eq(self.data_en),
                      qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en),
-                     done.w_data.eq(Cat(self.done_overflow, self.done_nan)), done.w_en.eq(self.done_en)]
-        # A RESULT is decided while the previous one may still be writing its payload.
-        m.d.comb += self.room.eq((dfifo.level <= depth - 2 * p.max_payload_beats)
+                     done.w_data.eq(Cat(self.done_overflow, self.done_scales[:scale_bits])), done.w_en.eq(self.done_en)]
+        # A RESULT is decided while the previous one may still be writing its payload and
+        # earlier ones are still in the engine's pipeline.
+        m.d.comb += self.room.eq((dfifo.level <= depth - 2 * p.slot_lines - p.pass_slack)
                                  & (qfifo.level < RESULT_DESC_DEPTH))
 
         d = Signal(rdl)   # the frame being sent
@@ -105,6 +108,9 @@ class ResultDeparser(wiring.Component):
             m.d.sync += out_valid.eq(0)
 
         hbeat = Signal(range(H + 1))
+        scale_beats = p.scale_beats
+        scales = Signal(max(MX_SCALE_BYTES, B) * 8)
+        sbeat = Signal(range(scale_beats + 1))
         remaining = Signal(16)      # payload bytes still to send
         keep_last = Signal(B)
         m.d.comb += keep_last.eq(Cat(*[remaining > i for i in range(B)]))
@@ -117,20 +123,36 @@ class ResultDeparser(wiring.Component):
                     m.d.comb += [qfifo.r_en.eq(1), done.r_en.eq(1)]
                     head_flags = Signal(rdl)
                     m.d.comb += [head_flags.eq(head),
-                                 head_flags.flags.eq(head.flags | Cat(C(0, 2), done.r_data, C(0, 4)))]
-                    m.d.sync += [d.eq(head_flags), remaining.eq(head.payload_bytes),
+                                 head_flags.flags.eq(head.flags | Cat(C(0, 2), done.r_data[0], C(0, 5)))]
+                    m.d.sync += [d.eq(head_flags), scales.eq(done.r_data[1:1 + scale_bits]), sbeat.eq(0),
+                                 remaining.eq(head.payload_bytes - Mux(head.mx, MX_SCALE_BYTES, 0)),
                                  hbeat.eq(1), self.tx.eq(1)]
                     first = result_header(p, m, head_flags, self.switch_mac, self.switch_ip, self.agg_port)
                     m.d.sync += [out_valid.eq(1), out_data.eq(first[:p.data_width] if p.data_width < 512 else first),
                                  out_keep.eq((1 << min(B, HEADER_BYTES)) - 1), out_last.eq(0)]
-                    m.next = "HEADER" if H > 1 else "PAYLOAD"
+                    if H > 1:
+                        m.next = "HEADER"
+                    else:
+                        with m.If(head.mx):
+                            m.next = "SCALES"
+                        with m.Else():
+                            m.next = "PAYLOAD"
             if H > 1:
                 with m.State("HEADER"):
                     with m.If(can_load):
                         m.d.sync += [out_valid.eq(1), out_data.eq(hdr.word_select(hbeat, p.data_width)),
                                      out_keep.eq((1 << B) - 1), out_last.eq(0), hbeat.eq(hbeat + 1)]
-                        with m.If(hbeat == H - 1):
+                        with m.If((hbeat == H - 1) & d.mx):
+                            m.next = "SCALES"
+                        with m.Elif(hbeat == H - 1):
                             m.next = "PAYLOAD"
+            with m.State("SCALES"):
+                # An MX payload starts with its line of block scales, from the done record.
+                with m.If(can_load):
+                    m.d.sync += [out_valid.eq(1), out_data.eq(scales.word_select(sbeat, p.data_width)),
+                                 out_keep.eq((1 << B) - 1), out_last.eq(0), sbeat.eq(sbeat + 1)]
+                    with m.If(sbeat == scale_beats - 1):
+                        m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
                 with m.If(can_load & dfifo.r_rdy):
                     m.d.comb += dfifo.r_en.eq(1)

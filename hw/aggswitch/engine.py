@@ -32,17 +32,25 @@ from amaranth import *
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
-from .params import Params, latency, DROP_MISMATCH, DROP_DUPLICATE, FLAG_BANK, FLAG_UNICAST
+from .params import (Params, latency, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
+                     FLAG_BANK, FLAG_UNICAST, FLAG_NAN, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
+                     MX_SCALE_BYTES)
 from .frame import *
-from .codec import PayloadDecoder, PayloadEncoder
+from .codec import LineDecoder, LineEncoder, is_mx, elem_shift
 
 from amaranth.lib.memory import Memory
 
 
-def payload_beats(p: Params, count):
-    """Payload beats of an INT32 payload of `count` elements."""
-    shift = (p.beat_bytes - 1).bit_length()
-    return ((count << 2) + (p.beat_bytes - 1)) >> shift
+def line_count(p: Params, count):
+    """Accumulator lines of a round of `count` elements (one pass cycle each)."""
+    shift = (p.lanes - 1).bit_length()
+    return (count + (p.lanes - 1)) >> shift
+
+
+def payload_bytes(dtype, count):
+    """Payload length for `dtype` and `count` (SPEC §3)."""
+    return Mux((dtype == DTYPE_INT32) | (dtype == DTYPE_FP32), count << 2,
+               Mux(dtype == DTYPE_BF16, count << 1, MX_SCALE_BYTES + count))
 
 
 def port_before(a, b, ports):
@@ -87,17 +95,35 @@ def same_round(a, b):
 def pass_job(p: Params, acc_depth):
     """What the decide stage queues for the pass stage."""
     return data.StructLayout({
-        "members": p.ports,             # ports whose payload beats are summed
+        "members": p.ports,             # ports whose payload lines are summed
         "start": data.ArrayLayout(buf_addr_bits(p), p.ports),
+        "scales": data.ArrayLayout(8 * p.mx_blocks if p.mx_ok else 0, p.ports),
         "line_base": range(acc_depth),
-        "beats": beats_bits(p),         # beats to issue (>= 1)
+        "lines": range(p.slot_lines + 1),   # lines to issue (>= 1)
         "count": count_bits(p),         # elements of the round (for OVERFLOW)
+        "dtype": 3,
+        "scale": 8,
         "replace": 1,                   # new round: the accumulators are overwritten
         "write": 1,                     # new round or join (a resend only reads)
         "emit": 1,                      # completion or resend: encode into egress
+        "nan": 1,                       # the round's NAN flag (for the counter)
         "dest": p.ports,                # egress ports of the RESULT
         "release": p.ports,             # ingress buffers to free at the end
         "release_beats": beats_bits(p),
+    })
+
+
+def line_ctl(p: Params):
+    """What travels with a line from the accumulate stage through the result encoder."""
+    return data.StructLayout({
+        "valid": 1,
+        "line": range(p.slot_lines),
+        "last": 1,
+        "dtype": 3,
+        "emit": 1,
+        "result": 1,                    # a completed round (for the counters)
+        "nan": 1,
+        "dest": p.ports,
     })
 
 
@@ -114,7 +140,8 @@ class AggregationEngine(wiring.Component):
             # egress: descriptors at decision time, then payload beats, then `done`
             "eg_desc_en": Out(p.ports), "eg_room": In(p.ports),
             "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
-            "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1), "eg_done_nan": Out(1),
+            "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
+            "eg_done_scales": Out(8 * p.mx_blocks),     # MX: the RESULT's block scales
             "release_beats": Out(beats_bits(p)),
             # events for the counters
             "ev_accept": Out(p.ports), "ev_drop": Out(p.ports), "ev_drop_reason": Out(3),
@@ -270,7 +297,14 @@ class AggregationEngine(wiring.Component):
         m.d.comb += dest.eq(Mux(act_resend, port_bit, mask))
         room = (dest & ~self.eg_room) == 0
 
+        # The round's fields: a new round takes the leader's, any other outcome the slot's.
         round_count = Mux(act_new, lead.count, mb.count)
+        round_dtype = Mux(act_new, lead.dtype, mb.dtype)
+        round_scale = Mux(act_new, lead.scale, mb.scale)
+        # NAN (SPEC §4): a NaN in any contribution of the round, known from the ingress scan.
+        member_nan = Cat(*[group[n] & fdesc[n].nan for n in range(P)]).any()
+        round_nan = Signal()
+        m.d.comb += round_nan.eq(Mux(act_resend, mb.nan, Mux(act_new, 0, mb.nan) | member_nan))
 
         # RESULT descriptors, one per destination, addressed as the learned table stands
         # after this group: members take their own frame's source.
@@ -279,16 +313,17 @@ class AggregationEngine(wiring.Component):
             la = addr_layout(learned_rd[n].data)
             m.d.comb += [
                 rdsc.job.eq(lead.job), rdsc.slot.eq(lead.slot),
-                rdsc.flags.eq(Mux(lead.bank, FLAG_BANK, 0) | Mux(act_resend, FLAG_UNICAST, 0)),
-                rdsc.dtype.eq(Mux(act_new, lead.dtype, mb.dtype)), rdsc.count.eq(round_count),
-                rdsc.scale.eq(Mux(act_new, lead.scale, mb.scale)),
+                rdsc.flags.eq(Mux(lead.bank, FLAG_BANK, 0) | Mux(act_resend, FLAG_UNICAST, 0)
+                              | Mux(round_nan, FLAG_NAN, 0)),
+                rdsc.dtype.eq(round_dtype), rdsc.mx.eq(is_mx(round_dtype)),
+                rdsc.count.eq(round_count), rdsc.scale.eq(round_scale),
                 rdsc.seq.eq(Mux(act_new, lead.seq, mb.seq)),
                 rdsc.dst_mac.eq(Mux(group[n], fdesc[n].src_mac, la.mac)),
                 rdsc.dst_ip.eq(Mux(group[n], fdesc[n].src_ip, la.ip)),
                 rdsc.dst_port.eq(Mux(group[n], fdesc[n].src_port, la.port)),
                 rdsc.tstamp.eq(Mux(act_resend, mb.tstamp, t_complete)),
                 rdsc.t_due.eq(Mux(act_resend, lead.t_last, t_complete) + lat),
-                rdsc.payload_bytes.eq(round_count << 2),
+                rdsc.payload_bytes.eq(payload_bytes(round_dtype, round_count)),
             ]
 
         # The pass job for this decision.
@@ -298,23 +333,30 @@ class AggregationEngine(wiring.Component):
             new_job.members.eq(Mux(adds, group, 0)),
             new_job.line_base.eq((lead.gslot * 2 + lead.bank) * p.slot_lines),
             # a resend reads out the round's count, whatever the frame carries
-            new_job.beats.eq(Mux(dropping, 1, payload_beats(p, round_count))),
-            new_job.count.eq(round_count),
+            new_job.lines.eq(Mux(dropping, 1, line_count(p, round_count))),
+            new_job.count.eq(round_count), new_job.dtype.eq(round_dtype),
+            new_job.scale.eq(round_scale), new_job.nan.eq(round_nan),
             new_job.replace.eq(act_new), new_job.write.eq(adds), new_job.emit.eq(emits),
             new_job.dest.eq(dest),
             new_job.release.eq(group), new_job.release_beats.eq(lead.beats),
         ]
         for n in range(P):
-            m.d.comb += new_job.start[n].eq(fdesc[n].start)
+            m.d.comb += [new_job.start[n].eq(fdesc[n].start), new_job.scales[n].eq(fdesc[n].scales)]
 
         # ======================= pass stage ==========================================
+        # issue   one accumulator line per cycle: payload buffer addresses
+        # p1      payload beats valid: decode each member's line, registered
+        # p2      accumulator line valid (read in p1): add, write back, into the encoder
+        # encoder encoder_latency(p) cycles (codec.LineEncoder), controls alongside
+        # pack    encoded lines packed into payload beats for the egress FIFOs
+        #
         # A two-entry job queue: q[0] is being issued, q[1] waits behind it.
         q0 = Signal(job_layout)
         q1 = Signal(job_layout)
         q0_valid = Signal()
         q1_valid = Signal()
-        issue_k = Signal(beats_bits(p))
-        issuing_last = q0_valid & (issue_k == q0.beats - 1)
+        issue_k = Signal(range(p.slot_lines))
+        issuing_last = q0_valid & (issue_k == q0.lines - 1)
         push = Signal()
 
         with m.If(issuing_last):
@@ -327,27 +369,48 @@ class AggregationEngine(wiring.Component):
             with m.Else():
                 m.d.sync += [q1.eq(new_job), q1_valid.eq(1)]
 
+        # Line k of the round is in payload beat k >> elem_shift, after the MX scale line.
+        beat_k = Signal(range(p.max_payload_beats + p.scale_beats))
+        m.d.comb += beat_k.eq((issue_k >> elem_shift(q0.dtype))
+                              + Mux(is_mx(q0.dtype), p.scale_beats if p.mx_ok else 0, 0))
         for n in range(P):
-            m.d.comb += getattr(self, f"buf{n}_addr").eq(q0.start[n] + issue_k)
-        m.d.comb += acc_rd.addr.eq(q0.line_base + issue_k)
+            m.d.comb += getattr(self, f"buf{n}_addr").eq(q0.start[n] + beat_k)
 
-        # Stage p1: memory data valid. The job's controls travel with the beat.
+        # Stage p1: payload beats valid. The job's controls travel with the line.
         p1_valid = Signal()
         p1 = Signal(job_layout)
-        p1_k = Signal(beats_bits(p))
+        p1_k = Signal(range(p.slot_lines))
         p1_last = Signal()
         m.d.sync += [p1_valid.eq(q0_valid), p1.eq(q0), p1_k.eq(issue_k), p1_last.eq(issuing_last)]
+        m.d.comb += acc_rd.addr.eq(p1.line_base + p1_k)
+        m.d.comb += [release.eq(Mux(p1_valid & p1_last, p1.release, 0)),
+                     self.release_beats.eq(p1.release_beats)]
 
-        decoders = []
+        # Decode every member's line; non-members contribute 0.
+        blk_shift = (p.block_lines - 1).bit_length()
+        contrib_regs = []
         for n in range(P):
-            dec = PayloadDecoder(p)
+            dec = LineDecoder(p)
             m.submodules[f"decoder{n}"] = dec
-            m.d.comb += dec.beat.eq(getattr(self, f"buf{n}_data"))
-            decoders.append(dec)
-        m.submodules.encoder = enc = PayloadEncoder(p)
+            m.d.comb += [dec.beat.eq(getattr(self, f"buf{n}_data")), dec.dtype.eq(p1.dtype),
+                         dec.sub.eq(p1_k[:2] & ((1 << elem_shift(p1.dtype)) - 1)),
+                         dec.scale.eq(p1.scale)]
+            if p.mx_ok:
+                m.d.comb += dec.block_scale.eq(p1.scales[n].word_select(p1_k >> blk_shift, 8))
+            regs = [Signal(signed(32), name=f"contrib{n}_{i}") for i in range(p.lanes)]
+            for i in range(p.lanes):
+                m.d.sync += regs[i].eq(Mux(p1.members[n], dec.q[i], 0))
+            contrib_regs.append(regs)
+
+        # Stage p2: accumulate.
+        p2_valid = Signal()
+        p2 = Signal(job_layout)
+        p2_k = Signal(range(p.slot_lines))
+        p2_last = Signal()
+        m.d.sync += [p2_valid.eq(p1_valid), p2.eq(p1), p2_k.eq(p1_k), p2_last.eq(p1_last)]
         sums = []
         for i in range(p.lanes):
-            terms = [Mux(p1.members[n], decoders[n].lanes[i], 0) for n in range(P)]
+            terms = [contrib_regs[n][i] for n in range(P)]
             while len(terms) > 1:      # balanced adder tree over the members
                 terms = [terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
                          for j in range(0, len(terms), 2)]
@@ -355,31 +418,77 @@ class AggregationEngine(wiring.Component):
             m.d.comb += contrib.eq(terms[0])
             old = acc_rd.data.word_select(i, p.acc_width).as_signed()
             s = Signal(signed(p.acc_width), name=f"sum{i}")
-            m.d.comb += s.eq(Mux(~p1.write, old, Mux(p1.replace, 0, old) + contrib))
+            m.d.comb += s.eq(Mux(~p2.write, old, Mux(p2.replace, 0, old) + contrib))
             sums.append(s)
-            m.d.comb += enc.lanes[i].eq(s)
-        first_elem = p1_k * p.lanes
-        m.d.comb += enc.valid_lanes.eq(Cat(*[(first_elem + i) < p1.count for i in range(p.lanes)]))
+        m.d.comb += [acc_wr.addr.eq(p2.line_base + p2_k), acc_wr.data.eq(Cat(*sums)),
+                     acc_wr.en.eq(p2_valid & p2.write)]
 
-        overflow = Signal()            # OVERFLOW over the job's earlier beats
+        # Result encoder, with the line's controls in a matching delay line.
+        m.submodules.encoder = enc = LineEncoder(p)
+        first_elem = p2_k * p.lanes
+        m.d.comb += [enc.valid.eq(p2_valid), enc.dtype.eq(p2.dtype), enc.scale.eq(p2.scale),
+                     enc.line.eq(p2_k),
+                     enc.valid_lanes.eq(Cat(*[(first_elem + i) < p2.count for i in range(p.lanes)]))]
+        for i in range(p.lanes):
+            m.d.comb += enc.acc[i].eq(sums[i])
+        ctl = Signal(line_ctl(p))
+        m.d.comb += [ctl.valid.eq(p2_valid), ctl.line.eq(p2_k), ctl.last.eq(p2_last),
+                     ctl.dtype.eq(p2.dtype), ctl.emit.eq(p2.emit), ctl.result.eq(p2.emit & p2.write),
+                     ctl.nan.eq(p2.nan), ctl.dest.eq(p2.dest)]
+        for j in range(encoder_latency(p)):
+            nxt = Signal(line_ctl(p), name=f"ctl{j}")
+            m.d.sync += nxt.eq(ctl)
+            ctl = nxt
+
+        # Pack: a beat holds 1 << elem_shift lines; it goes to the egress FIFOs when full
+        # or at the round's last line. Bytes past the frame's end are zeroed by the egress.
+        sh = elem_shift(ctl.dtype)
+        pos = ctl.line & ((1 << sh) - 1)
+        packing = Signal(p.data_width)
+        quarter = p.data_width // 4
+        merged = []
+        for qn in range(4):
+            mine = Mux(sh == 2, pos == qn, Mux(sh == 1, pos == qn // 2, 1))
+            src_q = Mux(sh == 2, 0, Mux(sh == 1, qn % 2, qn))
+            merged.append(Mux(mine, enc.bytes.word_select(src_q, quarter),
+                              packing.word_select(qn, quarter)))
+        beat = Cat(*merged)
+        flush = ctl.valid & ((pos == (1 << sh) - 1) | ctl.last)
+        with m.If(ctl.valid):
+            m.d.sync += packing.eq(beat)
+
+        overflow = Signal()            # OVERFLOW over the round's earlier lines
         job_overflow = overflow | enc.overflow
-        with m.If(p1_valid):
-            m.d.sync += overflow.eq(Mux(p1_last, 0, job_overflow))
-        finishing = p1_valid & p1_last
+        with m.If(ctl.valid):
+            m.d.sync += overflow.eq(Mux(ctl.last, 0, job_overflow))
+        scales = Signal(8 * p.mx_blocks)
+        if p.mx_ok:
+            with m.If(ctl.valid & enc.scale_valid):
+                m.d.sync += scales.word_select(ctl.line >> blk_shift, 8).eq(enc.scale_byte)
+        finishing = ctl.valid & ctl.last
+        eg_data = Signal(p.data_width)
+        eg_data_en = Signal(P)
+        eg_done_en = Signal(P)
+        eg_overflow = Signal()
+        eg_scales = Signal(8 * p.mx_blocks)
+        m.d.sync += [
+            eg_data.eq(beat),
+            eg_data_en.eq(Mux(flush & ctl.emit, ctl.dest, 0)),
+            eg_done_en.eq(Mux(finishing & ctl.emit, ctl.dest, 0)),
+            eg_overflow.eq(job_overflow),
+            self.ev_result.eq(finishing & ctl.result),
+            self.ev_overflow.eq(finishing & ctl.result & job_overflow),
+            self.ev_nan.eq(finishing & ctl.result & ctl.nan),
+        ]
+        with m.If(finishing):
+            m.d.sync += scales.eq(0)        # the scale line ends in zero bytes (SPEC §3)
+        # A block has at least two lines, so the last scale is in before the last line.
+        assert not p.mx_ok or p.block_lines >= 2
+        m.d.sync += eg_scales.eq(scales)
         m.d.comb += [
-            acc_wr.addr.eq(p1.line_base + p1_k),
-            acc_wr.data.eq(Cat(*sums)),
-            acc_wr.en.eq(p1_valid & p1.write),
-            self.eg_data.eq(enc.beat),
-            self.eg_data_en.eq(Mux(p1_valid & p1.emit, p1.dest, 0)),
-            self.eg_done_en.eq(Mux(finishing & p1.emit, p1.dest, 0)),
-            self.eg_done_overflow.eq(job_overflow),
-            self.eg_done_nan.eq(0),
-            release.eq(Mux(finishing, p1.release, 0)),
-            self.release_beats.eq(p1.release_beats),
-            self.ev_result.eq(finishing & p1.emit & p1.write),
-            self.ev_overflow.eq(finishing & p1.emit & p1.write & job_overflow),
-            self.ev_nan.eq(0),
+            self.eg_data.eq(eg_data), self.eg_data_en.eq(eg_data_en),
+            self.eg_done_en.eq(eg_done_en), self.eg_done_overflow.eq(eg_overflow),
+            self.eg_done_scales.eq(eg_scales),
         ]
 
         # ======================= decide control =====================================
@@ -419,7 +528,9 @@ class AggregationEngine(wiring.Component):
                         with m.If(act_new):
                             m.d.comb += [upd.dtype.eq(lead.dtype), upd.count.eq(lead.count),
                                          upd.scale.eq(lead.scale), upd.seq.eq(lead.seq),
-                                         upd.slot.eq(lead.slot), upd.nan.eq(0)]
+                                         upd.slot.eq(lead.slot)]
+                        with m.If(adds):
+                            m.d.comb += upd.nan.eq(round_nan)
                         with m.If(completes):
                             m.d.comb += upd.tstamp.eq(t_complete)
                         other = Signal(meta_layout)

@@ -131,6 +131,9 @@ def frame_descriptor(p: Params):
         "beats": beats_bits(p),         # payload beats held in the ingress buffer
         "nan": 1,                       # a NaN among the frame's elements or block scales
         "t_last": 32,                   # cycle of the tlast handshake
+        # MX: the block scales of the payload's scale line (block i in byte i), captured
+        # as the line streams in, so that the engine needs no extra read for them
+        "scales": 8 * p.mx_blocks if p.mx_ok else 0,
     })
 
 
@@ -141,6 +144,7 @@ def result_descriptor(p: Params):
         "slot": 16,
         "flags": 8,                     # BANK and UNICAST; OVERFLOW and NAN follow the payload
         "dtype": 3,
+        "mx": 1,                        # an MX dtype: the payload starts with block scales
         "count": count_bits(p),
         "scale": 8,
         "seq": 32,

@@ -33,15 +33,15 @@ def parseable_dtypes(p: Params):
     """dtypes whose payload layout the parser checks and scans for NaN. An MX block
     (32 elements) must fit in one beat."""
     dtypes = (DTYPE_INT32, DTYPE_FP32, DTYPE_BF16)
-    if p.beat_bytes >= 32:
+    if p.mx_ok:
         dtypes += (DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
     return dtypes
 
 
 def supported_dtypes(p: Params):
-    """dtypes this build admits (docs/SPEC.md §10.2): INT32 until the engine decodes and
-    re-encodes the others; the parser already handles all of `parseable_dtypes`."""
-    return (DTYPE_INT32,)
+    """dtypes this build admits (docs/SPEC.md §10.2): every dtype of SPEC §4, except the
+    MX ones when a beat is narrower than an MX block (data_width 128)."""
+    return parseable_dtypes(p)
 
 
 SUPPORTED_DTYPES = supported_dtypes(Params())
@@ -211,7 +211,7 @@ class IngressParser(wiring.Component):
         # NaN scan of the payload (the engine needs the flag when it decides the round).
         # Valid bytes of this payload beat: elements (or, for an MX scale-line beat, block
         # scales) below `count`.
-        scale_beats = max(1, MX_SCALE_BYTES // B)
+        scale_beats = p.scale_beats
         mx = is_mx(dtype[:3])
         scale_beat = mx & (frame_beats < scale_beats)
         data_bytes = Signal(range(4 * p.slot_elems + 1))
@@ -224,6 +224,17 @@ class IngressParser(wiring.Component):
                                        Mux(data_bytes - offset >= B, B, data_bytes - offset)))
         frame_nan = Signal()
         cur_nan = frame_nan | (write & beat_nan(p, s1_data, dtype[:3], valid_bytes, scale_beat))
+
+        # MX block scales, captured from the scale line for the descriptor. They are read
+        # at the verdict, before the next frame's first payload beat can overwrite them.
+        frame_scales = Signal(8 * p.mx_blocks if p.mx_ok else 0)
+        if p.mx_ok:
+            for j in range(p.scale_beats):
+                lo, hi = j * B, min(p.mx_blocks, (j + 1) * B)
+                if lo >= hi:
+                    break
+                with m.If(write & scale_beat & (frame_beats == j)):
+                    m.d.sync += frame_scales[8 * lo:8 * hi].eq(s1_data[:8 * (hi - lo)])
 
         with m.If(s1_valid):
             with m.If(s1_last):
@@ -346,6 +357,7 @@ class IngressParser(wiring.Component):
             d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),
             d.src_mac.eq(src_mac), d.src_ip.eq(src_ip), d.src_port.eq(src_port),
             d.start.eq(cwp[:-1]), d.beats.eq(s2_beats), d.nan.eq(s2_nan), d.t_last.eq(s2_t_last),
+            d.scales.eq(frame_scales),
             fifo.w_data.eq(d), fifo.w_en.eq(verdict & ~drop),
         ]
         with m.If(verdict):

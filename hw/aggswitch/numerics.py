@@ -21,7 +21,7 @@ rounding is round-half-to-even on the bits shifted out (guard + sticky).
 from dataclasses import dataclass
 
 from amaranth import *
-from amaranth.lib import wiring
+from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .params import (DTYPE_BF16, DTYPE_FP32, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2,
@@ -29,7 +29,9 @@ from .params import (DTYPE_BF16, DTYPE_FP32, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2,
 
 __all__ = ["FloatFormat", "FLOAT_FORMATS", "MX_FORMATS", "DTYPE_FORMAT",
            "lzc", "rne_shr", "rne_shr_parts", "sat_abs",
-           "FloatToFixed", "MxElementToFixed", "FixedToFloat", "MxBlockEncoder"]
+           "FloatToFixed", "MxElementToFixed", "FixedToFloat", "MxBlockEncoder",
+           "ElementToFixed", "FixedToFloatAny", "MX_BLOCK_INFO", "MX_FMT_INT8", "MX_FMT_E4M3",
+           "MX_FMT_E5M2", "MxBlockExponent", "MxLineEncoder"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -167,6 +169,65 @@ def rne_shr(m, x, amount, name="rne", width=None):
     """RNE(x / 2**amount), one bit wider than the quotient kept (rounding may carry)."""
     q, up = rne_shr_parts(m, x, amount, name, width)
     return q + up
+
+
+def _thermometer(t, width):
+    """Bits i < t set, i in 0..width-1 (t unsigned; t >= width gives all ones). Built as
+    a shifted mask, not as comparisons with constants: Yosys maps every $lt/$gt to an
+    adder, which would make this one carry chain per bit."""
+    size = max(width, 1 << len(t))
+    return ~(Const((1 << size) - 1, size) << t)[:width]
+
+
+def _gt_const(v, c):
+    """Unsigned v > constant c as plain logic (not a comparator, see `_thermometer`):
+    MSB-first, a balanced split into a high half that decides unless equal."""
+    if c < 0:
+        return Const(1, 1)
+    if c >= (1 << len(v)) - 1:
+        return Const(0, 1)
+    if len(v) == 1:
+        return v[0]                                  # here c == 0
+    half = len(v) // 2
+    c_lo, c_hi = c & ((1 << half) - 1), c >> half
+    return _gt_const(v[half:], c_hi) | ((v[half:] == c_hi) & _gt_const(v[:half], c_lo))
+
+
+def shr_window(m, x, amount, width, name="win", gran=8):
+    """(x >> amount)[:width] with its guard and sticky bits, as Signals (q, guard, sticky),
+    for a narrow quotient of a wide x: the area-lean counterpart of `rne_shr_parts`.
+
+    `amount` unsigned in 0..len(x)+1. The shift is split at `gran` (a power of two): the
+    coarse part selects a window of gran + width + 1 bits, the fine part shifts within it.
+    The sticky bits below the window are the prefix OR of whole granules (picked by the
+    coarse amount), those inside it a `gran`-bit mask; no shifter output is spent on them."""
+    fb = (gran - 1).bit_length()
+    assert gran == 1 << fb and len(amount) > fb
+    xe = Cat(Const(0, 1), x)                          # xe[j] = x[j-1]: the guard of amount j
+    ncoarse = min(len(xe) // gran + 1, 1 << (len(amount) - fb))
+    span = gran + width + 1
+    pad = Cat(xe, Const(0, ncoarse * gran + span - len(xe)))
+    coarse, fine = amount[fb:], amount[:fb]
+    window = Signal(span, name=f"{name}_window")
+    below = Signal(name=f"{name}_below")             # sticky under the window
+    granule_or = [pad[gran * i:gran * (i + 1)].any() for i in range(ncoarse)]
+    prefix = [Const(0, 1)]
+    for g in granule_or[:-1]:
+        prefix.append(prefix[-1] | g)
+    # a coarse amount beyond the last window only occurs for amounts past len(x) + 1
+    m.d.comb += [
+        window.eq(Array(pad[gran * i:gran * i + span] for i in range(ncoarse))[coarse]),
+        below.eq(Array(prefix)[coarse]),
+    ]
+    q = Signal(width, name=f"{name}_q")
+    guard = Signal(name=f"{name}_guard")
+    sticky = Signal(name=f"{name}_sticky")
+    m.d.comb += [
+        q.eq((window >> (fine + 1))[:width]),
+        guard.eq(window.bit_select(fine, 1)),
+        sticky.eq(below | (window[:gran] & _thermometer(fine, gran)).any()),
+    ]
+    return q, guard, sticky
 
 
 def sat_abs(m, acc, name="sat"):
@@ -501,4 +562,489 @@ class MxBlockEncoder(wiring.Component):
                 field = Mux(packed > f.max_field, f.max_field, packed)[:f.width - 1]
                 byte = Cat(field, sign)
             m.d.comb += self.elems.word_select(i, 8).eq(Mux(nan_blk, 0, byte))
+        return m
+
+
+# --------------------------------------------------------------------------
+# run-time format select: one lane of logic for every dtype
+# --------------------------------------------------------------------------
+# The blocks above are one per format. The pipeline converts every dtype in the same lanes,
+# so the blocks below take the format as an input and share the expensive parts (shifter,
+# rounding, sign adder) across formats; only the field extraction is per format.
+
+def _fixed_any(m, sig, sign, dist, kmax, nan, inf, prefix, passthrough=None):
+    """q = RNE((-1)**sign * sig * 2**k) saturated to int32, k = kmax - `dist`; NaN -> 0,
+    Inf -> saturated. `passthrough` (enable, value): q = value instead, for INT32.
+
+    The area-lean form of `_fixed_from_parts`, for one converter serving every format:
+    a single right shifter places sig's bits for every k (a left shift by k is a right
+    shift of sig << kmax by dist = kmax - k), with one output bit more, below the integer
+    part, for the guard. The sticky bits (under the guard, k < 0) and the saturating bits
+    (at 2**31 and up, k >= 0) are complementary masks of one thermometer of
+    (-1 - k) mod 32 = (31 - k) mod 32 over sig, so neither needs shifter outputs. Every
+    condition on k is a few-bit test of `dist`: no comparator after the exponent adder.
+
+    `sig` unsigned, 24 bits; `dist` signed(10), exact for -2**9 <= k < 2**9 - 16.
+    `kmax` (15): the caller guarantees that a non-zero sig presented with k >= 0 has its
+    leading one at bit 16 (= kmax + 1) or above. Then every k > kmax saturates, the
+    shifter spans k in -25 .. kmax only, and the saturation test needs sig[16:] only."""
+    width = len(sig)
+    assert width == 24 and len(dist) == 10 and dist.shape().signed and kmax == 15
+    sig_s = Signal(width, name=f"{prefix}_sig")
+    m.d.comb += sig_s.eq(sig)
+    sig = sig_s
+    neg_d = dist[9]
+    right = Signal(name=f"{prefix}_right")          # k < 0: rounding, never saturating
+    big = Signal(name=f"{prefix}_big")              # k > 31: any non-zero sig saturates
+    # k < 0 <=> dist >= 16; k > 31 <=> dist < -16: tests of bits 4 and up of dist
+    hi = dist[4:9]
+    m.d.comb += [
+        right.eq(~neg_d & hi.any()),
+        big.eq(neg_d & ~hi.all()),
+    ]
+    # y[1 + n] = sig[n - k], y[0] = sig[-1 - k] (the guard): y = Cat(0 * (kmax + 1), sig)
+    # >> dist. dist >= 64 or < 0 (k < kmax - 63, or k > kmax) gives 63, which flushes
+    # (the former rounds to 0, the latter saturates or has sig = 0).
+    amt = Signal(6, name=f"{prefix}_amt")
+    m.d.comb += amt.eq(Mux(dist[6:].any(), 63, dist[:6]))
+    y = Signal(32, name=f"{prefix}_y")
+    m.d.comb += y.eq((Cat(Const(0, kmax + 1), sig) >> amt)[:32])
+    # t = (-1 - k) mod 32 = (dist - kmax - 1) mod 32.
+    # k < 0: sig bits below t are under the guard (t > width: all, and the guard is 0).
+    # 0 <= k < 32: sig bits at t and up reach 2**31 (t >= width: none).
+    therm = Signal(width, name=f"{prefix}_therm")
+    m.d.comb += therm.eq(_thermometer(Cat(dist[:4], ~dist[4]), width))
+    sticky = Signal(name=f"{prefix}_sticky")
+    sat = Signal(name=f"{prefix}_sat")
+    mag = y[1:32]
+    top = slice(kmax + 1, width)                    # where a k >= 0 sig has its leading one
+    m.d.comb += [
+        sticky.eq((sig & therm).any()),
+        sat.eq(inf | (~right & (((sig[top] & ~therm[top]).any()) | (big & sig[top].any())))),
+    ]
+    inc = Signal(name=f"{prefix}_inc")
+    m.d.comb += inc.eq(right & y[0] & (sticky | mag[0]))
+    # Sign and rounding in one adder: -(mag + inc) = ~mag + (1 - inc).
+    smask = sign.replicate(32)
+    val = Signal(32, name=f"{prefix}_val")
+    m.d.comb += val.eq((mag ^ smask) + (inc ^ sign))
+    # The output mux is one LUT level after the adder: everything but `val` is known
+    # before it (the adder is the last thing to settle).
+    use_val = Signal(name=f"{prefix}_use_val")
+    other = Signal(32, name=f"{prefix}_other")
+    fixed = Mux(nan, 0, Mux(sign, INT32_MIN, INT32_MAX))
+    if passthrough is None:
+        m.d.comb += [use_val.eq(~nan & ~sat), other.eq(fixed)]
+    else:
+        en, value = passthrough
+        m.d.comb += [use_val.eq(~en & ~nan & ~sat), other.eq(Mux(en, value, fixed))]
+    return Mux(use_val, val, other).as_signed()
+
+
+class ElementToFixed(wiring.Component):
+    """One lane of ingress decode for every dtype: element -> q (int32-range fixed point).
+
+    `dtype` is the SPEC §4 code. `bits` holds the element right-aligned: INT32 and FP32 the
+    32-bit value (as an integer, already byte-swapped), BF16 bits[0:16], an MX element
+    byte bits[0:8]; bits above the element are ignored. `block_scale` (E8M0) is used by the
+    MX dtypes only, `scale` is the AGG header scale.
+
+    INT32 (and the unassigned codes 6, 7): q = bits as a signed integer, `nan` 0. Every
+    other dtype exactly as :class:`FloatToFixed` / :class:`MxElementToFixed`: q = RNE(v *
+    2**scale) saturated to int32; NaN gives 0 and `nan`, +-Inf saturates, an MX block
+    scale of 0xFF makes the element NaN.
+
+    Every format is a significand of at most 24 bits times a power of two: FP32 has 24,
+    BF16 8, E4M3 4, E5M2 3, INT8 8 (its magnitude, 128 for 0x80). Significands sit at the
+    MSB end of one 24-bit field (BF16 is then FP32 with the low 16 mantissa bits zero), so
+    the format only changes the field mux and the exponent offset, and one converter
+    (:func:`_fixed_any`) serves them all. Top alignment also bounds the left shift: every
+    non-zero significand that can meet a large exponent has its leading one at bit 16 or
+    above, so the shifter spans 41 positions, not 57."""
+
+    def __init__(self):
+        super().__init__({
+            "dtype": In(3),
+            "bits": In(32),
+            "block_scale": In(8),
+            "scale": In(signed(8)),
+            "q": Out(signed(32)),
+            "nan": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        b, d = self.bits, self.dtype
+        fp32 = Signal()
+        bf16 = Signal()
+        int8 = Signal()
+        e4m3 = Signal()
+        e5m2 = Signal()
+        mx = Signal()
+        m.d.comb += [
+            fp32.eq(d == DTYPE_FP32),
+            bf16.eq(d == DTYPE_BF16),
+            int8.eq(d == DTYPE_MXINT8),
+            e4m3.eq(d == DTYPE_MXFP8_E4M3),
+            e5m2.eq(d == DTYPE_MXFP8_E5M2),
+            mx.eq(int8 | e4m3 | e5m2),
+        ]
+        conv = fp32 | bf16 | mx
+
+        # Fields of the float formats: exponent (zero-extended to 8 bits), mantissa.
+        f32, fb16, f43, f52 = (FLOAT_FORMATS[n] for n in ("fp32", "bf16", "e4m3", "e5m2"))
+
+        def field(f):
+            return b[f.mbits:f.mbits + f.ebits], b[:f.mbits]
+
+        e_32, m_32 = field(f32)
+        e_16, m_16 = field(fb16)
+        e_43, m_43 = field(f43)
+        e_52, m_52 = field(f52)
+        expf = Signal(8)
+        m.d.comb += expf.eq(Mux(fp32, e_32, Mux(bf16, e_16, Mux(e4m3, e_43, Mux(e5m2, e_52, 0)))))
+        normal = expf.any()
+        top = Signal()                                  # the all-ones exponent of the format
+        m.d.comb += top.eq(Mux(e4m3, e_43.all(), Mux(e5m2, e_52.all(), expf.all())))
+        mant_any = Mux(fp32, m_32.any(), Mux(bf16, m_16.any(), m_52.any()))
+        elem_nan = Mux(e4m3, top & m_43.all(), top & mant_any)
+        elem_inf = ~e4m3 & top & ~mant_any
+        block_nan = mx & (self.block_scale == E8M0_NAN)
+        nan = Signal()
+        inf = Signal()
+        m.d.comb += [
+            nan.eq(elem_nan | block_nan),
+            inf.eq(elem_inf & ~block_nan),
+        ]
+
+        # Significand with its top bit at bit 23 of one 24-bit field: FP32 fills it, BF16 is
+        # FP32 with the low 16 mantissa bits zero, E4M3 / E5M2 / INT8 (the magnitude; 0x80
+        # is 128) take the top 4 / 3 / 8 bits. Only bits 16..22 need a format mux.
+        v8 = b[:8].as_signed()
+        mag8 = Mux(b[7], -v8, v8)[:8]
+        sign = Signal()
+        sig = Signal(24)
+        m.d.comb += [
+            sign.eq(Mux(fp32, b[31], Mux(bf16, b[15], b[7]))),
+            sig.eq(Mux(fp32, Cat(m_32, normal),
+                       Cat(Const(0, 16),
+                           Mux(bf16, Cat(m_16, normal),
+                               Mux(e4m3, Cat(Const(0, 4), m_43, normal),
+                                   Mux(e5m2, Cat(Const(0, 5), m_52, normal), mag8)))))),
+        ]
+        # k = exponent of sig's bit 0 + (MX) block exponent + scale, and the converter
+        # wants dist = kmax - k. Subnormals (and INT8) use exponent field 1: offset =
+        # -(bias + mbits + the zero bits under the significand) for the floats,
+        # -(FRAC + 16 + 1) for INT8 so that its field of 1 cancels; MX adds block_scale -
+        # 127. Everything but the exponent field is common to the lanes of a line (dtype,
+        # scale, block scale): one adder per lane remains.
+        # kmax: a non-zero significand has its leading one at bit 16 or above (INT8 1,
+        # BF16 / FP8 subnormals), except FP32 subnormals, which only occur with
+        # k <= 1 + 127 - 150. So k > 14 saturates every non-zero input.
+        kmax = 15
+
+        def off(f, pad):
+            return -(f.bias + f.mbits + pad)
+
+        offset = Signal(signed(9))
+        m.d.comb += offset.eq(Mux(fp32, off(f32, 0),
+                                  Mux(bf16, off(fb16, 16),
+                                      Mux(e4m3, off(f43, 20) - E8M0_BIAS,
+                                          Mux(e5m2, off(f52, 21) - E8M0_BIAS,
+                                              -(MXINT8_FRAC + 16 + 1 + E8M0_BIAS))))))
+        base = Signal(signed(10))                   # kmax - (k - exponent field)
+        m.d.comb += base.eq(kmax - offset - self.scale - Mux(mx, self.block_scale, 0))
+        dist = Signal(signed(10))
+        m.d.comb += dist.eq(base - Mux(normal, expf, 1))
+        q = _fixed_any(m, sig, sign, dist, kmax, nan, inf, "e2x",
+                       passthrough=(~conv, b.as_signed()))
+        m.d.comb += [
+            self.q.eq(q),
+            self.nan.eq(conv & nan),
+        ]
+        return m
+
+
+class FixedToFloatAny(wiring.Component):
+    """One lane of FP32/BF16 egress encode: accumulator -> bits of RNE(sat32(acc) *
+    2**-scale) in FP32 (`bf16` = 0) or BF16 (`bf16` = 1, result in bits[0:16], bits[16:32]
+    zero). Exactly :class:`FixedToFloat` of the selected format: beyond the format's
+    range the result is +-Inf without `overflow`, which reports the int32 saturation of
+    `acc` only.
+
+    Both formats have the same exponent (bias 127), so saturation, leading-zero count,
+    normalisation, the exponent and the subnormal shift are shared, and BF16 is FP32's
+    significand cut 16 bits shorter. BF16 rounds once, from the exact value: its guard is
+    FP32's significand bit 15 and its sticky the OR of FP32's bits 0..14 with FP32's own
+    guard and sticky (the bits FP32 already drops) -- never FP32's rounded result. Both
+    roundings then share the one increment of the packed encoding (at bit 0 or 16)."""
+
+    def __init__(self, acc_width):
+        if acc_width < 32:
+            raise ValueError("acc_width must be at least 32")
+        self.acc_width = acc_width
+        super().__init__({
+            "acc": In(signed(acc_width)),
+            "scale": In(signed(8)),
+            "bf16": In(1),
+            "bits": Out(32),
+            "overflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        f = FLOAT_FORMATS["fp32"]
+        assert FLOAT_FORMATS["bf16"].bias == f.bias and FLOAT_FORMATS["bf16"].ebits == f.ebits
+        cut = f.mbits - FLOAT_FORMATS["bf16"].mbits            # 16 significand bits fewer
+        sign, mag, over = sat_abs(m, self.acc)
+
+        # Normalise: the leading one of |a| (at most 2**31) moves to bit 31.
+        lz, zero = lzc(m, mag, "lz")
+        norm = Signal(32)
+        m.d.comb += norm.eq((mag << lz)[:32])
+        # Biased exponent of the leading one: floor(log2|a|) - scale + bias.
+        exp_pre = Signal(signed(11))
+        m.d.comb += exp_pre.eq(31 - lz - self.scale + f.bias)
+        # Subnormal: one more bit to the right, never more (|a| >= 1, scale <= 127 give
+        # exp_pre >= 31 - 31 - 127 + 127 = 0), and only for exp_pre = 0: |a| = 1 at scale
+        # 127. Tested as such, not after the exponent adder.
+        extra = Signal()
+        m.d.comb += extra.eq((self.scale == 127) & ~mag[1:].any())
+
+        # FP32 significand (24 bits, leading one at bit 23 unless subnormal), guard, sticky.
+        q = Signal(f.mbits + 1)
+        guard = Signal()
+        sticky = Signal()
+        fixed = 31 - f.mbits                                   # 8 bits under the significand
+        m.d.comb += [
+            q.eq(Mux(extra, norm[fixed + 1:], norm[fixed:])),
+            guard.eq(Mux(extra, norm[fixed], norm[fixed - 1])),
+            sticky.eq(Mux(extra, norm[:fixed].any(), norm[:fixed - 1].any())),
+        ]
+        up32 = guard & (sticky | q[0])
+        up16 = q[cut - 1] & (q[:cut - 1].any() | guard | sticky | q[cut])
+
+        normal = q[f.mbits]             # leading one kept: not shifted into a subnormal
+        packed = Signal(f.width - 1)
+        m.d.comb += packed.eq(Cat(q[:f.mbits], Mux(normal, exp_pre[:f.ebits], 0))
+                              + Mux(self.bf16, up16 << cut, up32))
+        # exp_pre >= 255, as bit tests of the signed(11) exp_pre (no comparator)
+        assert f.emask == 255 and len(exp_pre) == 11
+        inf = ~zero & ~exp_pre[-1] & (exp_pre[8:10].any() | exp_pre[:8].all())
+        body = Mux(inf, f.inf_field, packed)
+        m.d.comb += [
+            self.bits.eq(Mux(self.bf16, Cat(body[cut:], sign), Cat(body, sign))),
+            self.overflow.eq(over),
+        ]
+        return m
+
+
+# MX egress split in two (the element encoders then work on one line of `lanes` elements
+# per cycle, not on a whole block): MxBlockExponent reduces a block to MX_BLOCK_INFO and
+# its scale byte; MxLineEncoder encodes any `lanes` consecutive elements of that block
+# with it. MX format select `fmt` of both: 0 MXINT8, 1 E4M3, 2 E5M2 (3 is reserved and
+# behaves as 2).
+MX_FMT_INT8 = 0
+MX_FMT_E4M3 = 1
+MX_FMT_E5M2 = 2
+
+MX_BLOCK_INFO = data.StructLayout({
+    # lowest rounding position, a bit index of |a| (see MxLineEncoder): MXINT8 the
+    # block's top bit floor(log2(max|a|)); FP8 the position of the smallest normal,
+    # emin - emax + floor(log2(max|a|)), floored at 0 (the X = -127 clamp needs no term:
+    # see MxBlockEncoder). Anything for an all-zero block, whose elements are all 0.
+    "lo": 5,
+    # FP8: the low 6 bits of the biased element exponent of bit 0 of |a|, -scale - X +
+    # bias (the exponent field of an element whose leading one is bit r is r + eb)
+    "eb": 6,
+    # NaN block (X > 127): scale byte 0xFF, every element byte 0x00
+    "nan": 1,
+})
+
+
+class MxBlockExponent(wiring.Component):
+    """Shared exponent of one MX block of `block` accumulators, as :class:`MxBlockEncoder`:
+    `scale_byte` is the block's E8M0 scale of v = sat32(acc) * 2**-scale, `overflow` is
+    any accumulator saturated to int32 or a NaN block, and `info` (MX_BLOCK_INFO) is what
+    :class:`MxLineEncoder` needs to encode the block's elements.
+
+    floor(log2(max|v|)) needs only the bit length of the block maximum, which is the bit
+    length of the OR of all magnitudes: an OR tree and one leading-zero count, no
+    comparator tree. The format only changes the constant emax subtracted after it."""
+
+    def __init__(self, acc_width, block=32):
+        if acc_width < 32:
+            raise ValueError("acc_width must be at least 32")
+        self.acc_width = acc_width
+        self.block = block
+        super().__init__({
+            "acc": In(signed(acc_width)).array(block),
+            "scale": In(signed(8)),
+            "fmt": In(2),
+            "info": Out(MX_BLOCK_INFO),
+            "scale_byte": Out(8),
+            "overflow": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        mags, overs = [], []
+        for i in range(self.block):
+            _, mag, over = sat_abs(m, self.acc[i], f"sat{i}")
+            mags.append(mag)
+            overs.append(over)
+        orv = Signal(32)
+        m.d.comb += orv.eq(or_tree(mags))
+        lz, zero = lzc(m, orv, "lzblk")
+
+        int8 = Signal()
+        e4m3 = Signal()
+        m.d.comb += [int8.eq(self.fmt == MX_FMT_INT8), e4m3.eq(self.fmt == MX_FMT_E4M3)]
+        emax = {n: MX_FORMATS[n][1] for n in MX_FORMATS}
+        # The scale byte X + 127 = (31 - lz) - scale - emax + 127: the scale part is ready
+        # before the block reduction, so one subtraction follows the LZC, and the clamp
+        # (X < -127: byte < 0) and NaN (X > 127: byte > 254) tests are bit tests of it.
+        sb_base = Signal(signed(10))
+        sb_raw = Signal(signed(10))         # -128 - 15 + 127 + 0 .. 31 + 128 + 127: fits
+        m.d.comb += [
+            sb_base.eq((31 + E8M0_BIAS) - self.scale
+                       - Mux(int8, emax["mxint8"], Mux(e4m3, emax["e4m3"], emax["e5m2"]))),
+            sb_raw.eq(sb_base - lz),
+        ]
+        clamp = Signal()
+        nan = Signal()
+        # all-zero block: m = 2**-126, X = max(-126 - emax, -127)
+        sb_zero = Mux(int8, max(-126 - emax["mxint8"], -127) + E8M0_BIAS, 0)
+        assert max(-126 - emax["e4m3"], -127) == max(-126 - emax["e5m2"], -127) == -127
+        m.d.comb += [
+            clamp.eq(~zero & sb_raw[-1]),
+            nan.eq(~zero & ~sb_raw[-1] & (sb_raw[8] | sb_raw[:8].all())),
+            self.scale_byte.eq(Mux(zero, sb_zero, Mux(nan, E8M0_NAN,
+                                                     Mux(sb_raw[-1], 0, sb_raw[:8])))),
+            self.overflow.eq(Cat(*overs).any() | nan),
+            self.info.nan.eq(nan),
+        ]
+        # Element grid, for MxLineEncoder. Unclamped, e_blk = -scale - X = emax - 31 + lz
+        # (the scale cancels): the smallest-normal position emin - e_blk and the exponent
+        # field base bias + e_blk need only the LZC. Clamped (X = -127), e_blk = 127 -
+        # scale; lo is 0 there anyway.
+        f43, f52 = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS["e5m2"]
+        assert f43.emin <= 0 and f52.emin <= 0
+
+        def floor0(c):
+            """c - lz floored at 0, for a constant c < 32: a sign test, no comparator."""
+            v = Signal(signed(7))
+            m.d.comb += v.eq(c - lz)
+            return Mux(v[-1], 0, v[:5])
+
+        m.d.comb += [
+            self.info.lo.eq(Mux(int8, 31 - lz,
+                                Mux(e4m3, floor0(f43.emin - emax["e4m3"] + 31),
+                                    floor0(f52.emin - emax["e5m2"] + 31)))),
+            self.info.eb.eq(Mux(clamp,
+                                Mux(e4m3, E8M0_BIAS + f43.bias, E8M0_BIAS + f52.bias) - self.scale,
+                                lz + Mux(e4m3, emax["e4m3"] - 31 + f43.bias,
+                                         emax["e5m2"] - 31 + f52.bias))[:6]),
+        ]
+        return m
+
+
+class MxLineEncoder(wiring.Component):
+    """Element bytes of `lanes` consecutive accumulators of one MX block, given the block's
+    MX_BLOCK_INFO from :class:`MxBlockExponent` (same `scale` and `fmt`). Element i is
+    `elems` bits [8i, 8i+8). Over the chunks of a block this gives exactly
+    :class:`MxBlockEncoder`'s elements.
+
+    One element encoder per lane serves the three formats. Element values are
+    u = |a| * 2**e_blk with e_blk = -scale - X. Let r be a bit position of |a|: for INT8
+    the block's top bit (fixed point: the element's ulp is 2**(r-6) in units of |a|), for
+    FP8 the element's own leading one, floored at the block's smallest-normal position
+    lo (ulp 2**(r-mbits)). Both are r = floor(log2(|a| | 2**lo)), with lo the block's top
+    bit for INT8, so one leading-zero count gives r (no comparator), and one right shift
+    of |a| << 6 by r gives a 7-bit window (plus guard and sticky) that holds the INT8
+    quotient and, in its top 4 / 3 bits, the E4M3 / E5M2 significand; the FP8 guard and
+    sticky are the window bits under the significand. The rounding increment (and the
+    INT8 negation) is one 8-bit adder on the packed byte; the FP8 exponent field is
+    r + info.eb. Only this packing differs between the formats."""
+
+    def __init__(self, acc_width, lanes):
+        if acc_width < 32:
+            raise ValueError("acc_width must be at least 32")
+        self.acc_width = acc_width
+        self.lanes = lanes
+        super().__init__({
+            "acc": In(signed(acc_width)).array(lanes),
+            "scale": In(signed(8)),
+            "fmt": In(2),
+            "info": In(MX_BLOCK_INFO),
+            "elems": Out(8 * lanes),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        f43, f52 = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS["e5m2"]
+        int8 = Signal()
+        e4m3 = Signal()
+        m.d.comb += [int8.eq(self.fmt == MX_FMT_INT8), e4m3.eq(self.fmt == MX_FMT_E4M3)]
+        fbits = MXINT8_FRAC
+        width = fbits + 1                   # the window: INT8 quotient < 2**7
+        assert f43.mbits < fbits and f52.mbits < fbits
+
+        lo_bit = Signal(32)
+        maxf = Signal(8)                    # largest finite FP8 magnitude field
+        m.d.comb += [
+            lo_bit.eq(1 << self.info.lo),
+            maxf.eq(Mux(e4m3, f43.max_field, f52.max_field)),
+        ]
+
+        for i in range(self.lanes):
+            sign, mag, _ = sat_abs(m, self.acc[i], f"sat{i}")
+            lz_i, _ = lzc(m, mag | lo_bit, f"lz{i}")
+            r = Signal(5, name=f"r{i}")
+            m.d.comb += r.eq(31 - lz_i)
+            q, g, st = shr_window(m, Cat(Const(0, fbits), mag), r, width, f"win{i}")
+
+            # FP8: significand = the window's top mbits + 1 bits, guard and sticky below it
+            def fp8(f):
+                cut = fbits - f.mbits
+                return q[cut:], q[cut - 1], q[:cut - 1].any() | g | st
+            s43, g43, st43 = fp8(f43)
+            s52, g52, st52 = fp8(f52)
+            gd = Signal(name=f"g{i}")
+            sk = Signal(name=f"st{i}")
+            lsb = Signal(name=f"lsb{i}")
+            m.d.comb += [
+                gd.eq(Mux(int8, g, Mux(e4m3, g43, g52))),
+                sk.eq(Mux(int8, st, Mux(e4m3, st43, st52))),
+                lsb.eq(Mux(int8, q[0], Mux(e4m3, s43[0], s52[0]))),
+            ]
+            up = gd & (sk | lsb)
+            expf = Signal(6, name=f"expf{i}")
+            m.d.comb += expf.eq(r + self.info.eb)
+
+            # One adder. INT8: -(q + up) = ~q + (1 - up), with q = 127 rounding up
+            # saturated first (the only way past 127). FP8: the packed magnitude, rounded
+            # by an increment that carries from the mantissa into the exponent field
+            # (subnormal -> normal, 1.11..1 -> next binade).
+            def packed(f, s):
+                return Cat(s[:f.mbits], Mux(s[f.mbits], expf[:f.ebits + 1], 0))
+            p43 = packed(f43, s43)
+            p52 = packed(f52, s52)
+            opnd = Signal(8, name=f"opnd{i}")
+            cin = Signal(name=f"cin{i}")
+            total = Signal(8, name=f"sum{i}")
+            m.d.comb += [
+                opnd.eq(Mux(int8, Cat(q, 0) ^ sign.replicate(8), Mux(e4m3, p43, p52))),
+                cin.eq(Mux(int8, (up & ~q.all()) ^ sign, up)),
+                total.eq(opnd + cin),
+            ]
+            # FP8 saturation to the largest normal, decided from the operand (in parallel
+            # with the adder): opnd + up > max_field.
+            def over_max(f, p):
+                return _gt_const(p, f.max_field) | ((p == f.max_field) & up)
+            sat = Signal(name=f"fpsat{i}")
+            m.d.comb += sat.eq(Mux(e4m3, over_max(f43, p43), over_max(f52, p52)))
+            fp_byte = Cat(Mux(sat, maxf, total)[:7], sign)
+            byte = Mux(int8, total, fp_byte)
+            m.d.comb += self.elems.word_select(i, 8).eq(Mux(self.info.nan, 0, byte))
         return m

@@ -102,22 +102,66 @@ class Params:
         return 1 << (4 * self.max_payload_beats - 1).bit_length()
 
     @property
+    def pass_slack(self):
+        """Lines in flight between the engine's decision and the egress FIFO write: issue,
+        decode, accumulate, the result encoder (encoder_latency) and the beat packer."""
+        return self.block_lines + 2 + 3
+
+    @property
+    def egress_beats(self):
+        """Depth of each egress payload FIFO: the RESULT being sent, the one decided behind
+        it and the lines in flight."""
+        return 1 << (3 * self.slot_lines + self.pass_slack - 1).bit_length()
+
+    @property
     def slot_lines(self):
-        """Accumulator memory lines per (slot, bank)."""
+        """Accumulator memory lines per (slot, bank). The engine processes one line of
+        `lanes` elements per cycle whatever the dtype, so this is also the length of the
+        pass over a full slot."""
         return -(-self.slot_elems // self.lanes)
+
+    @property
+    def mx_ok(self):
+        """MX dtypes need a 32-element block of 8-bit elements within one beat."""
+        return self.beat_bytes >= MX_BLOCK
+
+    @property
+    def mx_blocks(self):
+        """Most MX blocks in a payload (count <= slot_elems and <= 2048, SPEC §3)."""
+        return min(self.slot_elems, 2048) // MX_BLOCK
+
+    @property
+    def scale_beats(self):
+        """Beats of the 64-byte MX scale line at the start of an MX payload."""
+        return max(1, MX_SCALE_BYTES // self.beat_bytes)
+
+    @property
+    def block_lines(self):
+        """Accumulator lines per MX block (1 when this build has no MX dtypes)."""
+        return max(1, MX_BLOCK // self.lanes) if self.mx_ok else 1
 
     def name(self):
         return f"p{self.ports}_w{self.data_width}_s{self.slots}_e{self.slot_elems}_j{self.jobs}"
 
 
+def encoder_latency(params: Params = Params()) -> int:
+    """Cycles through the result encoder (aggswitch.codec.LineEncoder): an input register,
+    a window of `block_lines` lines so that an MX block's shared exponent sees the whole
+    block before its first line is encoded, and an output register. The same for every
+    dtype."""
+    return params.block_lines + 2
+
+
 def latency(params: Params = Params()) -> int:
     """Cycles from the tlast handshake of a completing DATA frame to the first tvalid of its
-    RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set.
+    RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set and for
+    every dtype.
 
-    The idle path is `payload beats + 9`: 2 ingress stages (beat register, verdict),
-    2 through the descriptor FIFO, engine PICK and DECIDE, the pass (one cycle per beat,
-    the last one telling the egress the payload is complete), 2 through the egress `done`
-    FIFO and the output register. Shorter payloads are padded to the longest (a full
-    slot), so the constant holds for every count.
+    The idle path is `slot_lines + encoder_latency + 11`: 2 ingress stages (beat
+    register, verdict), 2 through the descriptor FIFO, engine PICK and DECIDE, the pass
+    (one cycle per accumulator line, then decode and accumulate stages), the result
+    encoder, the beat packer, 2 through the egress `done` FIFO and the output register.
+    Shorter payloads are padded to the longest (a full slot), so the constant holds for
+    every dtype and count. docs/ARCHITECTURE.md has the cycle-by-cycle table.
     """
-    return params.max_payload_beats + 9
+    return params.slot_lines + encoder_latency(params) + 11

@@ -120,7 +120,7 @@ class AggSwitch(wiring.Component):
                 eg.data_in.eq(eng.eg_data), eg.data_en.eq(eng.eg_data_en[n]),
                 eg.desc_in.eq(getattr(eng, f"eg_desc{n}")), eg.desc_en.eq(eng.eg_desc_en[n]),
                 eg.done_en.eq(eng.eg_done_en[n]), eg.done_overflow.eq(eng.eg_done_overflow),
-                eg.done_nan.eq(eng.eg_done_nan),
+                eg.done_scales.eq(eng.eg_done_scales),
                 eng.eg_room[n].eq(eg.room),
                 eg.cycles.eq(ctl.cycles), eg.switch_mac.eq(ctl.switch_mac),
                 eg.switch_ip.eq(ctl.switch_ip), eg.agg_port.eq(ctl.agg_port),

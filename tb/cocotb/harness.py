@@ -82,18 +82,15 @@ def params_from_env(env=None) -> Params:
     )
 
 
-def supported_dtypes_from_env(env=None) -> tuple:
-    """dtypes this build accepts (docs/SPEC.md §10.2: INT32 only until the compression
-    datapath lands): $AGGSWITCH_DTYPES (comma-separated codes), else the build's
-    declaration (aggswitch.ingress.SUPPORTED_DTYPES), else INT32 alone."""
+def supported_dtypes_from_env(env=None, params: Params | None = None) -> tuple:
+    """dtypes this build accepts (docs/SPEC.md §10.2: every dtype, except MX when
+    data_width is 128): $AGGSWITCH_DTYPES (comma-separated codes), else the build's
+    declaration (aggswitch.ingress.supported_dtypes) for the parameter set."""
     env = os.environ if env is None else env
     if env.get("AGGSWITCH_DTYPES"):
         return tuple(int(x) for x in env["AGGSWITCH_DTYPES"].split(",") if x.strip())
-    try:
-        from aggswitch.ingress import SUPPORTED_DTYPES
-        return tuple(SUPPORTED_DTYPES)
-    except ImportError:
-        return (F.INT32,)
+    from aggswitch.ingress import supported_dtypes
+    return tuple(supported_dtypes(params_from_env(env) if params is None else params))
 
 
 def run_seed() -> int:
@@ -159,6 +156,7 @@ class IngressRecord:
     exact: bool
     outcome: object = None  # tb.model.switch.Outcome
     t_first: int = 0  # cycle of the first beat's handshake
+    stalls: int = 0   # cycles the frame waited on tready (tvalid high, tready low)
 
 
 @dataclass
@@ -177,6 +175,7 @@ class EgressRecord:
     t_last: int   # cycle of the tlast handshake
     data: bytes
     tkeep_ok: bool
+    stalls: int = 0   # cycles the frame waited on tready (egress back-pressure)
 
 
 @dataclass
@@ -300,7 +299,7 @@ class TB:
         self.seed = run_seed() if seed is None else seed
         self.rng = random.Random(f"{self.seed}/{name}")
         self.latency = latency(self.p)
-        self.supported_dtypes = supported_dtypes_from_env()
+        self.supported_dtypes = supported_dtypes_from_env(params=self.p)
         self.beat_bytes = self.p.beat_bytes
         self._full_keep = (1 << self.beat_bytes) - 1
         P = self.ports = self.p.ports
@@ -335,6 +334,8 @@ class TB:
         self.errors: list[str] = []
         self._exact = [collections.deque() for _ in range(P)]
         self._subscribers = [[] for _ in range(P)]
+        self._ingress_hooks = []  # callables(IngressRecord), after the golden model's verdict
+        self._egress_hooks = []   # callables(EgressRecord)
         self.cycle = None  # counter value of the current cycle (None before the first reset)
         self.in_reset = False
         self._reset_cut = False
@@ -344,6 +345,8 @@ class TB:
         self.total_egress = [0] * P
         self._in_beats = [[] for _ in range(P)]
         self._in_first = [0] * P
+        self._in_stalls = [0] * P
+        self._eg_stalls = [0] * P
         self._eg_beats = [[] for _ in range(P)]
         self._eg_first = [None] * P
         self._eg_pending = [None] * P  # beat presented but not taken: (tdata, tkeep, tlast)
@@ -450,11 +453,26 @@ class TB:
         await self.settle(quiet=quiet)
         return await self.send_wait(port, frame, exact=True, timeout=timeout)
 
+    async def send_async(self, port: int, frame, exact: bool = False):
+        """send(), waiting first while the port's source queue is full (its
+        `queue_occupancy_limit_frames` / `_bytes`; unlimited by default)."""
+        self._exact[port].append(exact)
+        await self.sources[port].send(frame)
+
     def subscribe(self, port: int) -> Queue:
         """A queue that receives every EgressRecord of `port` from now on."""
         q = Queue()
         self._subscribers[port].append(q)
         return q
+
+    def add_ingress_hook(self, fn):
+        """Call fn(IngressRecord) for every ingress frame, in processing order, as soon as the
+        golden model has processed it (its slot state then reflects exactly that frame)."""
+        self._ingress_hooks.append(fn)
+
+    def add_egress_hook(self, fn):
+        """Call fn(EgressRecord) for every egress frame as soon as its last beat is taken."""
+        self._egress_hooks.append(fn)
 
     # ---------------------------------------------------------------- waits
     async def cycles(self, n: int):
@@ -590,6 +608,8 @@ class TB:
                     self._eg_beats[p] = []
                     self._eg_first[p] = None
                     self._eg_pending[p] = None
+                    self._in_stalls[p] = 0
+                    self._eg_stalls[p] = 0
                 self.cycle = 0
                 continue
             self.in_reset = False
@@ -598,7 +618,11 @@ class TB:
 
             for p in range(P):
                 # ---- ingress
-                if bit(sv[p], f"s{p}_axis_tvalid") and bit(sr[p], f"s{p}_axis_tready"):
+                if not bit(sv[p], f"s{p}_axis_tvalid"):
+                    continue
+                if not bit(sr[p], f"s{p}_axis_tready"):
+                    self._in_stalls[p] += 1
+                else:
                     keep = int(sk[p].value)
                     if not self._in_beats[p]:
                         self._in_first[p] = cyc
@@ -639,7 +663,9 @@ class TB:
                         self._eg_beats[p] = []
                         self._egress_frame(p, self._eg_first[p], cyc, beats)
                         self._eg_first[p] = None
-                elif self.check_stable:
+                    continue
+                self._eg_stalls[p] += 1
+                if self.check_stable:
                     try:
                         cur = (md[p].value.to_bytes(byteorder="little"), int(mk[p].value),
                                bool(ml[p].value))
@@ -660,7 +686,9 @@ class TB:
         ok = tkeep_valid(keeps, self.p.data_width)
         data = b"".join(_kept(d, k, full) for d, k in beats)
         exact = self._exact[port].popleft() if self._exact[port] else False
-        rec = IngressRecord(port, t_last, data, ok, exact, t_first=self._in_first[port])
+        rec = IngressRecord(port, t_last, data, ok, exact, t_first=self._in_first[port],
+                            stalls=self._in_stalls[port])
+        self._in_stalls[port] = 0
         self.total_ingress[port] += 1
         try:
             rec.outcome = self.model.process(port, data, t_last, tkeep_ok=ok)
@@ -677,6 +705,8 @@ class TB:
         if rec.outcome is not None:
             for q, frm in rec.outcome.results:
                 self.epoch.expected[q].append(Expected(q, frm, t_last, exact, rec))
+        for hook in self._ingress_hooks:
+            hook(rec)
 
     def _egress_frame(self, port: int, t_first: int, t_last: int, beats):
         full = self._full_keep
@@ -686,7 +716,8 @@ class TB:
             self.error(f"cycle {t_last}: m{port}_axis frame with invalid tkeep "
                        f"{[hex(k) for k in keeps]} (SPEC §2)")
         data = b"".join(_kept(d, k, full) for d, k in beats)
-        rec = EgressRecord(port, t_first, t_last, data, ok)
+        rec = EgressRecord(port, t_first, t_last, data, ok, stalls=self._eg_stalls[port])
+        self._eg_stalls[port] = 0
         self.epoch.egress[port].append(rec)
         self.total_egress[port] += 1
         if self.trace:
@@ -694,6 +725,8 @@ class TB:
                           describe_frame(data))
         for q in self._subscribers[port]:
             q.put_nowait(rec)
+        for hook in self._egress_hooks:
+            hook(rec)
 
     # ------------------------------------------------------- control plane
     async def configure_job(self, job: int, *, port_mask: int, slot_base: int,
@@ -756,25 +789,35 @@ class TB:
                     out.append((e, g, (g.t_first - e.t_trigger) & COUNTER_MASK))
         return out
 
+    def result_error(self, p: int, i: int, e: Expected, g: EgressRecord, label: str = "",
+                     exact: bool | None = None) -> str | None:
+        """The scoreboard's check of one RESULT: egress frame `g`, the `i`-th on port `p`,
+        against the golden model's `e` (bytes, then latency: exactly LATENCY when `exact`,
+        default `e.exact`, else at least LATENCY). Returns the error, or None."""
+        L = self.latency
+        exact = e.exact if exact is None else exact
+        if e.frame != g.data:
+            return (f"{label}port {p} RESULT #{i} (caused by the frame on port "
+                    f"{e.cause.port} accepted at cycle {e.t_trigger}) differs:\n"
+                    + describe_diff(e.frame, g.data))
+        lat = (g.t_first - e.t_trigger) & COUNTER_MASK
+        if exact and lat != L:
+            return (f"{label}port {p} RESULT #{i} ({describe_frame(g.data)}): "
+                    f"latency {lat} cycles, expected exactly {L} (idle switch: DATA "
+                    f"tlast at cycle {e.t_trigger}, first tvalid at {g.t_first})")
+        if lat < L:
+            return (f"{label}port {p} RESULT #{i} ({describe_frame(g.data)}): "
+                    f"latency {lat} cycles, below the documented {L}")
+        return None
+
     def compare_epoch(self, ep: Epoch, label: str = "") -> list[str]:
         errs = []
-        L = self.latency
         for p in range(self.ports):
             exp, got = ep.expected[p], ep.egress[p]
             for i, (e, g) in enumerate(zip(exp, got)):
-                if e.frame != g.data:
-                    errs.append(f"{label}port {p} RESULT #{i} (caused by the frame on port "
-                                f"{e.cause.port} accepted at cycle {e.t_trigger}) differs:\n"
-                                + describe_diff(e.frame, g.data))
-                    continue
-                lat = (g.t_first - e.t_trigger) & COUNTER_MASK
-                if e.exact and lat != L:
-                    errs.append(f"{label}port {p} RESULT #{i} ({describe_frame(g.data)}): "
-                                f"latency {lat} cycles, expected exactly {L} (idle switch: DATA "
-                                f"tlast at cycle {e.t_trigger}, first tvalid at {g.t_first})")
-                elif lat < L:
-                    errs.append(f"{label}port {p} RESULT #{i} ({describe_frame(g.data)}): "
-                                f"latency {lat} cycles, below the documented {L}")
+                err = self.result_error(p, i, e, g, label)
+                if err:
+                    errs.append(err)
             if len(got) > len(exp):
                 for g in got[len(exp):][:4]:
                     errs.append(f"{label}port {p}: unexpected frame at cycle {g.t_first}: "

@@ -10,6 +10,14 @@ Checks: every element of every worker's result against the NumPy sum (saturated 
 as SPEC §4 prescribes), and the harness scoreboard (every RESULT frame against the golden
 model, latency bounds). Writes a summary to $AGGSWITCH_OUT_DIR/allreduce_summary.json.
 
+Other dtypes: the workers hold float64 gradients (normal, sigma 1) and compress them the
+way a worker library would, at the job's fixed-point scale SCALE: FP32 as float32, BF16
+and MX by quantising x * 2**SCALE with the OCP rules of SPEC §4 (tb/model/numerics.encode).
+Each chunk's RESULT payload must equal the encoding of the exact sum of the workers'
+decoded contributions (computed here chunk by chunk from the payloads sent), and the
+summary reports the compression ratio on the wire against FP32 and the error of the
+aggregated result against the float64 sum of the original data.
+
 Environment: AGGSWITCH_ELEMS (default 65536), AGGSWITCH_DTYPE (int32), AGGSWITCH_SLOTS_USED
 (window; default all slots of job 0).
 """
@@ -25,8 +33,19 @@ from cocotb.triggers import with_timeout
 
 from tb.cocotb.harness import INT32_MAX, INT32_MIN, start
 from tb.model import frames as F
+from tb.model import numerics as NUM
 
-DTYPES = {"int32": F.INT32}
+DTYPES = {"int32": F.INT32, "fp32": F.FP32, "bf16": F.BF16, "mxint8": F.MXINT8,
+          "mxfp8_e4m3": F.MXFP8_E4M3, "mxfp8_e5m2": F.MXFP8_E5M2}
+SCALE = 24          # job scale for the float dtypes: |sum| < 2**7 fits int32 at 2**-24
+
+
+def compress(dtype: int, x: np.ndarray) -> bytes:
+    """A worker's payload for float64 data x (len a multiple of 32 for MX)."""
+    if dtype == F.FP32:
+        return x.astype(">f4").tobytes()
+    fixed = np.rint(x * 2.0 ** SCALE).astype(np.int64)
+    return NUM.encode(dtype, fixed, len(x), SCALE)[0]
 
 
 @cocotb.test(timeout_time=100, timeout_unit="ms")
@@ -42,25 +61,42 @@ async def test_allreduce(dut):
     if elems < 1 or not 1 <= nslots <= tb.p.slots:
         raise ValueError(f"bad elems ({elems}) or window ({nslots} of {tb.p.slots} slots)")
 
-    # Inputs: values whose sums across P workers stay in int32 (gradients quantised to
-    # fixed point with headroom); the check saturates anyway, as the switch would.
-    nprng = np.random.default_rng(tb.rng.getrandbits(64))
-    lim = (1 << 31) // P
-    tensors = [nprng.integers(-lim, lim, size=elems, dtype=np.int64) for _ in range(P)]
-    expected = np.clip(np.sum(tensors, axis=0), INT32_MIN, INT32_MAX)
-    results = [np.zeros(elems, dtype=np.int64) for _ in range(P)]
-    filled = [np.zeros(elems, dtype=bool) for _ in range(P)]
-
+    dtype = DTYPES[dtype_name]
+    if dtype not in tb.supported_dtypes:
+        raise ValueError(f"dtype {dtype_name} is not admitted by this build "
+                         f"(data_width {tb.p.data_width})")
+    if F.is_mx(dtype):
+        elems = -(-elems // F.MX_BLOCK) * F.MX_BLOCK       # whole MX blocks
     nchunks = -(-elems // se)
     chunk = [(i * se, min(elems, (i + 1) * se)) for i in range(nchunks)]
+    nprng = np.random.default_rng(tb.rng.getrandbits(64))
+    scale = 0 if dtype == F.INT32 else SCALE
+    if dtype == F.INT32:
+        # Values whose sums across P workers stay in int32 (gradients quantised to fixed
+        # point with headroom); the check saturates anyway, as the switch would.
+        lim = (1 << 31) // P
+        tensors = [nprng.integers(-lim, lim, size=elems, dtype=np.int64) for _ in range(P)]
+        payloads = [[tensors[w][a:b].astype(">i4").tobytes() for a, b in chunk] for w in range(P)]
+        expected = [np.clip(np.sum(tensors, axis=0)[a:b], INT32_MIN, INT32_MAX)
+                    .astype(">i4").tobytes() for a, b in chunk]
+    else:
+        tensors = [nprng.standard_normal(elems) for _ in range(P)]
+        payloads = [[compress(dtype, tensors[w][a:b]) for a, b in chunk] for w in range(P)]
+        # The RESULT of a chunk: the exact sum of the decoded contributions, re-encoded.
+        expected = []
+        for i, (a, b) in enumerate(chunk):
+            acc = sum(NUM.decode(dtype, payloads[w][i], b - a, scale)[0] for w in range(P))
+            expected.append(NUM.encode(dtype, acc, b - a, scale)[0])
+    results = [[None] * nchunks for _ in range(P)]
+
     queues = [tb.subscribe(p) for p in range(P)]
     got = [set() for _ in range(P)]
     wrong_header = []
 
     def frame(w, i):
         a, b = chunk[i]
-        return tb.data(w, i % nslots, payload=tensors[w][a:b].astype(">i4").tobytes(),
-                       count=b - a, seq=i, bank=(i // nslots) % 2)
+        return tb.data(w, i % nslots, payload=payloads[w][i], count=b - a, seq=i,
+                       bank=(i // nslots) % 2, dtype=dtype, scale=scale)
 
     async def take(w):
         rec = await with_timeout(queues[w].get(), 1000, "us")
@@ -70,11 +106,7 @@ async def test_allreduce(dut):
         if not (0 <= i < nchunks) or h.slot != i % nslots or (h.flags & 1) != (i // nslots) % 2:
             wrong_header.append((w, h))
             return
-        a, b = chunk[i]
-        vals = F.int32_from_payload(pf.payload)
-        if len(vals) == b - a:
-            results[w][a:b] = vals
-            filled[w][a:b] = True
+        results[w][i] = bytes(pf.payload)
         got[w].add(i)
 
     async def worker(w):
@@ -99,14 +131,24 @@ async def test_allreduce(dut):
     # ---- checks
     mismatches = 0
     for w in range(P):
-        bad = (~filled[w]) | (results[w] != expected)
-        n_bad = int(bad.sum())
+        bad = [i for i in range(nchunks) if results[w][i] != expected[i]]
+        n_bad = sum(chunk[i][1] - chunk[i][0] for i in bad)
         mismatches += n_bad
-        if n_bad:
-            idx = np.flatnonzero(bad)[:5]
-            tb.log.error("worker %d: %d elements differ from the NumPy sum, e.g. %s", w, n_bad,
-                         ", ".join(f"[{i}] got {results[w][i]} exp {expected[i]}" for i in idx))
+        if bad:
+            tb.log.error("worker %d: %d chunks differ from the expected sum, first %d",
+                         w, len(bad), bad[0])
     sb_errors = tb.check(raise_on_error=False)
+
+    # Accuracy of the aggregate (worker 0's copy) against the float64 sum of the originals.
+    exact = np.sum(tensors, axis=0).astype(np.float64)
+    got0 = np.zeros(elems, dtype=np.float64)
+    for i, (a, b) in enumerate(chunk):
+        if results[0][i] is not None and len(results[0][i]) == len(expected[i]):
+            got0[a:b] = NUM.decode(dtype, results[0][i], b - a, scale)[0] / 2.0 ** scale
+    err = got0 - exact
+    rms = float(np.sqrt(np.mean(exact ** 2))) or 1.0
+    frame_bytes = sum(F.payload_len(dtype, b - a) + 64 for a, b in chunk)
+    fp32_bytes = sum(F.payload_len(F.FP32, b - a) + 64 for a, b in chunk)
 
     # ---- metrics
     ing = [r for ep in tb.epochs + [tb.epoch] for r in ep.ingress]
@@ -131,10 +173,16 @@ async def test_allreduce(dut):
         "ingress_cycles": t_in_end - t0 + 1,
         "throughput": acc_bytes / ((t_end - t0 + 1) * line),
         "throughput_ingress": acc_bytes / ((t_in_end - t0 + 1) * line),
+        "elements_per_cycle": elems / (t_end - t0 + 1),
         "latency_documented": tb.latency,
         "latency_min": min(lats) if lats else None,
         "latency_max": max(lats) if lats else None,
         "mismatches": mismatches,
+        "scale": scale,
+        "wire_bytes_per_worker": frame_bytes,
+        "compression_vs_fp32": fp32_bytes / frame_bytes,
+        "max_abs_error": float(np.max(np.abs(err))),
+        "rms_error_relative": float(np.sqrt(np.mean(err ** 2))) / rms,
         "wrong_headers": len(wrong_header),
         "scoreboard_errors": len(sb_errors),
         "scoreboard_first_errors": sb_errors[:5],

@@ -322,6 +322,16 @@ def _static_drop_cases(tb: TB):
     if F.FP32 not in tb.supported_dtypes:
         add("dtype FP32 (not in this build)", agg(1, bytes([F.FP32])), F.MALFORMED)
     add("dtype 9 (unknown)", agg(1, b"\x09"), F.MALFORMED)
+    if F.BF16 in tb.supported_dtypes:
+        add("BF16 with an INT32-length payload", agg(1, bytes([F.BF16])), F.MALFORMED)
+    mx = [d for d in (F.MXINT8, F.MXFP8_E4M3, F.MXFP8_E5M2) if d in tb.supported_dtypes]
+    if mx:
+        add("MX count not a multiple of 32",
+            base(dtype=mx[0], count=33, payload=bytes(64 + 33)), F.MALFORMED)
+        add("MX payload one byte short",
+            base(dtype=mx[-1], count=32, payload=bytes(64 + 31)), F.MALFORMED)
+        add("MX without its scale line",
+            base(dtype=mx[0], count=32, payload=bytes(32)), F.MALFORMED)
     add("count 0, no payload", fix_lengths(agg(12, b"\0\0")[:64]), F.MALFORMED)
     big = tb.random_values(se + 1, -1000, 1000)
     add("count slot_elems + 1", base(values=big), F.MALFORMED)
