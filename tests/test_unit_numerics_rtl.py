@@ -2,6 +2,12 @@
 against the golden model tb/model/numerics.py, which is the oracle: every expected value
 comes from `decode` / `encode` on a payload built from the same vector.
 
+The run-time format select blocks the pipeline uses (ElementToFixed, FixedToFloatAny,
+MxBlockExponent + MxLineEncoder) are checked the same way, every format through one DUT
+with the format as an input. The MX split is checked as the pipeline uses it: one
+MxBlockExponent over a block, its `info` shared by one MxLineEncoder per chunk of `lanes`
+(4, 8, 16) elements, against the model's whole-block encode.
+
 Each test runs one simulation whose testbench loops over all its vectors (the Python
 simulator's per-run overhead dwarfs one combinational evaluation). All inputs of a block
 are packed into one wide signal, so a vector costs one `ctx.set` (one settle) instead of
@@ -482,9 +488,9 @@ MX_FMT_CODE = {"mxint8": 0, "e4m3": 1, "e5m2": 2}
 
 
 def mx_power_blocks(rng):
-    """Blocks with negative powers of two -2**j, as the block maximum and below it:
-    MxLineEncoder counts leading zeros on the one's complement |a| - 1 and corrects
-    exactly these."""
+    """Blocks with negative powers of two -2**j, as the block maximum and below it: the
+    magnitudes whose one's complement |a| - 1 is one bit shorter (a tempting shortcut for
+    the leading-zero counts that gets exactly these wrong)."""
     blocks = []
     for j in (0, 1, 3, 7, 12, 20, 29, 30, 31):
         a = -(1 << j)
