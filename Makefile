@@ -48,6 +48,7 @@ SYNTH_FREQ ?= 200
 DEVICE     ?= 85k
 PACKAGE    ?= CABGA381
 PNR        ?= 1
+SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
 .PHONY: help venv test sim verilog docs lint synth clean distclean
@@ -66,6 +67,7 @@ help:
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), out of context) into $(SYNTH_DIR)/"
 	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
+	@echo "                   SYNTH_TIMEOUT=minutes of routing before it gives up (default $(SYNTH_TIMEOUT))"
 	@echo "                   SYNTH_OPTS=... more options of scripts/synth.py (--help lists them)"
 	@echo "  make venv      create .venv with the pinned dependencies (every target does it first)"
 	@echo "  make clean     remove build and simulation outputs (keeps .venv)"
@@ -112,7 +114,7 @@ lint: verilog
 	$(PY) -m sim.lint "$$out"
 
 SYNTH_ARGS = -o $(SYNTH_DIR) --freq $(SYNTH_FREQ) --device $(DEVICE) --package $(PACKAGE) \
-             $(if $(filter 0,$(PNR)),--no-pnr) $(SYNTH_OPTS)
+             --route-timeout $(SYNTH_TIMEOUT) $(if $(filter 0,$(PNR)),--no-pnr) $(SYNTH_OPTS)
 synth: verilog $(SYNTH_STAMP)
 	@out=$(RTL_PATH); \
 	echo "$(PY) scripts/synth.py $$out $(strip $(SYNTH_ARGS))"; \

