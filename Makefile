@@ -24,6 +24,7 @@ WAVES ?= 0
 DTYPE ?= int32
 SEED  ?=
 ELEMS ?=
+SEEDS ?= 8
 export SIM WAVES
 
 # --- design parameters (SPEC section 1) -------------------------------------------
@@ -51,12 +52,16 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
-.PHONY: help venv test sim verilog docs lint synth clean distclean
+.PHONY: help venv test regress sim verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
 	@echo
 	@echo "  make test      run the regression: pytest -n auto over tests/ (PYTEST_ARGS=... for extra arguments)"
+	@echo "  make regress   the pyuvm environment over SEEDS random seeds in parallel (default $(SEEDS)):"
+	@echo "                   pass/fail per seed, the command reproducing each failure, merged coverage"
+	@echo "                   in build/coverage/; SIM=verilator|icarus  SEED=n (first seed, else random)"
+	@echo "                   and the design parameters below"
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
@@ -94,6 +99,10 @@ $(SYNTH_STAMP): $(STAMP)
 # --- regression and simulation ---------------------------------------------------
 test: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m pytest -n auto $(PYTEST_ARGS)
+
+regress: $(STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.regress --seeds $(SEEDS) --sim $(SIM) \
+	    $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
 
 sim: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \
