@@ -36,6 +36,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,8 +283,13 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
         if fresh():
             return bdir
         vfile = bdir / f"{TOPLEVEL}.v"
-        _write_if_changed(vfile, text)
         stamp_file.unlink(missing_ok=True)
+        # Start from an empty directory: Verilator's own dependency check looks at the
+        # sources only, so it would keep objects compiled with other flags.
+        for old in bdir.iterdir():
+            if old.name != ".lock":
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        _write_if_changed(vfile, text)
         sources = [vfile]
         build_waves = waves
         if sim == "icarus" and waves:
