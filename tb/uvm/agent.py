@@ -58,8 +58,9 @@ class PortSequencer(uvm_sequencer):
 
 class PortDriver(uvm_driver):
     """Takes FrameItems and queues them on the port's AXI4-Stream source. A `lossy` item
-    (a worker's DATA frame) is lost with probability `data_loss` and never reaches the
-    switch. Every item, lost or sent, is published on `ap`."""
+    (a worker's DATA frame) is lost with probability `data_loss`, a `force_lost` one
+    always, and a lost item never reaches the switch. Every item, lost or sent, is
+    published on `ap`."""
 
     def build_phase(self):
         self.port = self.cdb_get("port")
@@ -77,7 +78,8 @@ class PortDriver(uvm_driver):
         while True:
             item = await self.seq_item_port.get_next_item()
             item.port = self.port
-            item.lost = item.lossy and self.loss > 0 and self.rng.random() < self.loss
+            item.lost = item.force_lost or (item.lossy and self.loss > 0
+                                            and self.rng.random() < self.loss)
             if not item.lost:
                 self.registry.add(item)
                 frame = item.frame

@@ -17,7 +17,7 @@ from tb.uvm.coverage import CoverageCollector
 from tb.uvm.host import HostWorker, JobPlan
 from tb.uvm.items import Registry
 from tb.uvm.scoreboard import Scoreboard
-from tb.uvm.sequences import noise_catalogue
+from tb.uvm.sequences import StormSequence, noise_catalogue
 
 
 def digest(data: bytes) -> str:
@@ -98,6 +98,7 @@ class AggSwitchEnv(uvm_env):
     def end_of_elaboration_phase(self):
         names = list(dict.fromkeys(name for cases in self.noise_cases.values()
                                    for name, _, _ in cases))
+        names += [f"storm: {kind}" for kind in StormSequence.KINDS]   # the epilogue's
         self.coverage.start({
             "params": self.tb.p.name(),
             "ports": self.tb.ports,

@@ -178,11 +178,13 @@ class JobPlan:
         for _ in range(chunks):
             self.add_chunk(rng)
 
-    def add_chunk(self, rng: random.Random) -> Chunk:
-        """Append the job's next chunk (its slot and bank continue the scheme)."""
+    def add_chunk(self, rng: random.Random, smallest: bool = False) -> Chunk:
+        """Append the job's next chunk (its slot and bank continue the scheme); `smallest`:
+        with the smallest count its dtype allows (the shortest frames)."""
         i, W = len(self.chunks), self.window
         dtype = rng.choice(self.dtypes)
-        count = pick_count(rng, dtype, self.slot_elems)
+        count = (count_choices(dtype, self.slot_elems)[0] if smallest
+                 else pick_count(rng, dtype, self.slot_elems))
         scale = rng.randint(-self.scale_range, self.scale_range)
         ext = rng.random() < self.extreme
         values = random_values(rng, count, self.workers, ext)

@@ -53,6 +53,8 @@ class FrameItem(uvm_sequence_item):
         self.verdicts = frozenset()  # outcome names the golden model may give it
         self.label = ""             # mismatch kind or noise case
         self.lossy = False          # subject to DATA loss injection
+        self.force_lost = False     # lost before the switch whatever the loss rate (a
+                                    # directed loss: tb/uvm/sequences.py epilogue)
         self.lost = False           # set by the driver: dropped before the switch
 
     @property

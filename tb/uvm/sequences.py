@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import cocotb
@@ -24,13 +25,14 @@ class FrameSequence(uvm_sequence):
     """Base: send one frame through the sequencer (start_item, fill in, finish_item)."""
 
     async def send_frame(self, frame, *, origin, verdicts, chunk=None, attempt=1, label="",
-                         lossy=False) -> FrameItem:
+                         lossy=False, lost=False) -> FrameItem:
         item = FrameItem(f"{origin}{'' if chunk is None else chunk}")
         await self.start_item(item)
         item.port = self.sequencer.port
         item.frame = frame
         item.origin, item.verdicts, item.chunk = origin, frozenset(verdicts), chunk
         item.attempt, item.label, item.lossy = attempt, label, lossy
+        item.force_lost = lost
         await self.finish_item(item)
         return item
 
@@ -192,17 +194,54 @@ class NoiseSequence(FrameSequence):
 
 
 class SendSequence(FrameSequence):
-    """Sends a host's frames (tb.uvm.host.Send) in turn, none of them lost."""
+    """Sends a host's frames (tb.uvm.host.Send) in turn, none of them lost (all of them,
+    with `lost`: a directed loss before the switch)."""
 
-    def __init__(self, name, sends):
+    def __init__(self, name, sends, lost=False):
         super().__init__(name)
-        self.sends = sends
+        self.sends, self.lost = sends, lost
 
     async def body(self):
         for s in self.sends:
             await self.send_frame(s.frame, origin=RETX if s.retx else FIRST,
                                   verdicts=ACCEPTED_RETX if s.retx else ACCEPTED_FIRST,
-                                  chunk=s.chunk, attempt=s.attempt)
+                                  chunk=s.chunk, attempt=s.attempt, lost=self.lost)
+
+
+class StormSequence(FrameSequence):
+    """`n` frames that are not AGG traffic, back to back on one port: IPv6 packets and UDP
+    datagrams to another port, from four beats up to the longest valid AGG frame. The
+    switch drops every one as NOT_AGG; behind a stalled engine they must wait on tready
+    like any frame (long enough that tready can fall in the middle of one: it falls a
+    cycle or two after the last beat of an admitted frame; see
+    AllReduceSequence.storm_behind_stall)."""
+
+    KINDS = ("ipv6", "udp")
+
+    def __init__(self, name, port: int, n: int, rng: random.Random, params):
+        super().__init__(name)
+        self.port, self.n, self.rng = port, n, rng
+        self.min_bytes = max(60, 4 * params.beat_bytes)
+        self.max_bytes = max(self.min_bytes, params.max_frame_bytes)
+
+    def frame(self, kind: str) -> bytes:
+        mac, ip, udp = rogue_addr(self.port)
+        size = self.rng.randint(self.min_bytes, self.max_bytes)
+        if kind == "udp":   # a valid IPv4/UDP datagram, to another UDP port
+            f = F.data_frame(worker_mac=mac, worker_ip=ip, worker_port=udp, job=0, slot=0,
+                             worker=0, seq=0, dtype=F.INT32, count=1, scale=0,
+                             payload=bytes(4), bank=0, retx=False)
+            dport = (F.DEFAULT_AGG_PORT + 1 + self.rng.randrange(1000)).to_bytes(2, "big")
+            f = f[:36] + dport + f[38:60]
+            return fix_lengths(f + bytes(self.rng.getrandbits(8) for _ in range(size - 60)))
+        eth = (0xFF_FF_FF_FF_FF_FF).to_bytes(6, "big") + mac.to_bytes(6, "big")
+        return eth + b"\x86\xdd" + bytes(self.rng.getrandbits(8) for _ in range(size - 14))
+
+    async def body(self):
+        for _ in range(self.n):
+            kind = self.rng.choice(self.KINDS)
+            await self.send_frame(self.frame(kind), origin=NOISE, verdicts={"not_agg"},
+                                  label=f"storm: {kind}")
 
 
 class AllReduceSequence(uvm_sequence):
@@ -282,11 +321,57 @@ class AllReduceSequence(uvm_sequence):
         h.stats["retransmissions"] += 1
         await self._send(h, [Send(c.index, True, h.frame(c.index, retx=True), 2)])
         await tb.settle()
+        await self.burst_loss(rng)
+        await self.storm_behind_stall(rng)
         for h in hosts:   # the worker sequences have ended: hand the RESULTs over here
             inbox = env.agents[h.port].sequencer.inbox
             while not inbox.empty():
                 h.on_result(inbox.get_nowait().rec.data, tb.cycle)
 
-    async def _send(self, host, sends):
-        await SendSequence(f"epilogue{host.rank}", sends).start(
+    async def burst_loss(self, rng):
+        """A link flap: every worker's first copy of one more chunk is lost before the
+        switch, and each worker retransmits it (RETX). The first retransmission to arrive
+        must start the round, the others join and complete it (a round started by a
+        retransmission is rare in random traffic: every first copy must be lost)."""
+        env = self.env
+        tb = env.tb
+        c = env.plan.add_chunk(rng, smallest=True)   # storm_behind_stall resends it
+        for h in env.hosts:
+            await self._send(h, [h.adopt(c.index, tb.cycle)], lost=True)
+        for h in env.hosts:
+            await self._send(h, [h.adopt(c.index, tb.cycle, retx=True)])
+        await tb.settle()
+
+    async def storm_behind_stall(self, rng, n: int = 24):
+        """Every port at once: `n` back-to-back frames that are not AGG traffic
+        (StormSequence), while every egress is stalled and one worker, its timeout too
+        short, retransmits a completed short chunk again and again: the unicast resends
+        fill its egress FIFO, the engine waits, the retransmissions' descriptors fill that
+        port's ingress queue, and tready falls in the middle of the storm frame behind the
+        last one admitted. Every frame must still be answered or dropped and counted,
+        nothing lost, and the switch must carry on: one more chunk after the storm."""
+        env = self.env
+        tb = env.tb
+        c = env.plan.chunks[-1]          # complete: every worker holds its RESULT
+        h = env.hosts[0]
+        resends = tb.p.buffer_beats + 16
+        tb.set_backpressure_generator(lambda: itertools.repeat(True))
+        tasks = [cocotb.start_soon(self._send(h, [h.adopt(c.index, tb.cycle, retx=True)
+                                                  for _ in range(resends)]))]
+        tasks += [cocotb.start_soon(StormSequence(
+                      f"storm{g.port}", g.port, n, random.Random(f"{tb.seed}/storm/{g.port}"),
+                      tb.p).start(env.agents[g.port].sequencer))
+                  for g in env.hosts]
+        await ClockCycles(tb.dut.clk, 40 * tb.p.buffer_beats)
+        tb.set_backpressure_generator(None)
+        for t in tasks:
+            await t
+        await tb.settle()
+        c = env.plan.add_chunk(rng)
+        for g in env.hosts:
+            await self._send(g, [g.adopt(c.index, tb.cycle)])
+        await tb.settle()
+
+    async def _send(self, host, sends, lost=False):
+        await SendSequence(f"epilogue{host.rank}", sends, lost).start(
             self.env.agents[host.port].sequencer)
