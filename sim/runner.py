@@ -13,9 +13,9 @@ Layout (all under sim/, ignored by version control):
 * ``sim/build/<params.name()>/export-<hash>.v`` -- the exported Verilog, cached by a hash of
   the hw/aggswitch sources (elaboration takes seconds).
 * ``sim/build/<params.name()>/<sim>[-waves]/`` -- one build per (parameter set, simulator):
-  ``aggswitch.v`` (rewritten only when the exported text changes), the simulator's build
-  products, ``build.log`` and ``.stamp`` (hash of everything the build depends on: the
-  build is redone only when it changes).
+  ``aggswitch.v``, the simulator's build products, ``build.log`` and ``.stamp`` (hash of
+  everything the build depends on: the build is redone, from an empty directory, only
+  when it changes).
 * ``sim/out/<params.name()>/<sim>/<test_module>/<testcase|all>/`` -- one run: ``results.xml``,
   ``sim.log`` and, with ``waves=True``, the waveform (Icarus ``aggswitch.fst``, Verilator
   ``dump.vcd``).
