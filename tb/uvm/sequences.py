@@ -160,9 +160,9 @@ class NoiseSequence(FrameSequence):
     """Frames the switch must drop, on one port, mixed into its worker's traffic: each time
     the worker sends a chunk, with probability `p`, one of the port's catalogue entries
     (noise_catalogue), in turn in a shuffled order so that every case is sent before any
-    repeats; one time in ten a burst of 4 to 12 of them back to back (dropped frames still
-    queue for the engine: behind a stalled egress they fill the ingress and the switch
-    must hold `tready` low). Runs until `stop()`."""
+    repeats; one time in ten a burst of 4 to 12 of them back to back (a dropped frame takes
+    no engine descriptor, but its beats need buffer room until its verdict: behind admitted
+    frames and a stalled egress it waits on `tready`). Runs until `stop()`."""
 
     def __init__(self, name, worker: "WorkerSequence", cases, rng: random.Random, p: float):
         super().__init__(name)
