@@ -65,22 +65,36 @@ def port_before(a, b, ports):
     return a < b
 
 
-def older(a_age, a_port, b_age, b_port, ports):
+def tag_before(a, b):
+    """Arrival tag a is older than tag b: (b - a) mod 2**k in 1 .. 2**(k-1) - 1. Exact for
+    the queued frames, which span fewer than half the tag space (Params.order_bits)."""
+    k = len(a)
+    diff = (b - a)[:k]
+    return diff.any() & ~diff[k - 1]
+
+
+def older(a_tag, a_port, b_tag, b_port, ports):
     """Frame a comes before frame b in arrival order (docs/SPEC.md §10.3): an earlier last
-    beat (a larger age), or the same cycle and a lower port."""
-    return (a_age > b_age) | ((a_age == b_age) & port_before(a_port, b_port, ports))
+    beat (an older tag), or the same cycle and a lower port."""
+    return tag_before(a_tag, b_tag) | ((a_tag == b_tag) & port_before(a_port, b_port, ports))
 
 
-def oldest(entries, ports):
-    """(valid, age, port) of the oldest valid entry of [(valid, age, port)]: a balanced tree
-    of comparisons, so the depth grows with log2 of the number of entries."""
+def younger(a_tag, a_port, b_tag, b_port, ports):
+    """Frame a has a later last beat than frame b (ties: either; they share the cycle)."""
+    return tag_before(b_tag, a_tag)
+
+
+def oldest(entries, ports, before=older):
+    """(valid, tag, port) of the first valid entry of [(valid, tag, port)] in the order
+    `before`: a balanced tree of comparisons, so the depth grows with log2 of the number of
+    entries."""
     def pick(lo, hi):
         if hi - lo == 1:
             return entries[lo]
         mid = (lo + hi) // 2
         va, aa, pa = pick(lo, mid)
         vb, ab, pb = pick(mid, hi)
-        take_b = vb & (~va | older(ab, pb, aa, pa, ports))
+        take_b = vb & (~va | before(ab, pb, aa, pa, ports))
         as_value = lambda x: C(x, range(ports)) if isinstance(x, int) else x
         return va | vb, Mux(take_b, ab, aa), Mux(take_b, as_value(pb), as_value(pa))
     return pick(0, len(entries))
@@ -152,9 +166,9 @@ class AggregationEngine(wiring.Component):
             members[f"desc{n}_valid"] = In(1)
             members[f"desc{n}_ready"] = Out(1)
             members[f"head{n}_valid"] = In(1)      # t_last of the first two queued frames
-            members[f"head{n}_t_last"] = In(32)
+            members[f"head{n}_order"] = In(p.order_bits)
             members[f"next{n}_valid"] = In(1)
-            members[f"next{n}_t_last"] = In(32)
+            members[f"next{n}_order"] = In(p.order_bits)
             members[f"buf{n}_addr"] = Out(ab)
             members[f"buf{n}_data"] = In(p.data_width)
             members[f"buf{n}_release"] = Out(1)
@@ -193,17 +207,14 @@ class AggregationEngine(wiring.Component):
             learned_rd.append(mem.read_port())
 
         # ======================= decide stage ========================================
-        # Ages (cycles since the last beat) of the first two queued frames of every port.
+        # Arrival tags of the first two queued frames of every port.
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
         nvalid = Cat(*[getattr(self, f"next{n}_valid") for n in range(P)])
-        age = [Signal(32, name=f"age{n}") for n in range(P)]
-        age2 = [Signal(32, name=f"age_next{n}") for n in range(P)]
-        for n in range(P):
-            m.d.comb += [age[n].eq(self.cycles - getattr(self, f"head{n}_t_last")),
-                         age2[n].eq(self.cycles - getattr(self, f"next{n}_t_last"))]
-        tag = list(range(P))
+        order = [getattr(self, f"head{n}_order") for n in range(P)]
+        order2 = [getattr(self, f"next{n}_order") for n in range(P)]
+        pidx = list(range(P))
         # The leader: the oldest queued frame of all. Taken once its descriptor shows.
-        any_queued, _, winner = oldest([(hvalid[n], age[n], tag[n]) for n in range(P)], P)
+        any_queued, _, winner = oldest([(hvalid[n], order[n], pidx[n]) for n in range(P)], P)
         winner_shown = Signal()
         winner_desc = Signal(frame_descriptor(p))
         with m.Switch(winner):
@@ -270,18 +281,18 @@ class AggregationEngine(wiring.Component):
         joins = Signal(P)
         for n in range(P):
             m.d.comb += joins[n].eq(fvalid[n] & same_round(fdesc[n], lead) & ~prior[n])
-        blockers = ([(hvalid[n] & ~joins[n], age[n], tag[n]) for n in range(P)]
-                    + [(joins[n] & nvalid[n], age2[n], tag[n]) for n in range(P)])
-        blocked, block_age, block_port = oldest(blockers, P)
+        blockers = ([(hvalid[n] & ~joins[n], order[n], pidx[n]) for n in range(P)]
+                    + [(joins[n] & nvalid[n], order2[n], pidx[n]) for n in range(P)])
+        blocked, block_order, block_port = oldest(blockers, P)
         in_line = Signal(P)
         for n in range(P):
-            m.d.comb += in_line[n].eq(joins[n] & (~blocked | older(age[n], tag[n], block_age, block_port, P)))
+            m.d.comb += in_line[n].eq(joins[n] & (~blocked | older(order[n], pidx[n], block_order, block_port, P)))
         group = Signal(P)
         m.d.comb += group.eq(Mux(adds, in_line, port_bit))
 
         # The group's youngest member completes the round: its t_last is the timestamp.
         # (Members that tie on the cycle share the timestamp, so ties do not matter here.)
-        _, _, youngest = oldest([(group[n], ~age[n], tag[n]) for n in range(P)], P)
+        _, _, youngest = oldest([(group[n], order[n], pidx[n]) for n in range(P)], P, before=younger)
         t_complete = Signal(32)
         with m.Switch(youngest):
             for n in range(P):

@@ -106,9 +106,11 @@ class IngressParser(wiring.Component):
             "job_base": In(sb * p.jobs), "job_count": In(sb * p.jobs),
             # descriptors of admitted frames, to the engine
             "desc": Out(frame_descriptor(p)), "desc_valid": Out(1), "desc_ready": In(1),
-            # t_last of the first two queued frames (the engine keeps arrival order)
-            "head_valid": Out(1), "head_t_last": Out(32),
-            "next_valid": Out(1), "next_t_last": Out(32),
+            # arrival-order tags: `order` is the switch-wide tag of a frame committed in
+            # this cycle (top.py); the engine sees those of the first two queued frames
+            "order": In(p.order_bits), "commit": Out(1),
+            "head_valid": Out(1), "head_order": Out(p.order_bits),
+            "next_valid": Out(1), "next_order": Out(p.order_bits),
             # payload buffer read side (one cycle read latency)
             "rd_addr": In(ptr_bits - 1), "rd_data": Out(p.data_width),
             "release": In(1), "release_beats": In(beats_bits(p)),
@@ -139,26 +141,28 @@ class IngressParser(wiring.Component):
         # --- descriptor FIFO -----------------------------------------------------
         desc_layout = frame_descriptor(p)
         d = Signal(desc_layout)          # the descriptor written at the verdict
-        d_t_last = Signal(32)
+        # Queued frames span fewer than half the tag space (Params.order_bits).
+        assert 1 << (p.order_bits - 1) >= p.ports * DESC_FIFO_DEPTH
         m.submodules.desc_fifo = fifo = SyncFIFOBuffered(width=desc_layout.size, depth=DESC_FIFO_DEPTH)
         m.d.comb += [self.desc.eq(fifo.r_data), self.desc_valid.eq(fifo.r_rdy),
                      fifo.r_en.eq(self.desc_ready)]
-        # A copy of the queued frames' t_last, indexed by push and pop counts: the engine
-        # sees the first two frames in line whether or not the FIFO shows the head yet.
+        # A copy of the queued frames' arrival tags, indexed by push and pop counts: the
+        # engine sees the first two frames in line whether or not the FIFO shows the head.
         pushes = Signal(range(DESC_FIFO_DEPTH))
         pops = Signal(range(DESC_FIFO_DEPTH))
         queued = Signal(range(DESC_FIFO_DEPTH + 1))
-        t_ring = Array(Signal(32, name=f"t_ring{i}") for i in range(DESC_FIFO_DEPTH))
+        t_ring = Array(Signal(p.order_bits, name=f"order_ring{i}") for i in range(DESC_FIFO_DEPTH))
         push = fifo.w_en
         pop = fifo.r_en & fifo.r_rdy
         with m.If(push):
-            m.d.sync += [t_ring[pushes].eq(d_t_last), pushes.eq(pushes + 1)]
+            m.d.sync += [t_ring[pushes].eq(self.order), pushes.eq(pushes + 1)]
         with m.If(pop):
             m.d.sync += pops.eq(pops + 1)
         m.d.sync += queued.eq(queued + push - pop)
-        m.d.comb += [self.head_valid.eq(queued >= 1), self.head_t_last.eq(t_ring[pops]),
+        m.d.comb += [self.head_valid.eq(queued >= 1), self.head_order.eq(t_ring[pops]),
                      self.next_valid.eq(queued >= 2),
-                     self.next_t_last.eq(t_ring[(pops + 1)[:len(pops)]])]
+                     self.next_order.eq(t_ring[(pops + 1)[:len(pops)]]),
+                     self.commit.eq(push)]
 
         # --- stage 1: register the beat, capture the header -----------------------
         s1_valid = Signal()
@@ -351,7 +355,6 @@ class IngressParser(wiring.Component):
             m.d.comb += [drop.eq(1), reason.eq(DROP_WORKER)]
 
         verdict = s2_valid
-        m.d.comb += d_t_last.eq(s2_t_last)
         m.d.comb += [
             d.job.eq(job_idx), d.gslot.eq(base + slot), d.slot.eq(slot), d.bank.eq(flags[0]),
             d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),

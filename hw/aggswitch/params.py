@@ -114,6 +114,15 @@ class Params:
         return 1 << (3 * self.slot_lines + self.pass_slack - 1).bit_length()
 
     @property
+    def order_bits(self):
+        """Width of the arrival-order tag (docs/ARCHITECTURE.md): frames that commit in the
+        same cycle share a tag, and the tag advances by one per cycle in which any frame
+        commits. The engine takes frames strictly in arrival order, so the queued frames
+        span at most ports x DESC_FIFO_DEPTH (8) tags, and a modular compare over twice
+        that is exact."""
+        return (self.ports * 8).bit_length() + 1
+
+    @property
     def slot_lines(self):
         """Accumulator memory lines per (slot, bank). The engine processes one line of
         `lanes` elements per cycle whatever the dtype, so this is also the length of the

@@ -83,6 +83,15 @@ class AggSwitch(wiring.Component):
             deparsers.append(eg)
 
         m.d.comb += [eng.cycles.eq(ctl.cycles), eng.job_mask.eq(job_mask)]
+        # Arrival order (docs/SPEC.md §10.3) as a short tag: every port's verdict comes the
+        # same number of cycles after the frame's last beat, so the order of commit cycles
+        # is the order of last beats; frames committed in one cycle share a tag (ties go
+        # to the lower port in the engine).
+        order = Signal(p.order_bits)
+        with m.If(Cat(*[ing.commit for ing in parsers]).any()):
+            m.d.sync += order.eq(order + 1)
+        for ing in parsers:
+            m.d.comb += ing.order.eq(order)
         # events for the counters
         m.d.comb += [
             ctl.ev_rx.eq(Cat(*[ing.rx for ing in parsers])),
@@ -108,9 +117,9 @@ class AggSwitch(wiring.Component):
                 getattr(eng, f"desc{n}").eq(ing.desc),
                 getattr(eng, f"desc{n}_valid").eq(ing.desc_valid),
                 getattr(eng, f"head{n}_valid").eq(ing.head_valid),
-                getattr(eng, f"head{n}_t_last").eq(ing.head_t_last),
+                getattr(eng, f"head{n}_order").eq(ing.head_order),
                 getattr(eng, f"next{n}_valid").eq(ing.next_valid),
-                getattr(eng, f"next{n}_t_last").eq(ing.next_t_last),
+                getattr(eng, f"next{n}_order").eq(ing.next_order),
                 ing.desc_ready.eq(getattr(eng, f"desc{n}_ready")),
                 ing.rd_addr.eq(getattr(eng, f"buf{n}_addr")),
                 getattr(eng, f"buf{n}_data").eq(ing.rd_data),
