@@ -13,10 +13,12 @@ Two stages run concurrently:
 
   decide   PICK the leader (the oldest head over all ports, ties to the lowest port) and
            read both banks' metadata of its slot; DECIDE its outcome (new round / join /
-           resend / duplicate / mismatch) and its group, update both banks' metadata and
-           the learned addresses, pop the group's descriptors, hand each destination port
-           its RESULT descriptor, and queue a pass job. It waits while the job queue or a
-           destination's egress is full.
+           resend / duplicate / mismatch) and its group, into registers; COMMIT it:
+           update both banks' metadata and the learned addresses, pop the group's
+           descriptors, hand each destination port its RESULT descriptor, and queue a
+           pass job. COMMIT waits while the job queue or a destination's egress is full.
+           (Three cycles per group: the registers after DECIDE cut the long path from the
+           metadata read through the group trees to the FIFO pops and memory writes.)
   pass     one beat per cycle, back to back across jobs: read the accumulator line and
            every member's payload beat, add (or replace, for a new round), write back; on
            completion or resend also encode the line into each destination's egress FIFO.
@@ -179,6 +181,7 @@ class AggregationEngine(wiring.Component):
         m = Module()
         p = self.p
         P = p.ports
+        rd = result_descriptor(p)
         lat = latency(p)
         fdesc = [getattr(self, f"desc{n}") for n in range(P)]
         fvalid = Cat(*[getattr(self, f"desc{n}_valid") for n in range(P)])
@@ -306,7 +309,6 @@ class AggregationEngine(wiring.Component):
         emits = act_resend | completes
         dest = Signal(P)
         m.d.comb += dest.eq(Mux(act_resend, port_bit, mask))
-        room = (dest & ~self.eg_room) == 0
 
         # The round's fields: a new round takes the leader's, any other outcome the slot's.
         round_count = Mux(act_new, lead.count, mb.count)
@@ -319,8 +321,10 @@ class AggregationEngine(wiring.Component):
 
         # RESULT descriptors, one per destination, addressed as the learned table stands
         # after this group: members take their own frame's source.
+        rdescs = []
         for n in range(P):
-            rdsc = getattr(self, f"eg_desc{n}")
+            rdsc = Signal(rd, name=f"rdesc{n}")
+            rdescs.append(rdsc)
             la = addr_layout(learned_rd[n].data)
             m.d.comb += [
                 rdsc.job.eq(lead.job), rdsc.slot.eq(lead.slot),
@@ -339,7 +343,7 @@ class AggregationEngine(wiring.Component):
 
         # The pass job for this decision.
         job_layout = pass_job(p, acc_depth)
-        new_job = Signal(job_layout)
+        new_job = Signal(job_layout)        # computed in DECIDE, registered as commit_job
         m.d.comb += [
             new_job.members.eq(Mux(adds, group, 0)),
             new_job.line_base.eq((lead.gslot * 2 + lead.bank) * p.slot_lines),
@@ -353,6 +357,34 @@ class AggregationEngine(wiring.Component):
         ]
         for n in range(P):
             m.d.comb += [new_job.start[n].eq(fdesc[n].start), new_job.scales[n].eq(fdesc[n].scales)]
+
+        # Both banks' metadata after the decision (written in COMMIT when it adds).
+        upd = Signal(meta_layout)
+        m.d.comb += upd.eq(mb)
+        with m.If(adds):
+            m.d.comb += [upd.bitmap.eq(new_bitmap), upd.complete.eq(completes), upd.nan.eq(round_nan)]
+        with m.If(act_new):
+            m.d.comb += [upd.dtype.eq(lead.dtype), upd.count.eq(lead.count),
+                         upd.scale.eq(lead.scale), upd.seq.eq(lead.seq), upd.slot.eq(lead.slot)]
+        with m.If(completes):
+            m.d.comb += upd.tstamp.eq(t_complete)
+        other = Signal(meta_layout)
+        m.d.comb += [other.eq(mo), other.bitmap.eq(mo.bitmap & ~group)]
+
+        # The decision as registered at the end of DECIDE, for COMMIT. Only the egress
+        # room is looked at in COMMIT itself, as the pass keeps filling the FIFOs.
+        c_group = Signal(P)
+        c_port_bit = Signal(P)
+        c_dest = Signal(P)
+        c_emits = Signal()
+        c_adds = Signal()
+        c_dropping = Signal()
+        c_dup = Signal()
+        c_resend = Signal()
+        c_upd = Signal(meta_layout)
+        c_other = Signal(meta_layout)
+        commit_job = Signal(job_layout)
+        c_room = (c_dest & ~self.eg_room) == 0
 
         # ======================= pass stage ==========================================
         # issue   one accumulator line per cycle: payload buffer addresses
@@ -376,9 +408,9 @@ class AggregationEngine(wiring.Component):
             m.d.sync += issue_k.eq(issue_k + 1)
         with m.If(push):
             with m.If(~q0_valid | (issuing_last & ~q1_valid)):
-                m.d.sync += [q0.eq(new_job), q0_valid.eq(1)]
+                m.d.sync += [q0.eq(commit_job), q0_valid.eq(1)]
             with m.Else():
-                m.d.sync += [q1.eq(new_job), q1_valid.eq(1)]
+                m.d.sync += [q1.eq(commit_job), q1_valid.eq(1)]
 
         # Line k of the round is in payload beat k >> elem_shift, after the MX scale line.
         beat_k = Signal(range(p.max_payload_beats + p.scale_beats))
@@ -520,42 +552,43 @@ class AggregationEngine(wiring.Component):
                     m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                with m.If(~q1_valid & (~emits | room)):
-                    m.d.comb += [push.eq(1), fready.eq(group)]
-                    with m.If(dropping):
-                        m.d.comb += [self.ev_drop.eq(port_bit),
-                                     self.ev_drop_reason.eq(Mux(act_dup, DROP_DUPLICATE, DROP_MISMATCH))]
+                # Register the decision; COMMIT applies it.
+                m.d.sync += [
+                    c_group.eq(group), c_port_bit.eq(port_bit), c_dest.eq(dest),
+                    c_emits.eq(emits), c_adds.eq(adds), c_dropping.eq(dropping),
+                    c_dup.eq(act_dup), c_resend.eq(act_resend),
+                    c_upd.eq(upd), c_other.eq(other), commit_job.eq(new_job),
+                ]
+                for n in range(P):
+                    m.d.sync += getattr(self, f"eg_desc{n}").eq(rdescs[n])
+                m.next = "COMMIT"
+
+            with m.State("COMMIT"):
+                # The heads of the group's ports stay put until popped here; frames that
+                # arrived since DECIDE queue behind the heads (or become heads that the
+                # next PICK sees), so the decision still holds.
+                with m.If(~q1_valid & (~c_emits | c_room)):
+                    m.d.comb += [push.eq(1), fready.eq(c_group)]
+                    with m.If(c_dropping):
+                        m.d.comb += [self.ev_drop.eq(c_port_bit),
+                                     self.ev_drop_reason.eq(Mux(c_dup, DROP_DUPLICATE, DROP_MISMATCH))]
                     with m.Else():
-                        m.d.comb += self.ev_accept.eq(group)
-                        with m.If(emits):
-                            m.d.comb += self.eg_desc_en.eq(dest)
-                        with m.If(act_resend):
-                            m.d.comb += self.ev_resend.eq(port_bit)
+                        m.d.comb += self.ev_accept.eq(c_group)
+                        with m.If(c_emits):
+                            m.d.comb += self.eg_desc_en.eq(c_dest)
+                        with m.If(c_resend):
+                            m.d.comb += self.ev_resend.eq(c_port_bit)
                         # Both banks' metadata (a resend changes neither).
-                        upd = Signal(meta_layout)
-                        m.d.comb += upd.eq(mb)
-                        with m.If(adds):
-                            m.d.comb += [upd.bitmap.eq(new_bitmap), upd.complete.eq(completes)]
-                        with m.If(act_new):
-                            m.d.comb += [upd.dtype.eq(lead.dtype), upd.count.eq(lead.count),
-                                         upd.scale.eq(lead.scale), upd.seq.eq(lead.seq),
-                                         upd.slot.eq(lead.slot)]
-                        with m.If(adds):
-                            m.d.comb += upd.nan.eq(round_nan)
-                        with m.If(completes):
-                            m.d.comb += upd.tstamp.eq(t_complete)
-                        other = Signal(meta_layout)
-                        m.d.comb += [other.eq(mo), other.bitmap.eq(mo.bitmap & ~group)]
-                        with m.If(adds):
+                        with m.If(c_adds):
                             for b in range(2):
                                 m.d.comb += [meta_wr[b].addr.eq(lead.gslot),
-                                             meta_wr[b].data.eq(Mux(lead.bank == b, upd, other)),
+                                             meta_wr[b].data.eq(Mux(lead.bank == b, c_upd, c_other)),
                                              meta_wr[b].en.eq(1)]
                         for n in range(P):
                             m.d.comb += [learned_wr[n].addr.eq(lead.job),
                                          learned_wr[n].data.eq(Cat(fdesc[n].src_mac, fdesc[n].src_ip,
                                                                    fdesc[n].src_port)),
-                                         learned_wr[n].en.eq(group[n])]
+                                         learned_wr[n].en.eq(c_group[n])]
                     m.next = "PICK"
         m.d.comb += self.ready.eq(~fsm.ongoing("INIT"))
         return m

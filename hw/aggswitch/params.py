@@ -166,11 +166,11 @@ def latency(params: Params = Params()) -> int:
     RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set and for
     every dtype.
 
-    The idle path is `slot_lines + encoder_latency + 11`: 2 ingress stages (beat
-    register, verdict), 2 through the descriptor FIFO, engine PICK and DECIDE, the pass
+    The idle path is `slot_lines + encoder_latency + 12`: 2 ingress stages (beat
+    register, verdict), 2 through the descriptor FIFO, engine PICK, DECIDE and COMMIT, the pass
     (one cycle per accumulator line, then decode and accumulate stages), the result
     encoder, the beat packer, 2 through the egress `done` FIFO and the output register.
     Shorter payloads are padded to the longest (a full slot), so the constant holds for
     every dtype and count. docs/ARCHITECTURE.md has the cycle-by-cycle table.
     """
-    return params.slot_lines + encoder_latency(params) + 11
+    return params.slot_lines + encoder_latency(params) + 12
