@@ -73,8 +73,9 @@ class Packed(Elaboratable):
         return m
 
 
-def simulate(dut, ports, outputs, vectors):
-    """Apply each vector (a tuple of ints, one per port) and sample `outputs`."""
+def simulate(dut, ports, outputs, vectors, latency=0):
+    """Apply each vector (a tuple of ints, one per port) and sample `outputs`, `latency`
+    clock cycles later for a pipelined block."""
     top = Packed(dut, ports)
     words = [top.pack(v) for v in vectors]
     results = []
@@ -82,9 +83,13 @@ def simulate(dut, ports, outputs, vectors):
     async def bench(ctx):
         for w in words:
             ctx.set(top.inp, w)
+            for _ in range(latency):
+                await ctx.tick()
             results.append(tuple(ctx.get(o) for o in outputs))
 
     sim = Simulator(top)
+    if latency:
+        sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
     return results
@@ -259,11 +264,12 @@ def element_cases(rng):
     return vectors, want
 
 
-def test_element_to_fixed():
+@pytest.mark.parametrize("pipelined", [False, True], ids=["comb", "pipelined"])
+def test_element_to_fixed(pipelined):
     vectors, want = element_cases(random.Random(5))
-    dut = ElementToFixed()
+    dut = ElementToFixed(pipelined=pipelined)
     got = simulate(dut, [dut.dtype, dut.bits, dut.block_scale, dut.scale], [dut.q, dut.nan],
-                   vectors)
+                   vectors, latency=dut.latency)
     got = [(signed32(q), bool(n)) for q, n in got]
     check(vectors, got, want)
     # every dtype reaches both saturation limits (or the int32 limits), zero and NaN

@@ -40,10 +40,12 @@ def mx_fmt(dtype):
 
 
 class LineDecoder(wiring.Component):
-    """One payload beat -> the `lanes` exact contributions of line `sub` of that beat
-    (combinational). `block_scale` is the E8M0 scale of the line's MX block (a line never
-    spans two blocks); `nan` flags NaN lanes (the slot's NAN flag comes from the ingress
-    scan, this output is for checking)."""
+    """One payload beat -> the `lanes` exact contributions of line `sub` of that beat,
+    `LATENCY` cycles later (each lane is a pipelined ElementToFixed: the element fields
+    are registered before the shifter). `block_scale` is the E8M0 scale of the line's MX
+    block (a line never spans two blocks)."""
+
+    LATENCY = 1
 
     def __init__(self, p: Params):
         self.p = p
@@ -69,7 +71,8 @@ class LineDecoder(wiring.Component):
             bf16 = Cat(hw[8:16], hw[0:8])
             byte = quarter.word_select(i, 8)
             bits = Mux(is_mx(self.dtype), byte, Mux(self.dtype == DTYPE_BF16, bf16, word))
-            conv = ElementToFixed()
+            conv = ElementToFixed(pipelined=True)
+            assert conv.latency == self.LATENCY
             m.submodules[f"lane{i}"] = conv
             m.d.comb += [conv.dtype.eq(self.dtype), conv.bits.eq(bits),
                          conv.block_scale.eq(self.block_scale), conv.scale.eq(self.scale),

@@ -388,8 +388,9 @@ class AggregationEngine(wiring.Component):
 
         # ======================= pass stage ==========================================
         # issue   one accumulator line per cycle: payload buffer addresses
-        # p1      payload beats valid: decode each member's line, registered
-        # p2      accumulator line valid (read in p1): add, write back, into the encoder
+        # p1      payload beats valid: each member's line into the decoders' field registers
+        # p1b     decode (shift, round, sign) into the contribution registers
+        # p2      accumulator line valid (read in p1b): add, write back, into the encoder
         # encoder encoder_latency(p) cycles (codec.LineEncoder), controls alongside
         # pack    encoded lines packed into payload beats for the egress FIFOs
         #
@@ -425,12 +426,19 @@ class AggregationEngine(wiring.Component):
         p1_k = Signal(range(p.slot_lines))
         p1_last = Signal()
         m.d.sync += [p1_valid.eq(q0_valid), p1.eq(q0), p1_k.eq(issue_k), p1_last.eq(issuing_last)]
-        m.d.comb += acc_rd.addr.eq(p1.line_base + p1_k)
+
         m.d.comb += [release.eq(Mux(p1_valid & p1_last, p1.release, 0)),
                      self.release_beats.eq(p1.release_beats)]
 
-        # Decode every member's line; non-members contribute 0.
+        # Decode every member's line (LineDecoder.LATENCY = 1: the element fields are
+        # registered at the end of p1, converted in p1b); non-members contribute 0.
         blk_shift = (p.block_lines - 1).bit_length()
+        assert LineDecoder.LATENCY == 1
+        p1b_valid = Signal()
+        p1b = Signal(job_layout)
+        p1b_k = Signal(range(p.slot_lines))
+        p1b_last = Signal()
+        m.d.sync += [p1b_valid.eq(p1_valid), p1b.eq(p1), p1b_k.eq(p1_k), p1b_last.eq(p1_last)]
         contrib_regs = []
         for n in range(P):
             dec = LineDecoder(p)
@@ -442,7 +450,7 @@ class AggregationEngine(wiring.Component):
                 m.d.comb += dec.block_scale.eq(p1.scales[n].word_select(p1_k >> blk_shift, 8))
             regs = [Signal(signed(32), name=f"contrib{n}_{i}") for i in range(p.lanes)]
             for i in range(p.lanes):
-                m.d.sync += regs[i].eq(Mux(p1.members[n], dec.q[i], 0))
+                m.d.sync += regs[i].eq(Mux(p1b.members[n], dec.q[i], 0))
             contrib_regs.append(regs)
 
         # Stage p2: accumulate.
@@ -450,7 +458,8 @@ class AggregationEngine(wiring.Component):
         p2 = Signal(job_layout)
         p2_k = Signal(range(p.slot_lines))
         p2_last = Signal()
-        m.d.sync += [p2_valid.eq(p1_valid), p2.eq(p1), p2_k.eq(p1_k), p2_last.eq(p1_last)]
+        m.d.sync += [p2_valid.eq(p1b_valid), p2.eq(p1b), p2_k.eq(p1b_k), p2_last.eq(p1b_last)]
+        m.d.comb += acc_rd.addr.eq(p1b.line_base + p1b_k)     # read in p1b, data in p2
         sums = []
         for i in range(p.lanes):
             terms = [contrib_regs[n][i] for n in range(P)]

@@ -674,11 +674,16 @@ class ElementToFixed(wiring.Component):
     Timing (ECP5, registered inputs and outputs): about 20 ns, ~50 MHz. Path: field mux,
     exponent adder (dist), shifter, rounding, sign adder, output mux. A register before
     the shifter (sig, sign, dist, nan, inf, the INT32 bits: ~70 bits) gives ~80 MHz; a
-    second one before the sign adder is needed for 100 MHz."""
+    second one before the sign adder is needed for 100 MHz.
 
-    LATENCY = 0     # combinational: outputs follow inputs in the same cycle
+    `pipelined=True` puts that first register in: outputs then follow inputs one cycle
+    later (`latency` 1); the pipeline uses this form."""
 
-    def __init__(self):
+    LATENCY = 0     # combinational (pipelined=False): outputs follow inputs in the same cycle
+
+    def __init__(self, pipelined=False):
+        self.pipelined = pipelined
+        self.latency = int(pipelined)
         super().__init__({
             "dtype": In(3),
             "bits": In(32),
@@ -772,6 +777,15 @@ class ElementToFixed(wiring.Component):
         m.d.comb += base.eq(kmax - offset - self.scale - Mux(mx, self.block_scale, 0))
         dist = Signal(signed(10))
         m.d.comb += dist.eq(base - Mux(normal, expf, 1))
+        if self.pipelined:
+            # Register the fields: the shifter, rounding and sign adder get a cycle.
+            regs = []
+            for name, v in (("sig", sig), ("sign", sign), ("dist", dist), ("nan", nan),
+                            ("inf", inf), ("conv", conv), ("bits", b)):
+                r = Signal(Value.cast(v).shape(), name=f"{name}_r")
+                m.d.sync += r.eq(v)
+                regs.append(r)
+            sig, sign, dist, nan, inf, conv, b = regs
         q = _fixed_any(m, sig, sign, dist, kmax, nan, inf, "e2x",
                        passthrough=(~conv, b.as_signed()))
         m.d.comb += [

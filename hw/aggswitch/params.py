@@ -104,8 +104,9 @@ class Params:
     @property
     def pass_slack(self):
         """Lines in flight between the engine's decision and the egress FIFO write: issue,
-        decode, accumulate, the result encoder (encoder_latency) and the beat packer."""
-        return self.block_lines + 2 + 3
+        decode (2 stages), accumulate, the result encoder (encoder_latency) and the beat
+        packer."""
+        return self.block_lines + 2 + 4
 
     @property
     def egress_beats(self):
@@ -166,11 +167,11 @@ def latency(params: Params = Params()) -> int:
     RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set and for
     every dtype.
 
-    The idle path is `slot_lines + encoder_latency + 12`: 2 ingress stages (beat
-    register, verdict), 2 through the descriptor FIFO, engine PICK, DECIDE and COMMIT, the pass
-    (one cycle per accumulator line, then decode and accumulate stages), the result
+    The idle path is `slot_lines + encoder_latency + 13`: 2 ingress stages (beat
+    register, verdict), 2 through the descriptor FIFO, engine PICK, DECIDE and COMMIT, the
+    pass (one cycle per accumulator line, then 2 decode stages and accumulate), the result
     encoder, the beat packer, 2 through the egress `done` FIFO and the output register.
     Shorter payloads are padded to the longest (a full slot), so the constant holds for
     every dtype and count. docs/ARCHITECTURE.md has the cycle-by-cycle table.
     """
-    return params.slot_lines + encoder_latency(params) + 12
+    return params.slot_lines + encoder_latency(params) + 13
