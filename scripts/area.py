@@ -7,7 +7,7 @@ per-format blocks they replace.
 
 Each case is a small wrapper holding `copies` instances of one or more blocks, exported
 with amaranth.back.verilog.convert and synthesised with Debian's /usr/bin/yosys
-(`synth_ecp5`, and `synth_ecp5 -nowidelut`); the table gives LUT4 and CCU2C (2-bit carry
+(`synth_ecp5`, `-nowidelut` and `-abc9`); the table gives LUT4 and CCU2C (2-bit carry
 cell, two LUT4 each) counts. Every instance gets its own data inputs; only the per-line
 controls a switch shares between lanes (scale, dtype, MX format, BF16 select, MX block
 scale) are shared, so Yosys merges exactly the logic the pipeline would share.
@@ -169,7 +169,7 @@ def run_nextpnr(nextpnr, netlist, out, tag, freq):
     return min(v["achieved"] for v in fmax.values()) if fmax else None
 
 
-FLOWS = {"default": "", "nowidelut": "-nowidelut"}
+FLOWS = {"default": "", "nowidelut": "-nowidelut", "abc9": "-abc9"}
 
 
 def main(argv=None):
@@ -177,7 +177,7 @@ def main(argv=None):
     ap.add_argument("-o", "--out", type=Path, default=REPO / "build" / "area")
     ap.add_argument("--only", nargs="*", help="case names (default: all)")
     ap.add_argument("--flows", nargs="*", default=list(FLOWS), choices=list(FLOWS),
-                    help="synth_ecp5 variants (default: both; nowidelut maps to LUT4 only)")
+                    help="synth_ecp5 variants (default: all; nowidelut maps to LUT4 only, abc9 is the timing-driven mapper)")
     ap.add_argument("--fmax", action="store_true",
                     help="also place and route one registered copy of each case")
     ap.add_argument("--freq", type=float, default=100.0)

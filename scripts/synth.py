@@ -7,6 +7,8 @@ Outputs under the output directory (default build/synth/):
     synth.ys            the Yosys script that was run
     yosys.log           full Yosys log
     aggswitch.json      the ECP5 netlist
+    aggswitch.gclk.json the same with the clock through a DCCA global buffer (what nextpnr
+                        gets; see global_clock)
     place.log           nextpnr log of packing and placement
     placed.json         the placed design (what every routing attempt starts from)
     place_report.json   nextpnr report after placement (utilisation; the post-placement fmax
@@ -20,12 +22,15 @@ Outputs under the output directory (default build/synth/):
 Yosys: Debian's /usr/bin/yosys is used on purpose; the YoWASP build's ABC step exits
 silently on some hosts. The export is read with `-sv` because Amaranth emits immediate
 `assert` statements for Assert(); `-noassert -noassume` drop them, as they are for
-simulation only. `--reuse-netlist` skips Yosys when the netlist is newer than the RTL and
-was made by the same script.
+simulation only. `--reuse-netlist` skips Yosys when the netlist was made by the same
+script from the same RTL (synth.ys records the RTL's SHA-256).
 
 nextpnr runs `--out-of-context` (the top-level ports are not bound to pins: the core is
 meant to sit between MACs inside a larger design) with `--timing-allow-fail`, so the
-achieved fmax is reported even when it misses the --freq target. It is the WebAssembly
+achieved fmax is reported even when it misses the --freq target. Out of context nextpnr
+leaves a port-driven clock on the general routing; the flow puts a DCCA global buffer
+after the clock port, as a PLL or buffer would drive it in a real instance, and reports
+the fmax of that net (`clk_global`). It is the WebAssembly
 build, single-threaded: on the full design placement takes minutes and routing longer.
 
 Placement and routing are separate nextpnr runs: the first packs and places (timing-driven)
@@ -51,6 +56,7 @@ status is 1.
 
 import argparse
 import collections
+import hashlib
 import json
 import os
 import queue
@@ -248,6 +254,40 @@ def read_report(path, clock_name):
     return util, (None if fmax is None else round(fmax["achieved"], 2)), crit
 
 
+def global_clock(src, dst, top, clock):
+    """Copy a Yosys ECP5 JSON netlist with the clock port driving one DCCA (CE tied high)
+    whose output clocks every cell; returns the name of the buffered net.
+
+    Out of context, nextpnr-ecp5 does not promote a clock that comes from a top-level port
+    to a global network, so it routes the clock of every flip-flop and block RAM on the
+    general fabric. That alone leaves thousands of wires overused on a design at 44 % of
+    the device. In a real instance the clock comes from a PLL or a global buffer; the
+    DCCA stands in for it, and nextpnr then promotes its output ("promoting clock net").
+    """
+    with open(src) as f:
+        design = json.load(f)
+    mod = design["modules"][top]
+    bits = mod["ports"][clock]["bits"]
+    if len(bits) != 1:
+        raise SystemExit(f"synth: clock port {clock} is {len(bits)} bits wide")
+    clk = bits[0]
+    new = 1 + max(b for n in mod["netnames"].values() for b in n["bits"] if isinstance(b, int))
+    for cell in mod["cells"].values():
+        for port, conn in cell["connections"].items():
+            if clk in conn:
+                cell["connections"][port] = [new if b == clk else b for b in conn]
+    mod["cells"]["ooc_clock_buffer"] = {
+        "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
+        "port_directions": {"CLKI": "input", "CE": "input", "CLKO": "output"},
+        "connections": {"CLKI": [clk], "CE": ["1"], "CLKO": [new]},
+    }
+    name = f"{clock}_global"
+    mod["netnames"][name] = {"hide_name": 0, "bits": [new], "attributes": {}}
+    with open(dst, "w") as f:
+        json.dump(design, f)
+    return name
+
+
 def set_pnr_settings(src, dst, **settings):
     """Copy a nextpnr JSON design, overriding settings stored in it. Strings are stored as
     they are, booleans and integers as nextpnr writes them (32-bit binary)."""
@@ -366,6 +406,8 @@ def run_nextpnr(args, out, clock, summary):
                          stderr=subprocess.STDOUT, text=True).stdout.strip().splitlines()
     summary["nextpnr_version"] = ver[-1].split()[-1].strip("()") if ver else "?"
     netlist = out / f"{args.top}.json"
+    pnr_in = out / f"{args.top}.gclk.json"
+    clk_net = global_clock(netlist, pnr_in, args.top, args.clock)
     placed, place_report = out / "placed.json", out / "place_report.json"
     route_in, report = out / "route_in.json", out / "report.json"
     for stale in (placed, place_report, route_in, report):
@@ -377,7 +419,7 @@ def run_nextpnr(args, out, clock, summary):
               "--freq", f"{args.freq:g}", "--timing-allow-fail"]
 
     # --- pack and place ---
-    cmd = common + ["--json", netlist.name, "--seed", str(args.seed), "--no-route",
+    cmd = common + ["--json", pnr_in.name, "--seed", str(args.seed), "--no-route",
                     "--write", placed.name, "--report", place_report.name, "--log", "place.log"]
     if args.placer_density is not None:
         cmd += ["--placer-heap-beta", f"{args.placer_density:g}"]
@@ -387,13 +429,18 @@ def run_nextpnr(args, out, clock, summary):
     summary["place_seconds"] = round(time.monotonic() - t, 1)
     if rc != 0 or not placed.exists() or not place_report.exists():
         print("\n".join(tail[-15:]))
+        log = (out / "place.log").read_text() if (out / "place.log").exists() else ""
+        full = re.search(r"ERROR: (.*(?:than available|no BELs remaining|Unable to place).*)", log)
+        if full:
+            summary["fmax_note"] = f"does not fit the device: {full.group(1)}"
+            return 1, f"synth: the design does not fit the device ({full.group(1)})"
         summary["fmax_note"] = "placement failed, see place.log"
         return 1, f"synth: nextpnr placement failed (exit {rc}); log in {_rel(out / 'place.log')}"
     # The report after placement has the utilisation; nextpnr 0.11 leaves its timing empty,
     # so the estimate is the one the placer prints.
-    util, estimate, crit = read_report(place_report, args.clock)
+    util, estimate, crit = read_report(place_report, clk_net)
     summary["placed"] = util
-    summary["fmax_estimate_mhz"] = estimate if estimate is not None else mon.fmax.get(args.clock)
+    summary["fmax_estimate_mhz"] = estimate if estimate is not None else mon.fmax.get(clk_net)
     if crit:
         summary["critical_path_estimate"] = crit
 
@@ -441,12 +488,12 @@ def run_nextpnr(args, out, clock, summary):
                or "no routing attempt started in time")
         summary["fmax_note"] = f"not routed: {why}"
         return 1, f"synth: not routed ({why}); logs in {_rel(out)}/"
-    util, fmax, crit = read_report(report, args.clock)
+    util, fmax, crit = read_report(report, clk_net)
     summary["placed"] = util
     if crit:
         summary["critical_path"] = crit
     if fmax is None:
-        summary["fmax_note"] = f"no timing path clocked by '{args.clock}'"
+        summary["fmax_note"] = f"no timing path clocked by '{clk_net}'"
     else:
         summary["fmax_mhz"] = fmax
     return 0, None
@@ -480,8 +527,11 @@ def main(argv=None):
     ap.add_argument("--placer-density", type=float, default=None,
                     help="nextpnr --placer-heap-beta: maximum placement density (default 0.9)")
     ap.add_argument("--reuse-netlist", action="store_true",
-                    help="skip Yosys when the netlist is newer than the RTL and synth.ys "
-                         "is unchanged")
+                    help="skip Yosys when the netlist was made from the same RTL (by content) "
+                         "with the same synth.ys")
+    ap.add_argument("--synth-flags", default="",
+                    help="extra synth_ecp5 options, e.g. -nowidelut (LUT4s only: fewer LUTs, "
+                         "deeper logic) or -abc9")
     ap.add_argument("--no-pnr", action="store_true", help="stop after Yosys")
     args = ap.parse_args(argv)
     args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
@@ -514,14 +564,15 @@ def main(argv=None):
     # --- Yosys ---------------------------------------------------------------
     netlist = out / f"{args.top}.json"
     script = out / "synth.ys"
-    script_text = (f"# generated by scripts/synth.py\n"
+    rtl_hash = hashlib.sha256(rtl.read_bytes()).hexdigest()
+    script_text = (f"# generated by scripts/synth.py; RTL sha256 {rtl_hash}\n"
                    f"read_verilog -sv -noassert -noassume {_rel(rtl)}\n"
-                   f"synth_ecp5 -top {args.top} -json {_rel(netlist)}\n")
+                   f"synth_ecp5 -top {args.top} {args.synth_flags} -json {_rel(netlist)}\n".replace("  ", " "))
+    # The script names the RTL's hash: a re-export with the same content keeps the netlist.
     reuse = (args.reuse_netlist and netlist.exists() and script.exists()
-             and script.read_text() == script_text
-             and netlist.stat().st_mtime > rtl.stat().st_mtime)
+             and script.read_text() == script_text)
     if reuse:
-        print(f"{clock.stamp()} yosys: reusing {_rel(netlist)} (newer than the RTL)", flush=True)
+        print(f"{clock.stamp()} yosys: reusing {_rel(netlist)} (same RTL and script)", flush=True)
     else:
         netlist.unlink(missing_ok=True)
         script.write_text(script_text)
