@@ -192,9 +192,12 @@ class NextpnrMonitor:
         self.stalled = False
         self.gave_up = False
         self.fmax = {}          # clock -> the last fmax printed (after placement: an estimate)
+        self.overfull = None    # "TRELLIS_COMB: 95994/83640 114%": packed past the device
 
     def stop(self):
-        return self.stalled
+        # The placer does not refuse a design larger than the device; it spends a long time
+        # before legalisation fails. The packer's utilisation already tells.
+        return self.stalled or self.overfull is not None
 
     def __call__(self, line):
         if line.startswith(("ERROR", "Error")) or "ERROR:" in line:
@@ -209,6 +212,10 @@ class NextpnrMonitor:
         if m:
             self.fmax[m.group(1)] = float(m.group(2))
         if _PNR_UTIL.match(line):
+            m = re.match(r"(\w+):\s+(\d+)/\s*(\d+)", body)
+            if m and int(m.group(2)) > int(m.group(3)):
+                self.overfull = f"{m.group(1)} {m.group(2)}/{m.group(3)} " \
+                                f"({100 * int(m.group(2)) // int(m.group(3))} %)"
             return body
         m = _PNR_HEAP.match(line) or _PNR_SA.match(line)
         if m:  # placer progress: analytic iterations, then refinement every 5 iterations
@@ -425,15 +432,13 @@ def run_nextpnr(args, out, clock, summary):
         cmd += ["--placer-heap-beta", f"{args.placer_density:g}"]
     t = time.monotonic()
     mon = NextpnrMonitor()
-    rc, _, tail = run_streamed(cmd, "nextpnr", mon, clock, cwd=out)
+    rc, _, tail = run_streamed(cmd, "nextpnr", mon, clock, cwd=out, stop=mon.stop)
     summary["place_seconds"] = round(time.monotonic() - t, 1)
+    if mon.overfull:
+        summary["fmax_note"] = f"does not fit the device: {mon.overfull} after packing"
+        return 1, f"synth: the design does not fit the device ({mon.overfull} after packing)"
     if rc != 0 or not placed.exists() or not place_report.exists():
         print("\n".join(tail[-15:]))
-        log = (out / "place.log").read_text() if (out / "place.log").exists() else ""
-        full = re.search(r"ERROR: (.*(?:than available|no BELs remaining|Unable to place).*)", log)
-        if full:
-            summary["fmax_note"] = f"does not fit the device: {full.group(1)}"
-            return 1, f"synth: the design does not fit the device ({full.group(1)})"
         summary["fmax_note"] = "placement failed, see place.log"
         return 1, f"synth: nextpnr placement failed (exit {rc}); log in {_rel(out / 'place.log')}"
     # The report after placement has the utilisation; nextpnr 0.11 leaves its timing empty,
