@@ -28,9 +28,9 @@ The core has far more port bits than the package has pins, so it is synthesised 
 a 5-pin wrapper (clk, rst_pin, sin, load, sout; harness_verilog): shift registers feed
 every input and capture every output, and the clock enters through an I/O buffer that
 nextpnr promotes to a global network, as on a board. Out of context nextpnr-ecp5 left
-the clock on the general routing (thousands of wires overused at 44 % of the device),
-and this build of it fails to route a clock driven by a DCCA placed out of context. The
-wrapper adds one flip-flop per port bit and one LUT per output bit to the counts.
+the clock on the general routing, and this build of it fails to route a clock driven by
+a DCCA placed out of context. The wrapper adds one flip-flop per port bit and one LUT
+per output bit to the counts.
 nextpnr runs with `--timing-allow-fail`, so the achieved fmax is reported even when it
 misses the --freq target. It is the WebAssembly build, single-threaded: on the full
 design placement takes minutes and routing longer.
@@ -291,9 +291,9 @@ def harness_verilog(ports, top, clock, reset):
     `sin`, and every output is captured into a shift register (when `load` is high) that
     drains through pin `sout`. Five pins in all; the clock enters through an I/O buffer
     and nextpnr promotes it to a global network as in any board design. (Out of context
-    nextpnr-ecp5 leaves a port-driven clock on the general routing, which congests even a
-    design at 44 % of the device, and its build here fails to route a DCCA-driven one.)
-    The wrapper adds one flip-flop per core port bit and one LUT per output bit."""
+    nextpnr-ecp5 leaves a port-driven clock on the general routing, and its build here
+    fails to route a DCCA-driven one.) The wrapper adds one flip-flop per core port bit
+    and one LUT per output bit."""
     ins = [(n, w) for n, d, w in ports if d == "input" and n not in (clock, reset)]
     outs = [(n, w) for n, d, w in ports if d == "output"]
     ni, no = sum(w for _, w in ins), sum(w for _, w in outs)
