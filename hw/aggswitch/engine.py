@@ -167,7 +167,7 @@ class AggregationEngine(wiring.Component):
             members[f"desc{n}"] = In(fd)
             members[f"desc{n}_valid"] = In(1)
             members[f"desc{n}_ready"] = Out(1)
-            members[f"head{n}_valid"] = In(1)      # t_last of the first two queued frames
+            members[f"head{n}_valid"] = In(1)      # arrival tags of the first two queued frames
             members[f"head{n}_order"] = In(p.order_bits)
             members[f"next{n}_valid"] = In(1)
             members[f"next{n}_order"] = In(p.order_bits)
