@@ -70,7 +70,7 @@ help:
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
 	@echo "  make docs      regenerate docs/registers.md from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
-	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), out of context) into $(SYNTH_DIR)/"
+	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), core in a 5-pin wrapper) into $(SYNTH_DIR)/"
 	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
 	@echo "                   SYNTH_TIMEOUT=minutes of routing before it gives up (default $(SYNTH_TIMEOUT))"
 	@echo "                   SYNTH_OPTS=... more options of scripts/synth.py (--help lists them)"
