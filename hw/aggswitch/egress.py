@@ -113,7 +113,7 @@ class ResultDeparser(wiring.Component):
         sbeat = Signal(range(scale_beats + 1))
         remaining = Signal(16)      # payload bytes still to send
         keep_last = Signal(B)
-        m.d.comb += keep_last.eq(Cat(*[remaining > i for i in range(B)]))
+        m.d.comb += keep_last.eq(thermometer(remaining, B))
         data_mask = Cat(*[keep_last[i].replicate(8) for i in range(B)])
 
         with m.FSM():

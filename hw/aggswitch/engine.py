@@ -477,10 +477,13 @@ class AggregationEngine(wiring.Component):
 
         # Result encoder, with the line's controls in a matching delay line.
         m.submodules.encoder = enc = LineEncoder(p)
-        first_elem = p2_k * p.lanes
+        # Lanes below `count`: line k is full below the count's line, partial on it.
+        lane_bits = (p.lanes - 1).bit_length()
+        count_line, count_lane = p2.count[lane_bits:], p2.count[:lane_bits]
+        valid_lanes = Mux(count_line > p2_k, (1 << p.lanes) - 1,
+                          Mux(count_line == p2_k, thermometer(count_lane, p.lanes), 0))
         m.d.comb += [enc.valid.eq(p2_valid), enc.dtype.eq(p2.dtype), enc.scale.eq(p2.scale),
-                     enc.line.eq(p2_k),
-                     enc.valid_lanes.eq(Cat(*[(first_elem + i) < p2.count for i in range(p.lanes)]))]
+                     enc.line.eq(p2_k), enc.valid_lanes.eq(valid_lanes)]
         for i in range(p.lanes):
             m.d.comb += enc.acc[i].eq(sums[i])
         ctl = Signal(line_ctl(p))
