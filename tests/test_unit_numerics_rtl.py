@@ -26,7 +26,8 @@ from amaranth.sim import Simulator
 
 from aggswitch.numerics import (MX_BLOCK_INFO, ElementToFixed, FixedToFloat,
                                 FixedToFloatAny, FloatToFixed, MxBlockEncoder,
-                                MxBlockExponent, MxElementToFixed, MxLineEncoder)
+                                MxBlockExponent, MxElementToFixed, MxLineEncoder,
+                                thermometer)
 from aggswitch.params import Params
 from tb.model import numerics as N
 from tb.model.frames import (BF16, FP32, MX_BLOCK, MX_SCALE_LINE, MXFP8_E4M3,
@@ -539,3 +540,26 @@ def test_mx_split(lanes, acc_width, edge_step, n_random):
             assert 0 in sbytes                               # the X = -127 clamp
         maxcode = {"mxint8": 0x7F, "e4m3": 0x7E, "e5m2": 0x7B}[fmt]
         assert any(maxcode in e for e, _, _ in mine)
+
+
+# --------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize("width,n", [(7, 64), (16, 64), (6, 32), (5, 32), (3, 5), (2, 4), (4, 1)])
+def test_thermometer(width, n):
+    """Bit i is (value > i), for every value of a narrow input and a sweep of a wide one,
+    including the values that saturate the mask (at or above n) through the high bits."""
+    value, mask = Signal(width), Signal(n)
+    m = Module()
+    m.d.comb += mask.eq(thermometer(value, n))
+    values = range(1 << width) if width <= 8 else [*range(2 * n + 2), 255, 256, 1000, (1 << width) - 1]
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for v in values:
+            ctx.set(value, v)
+            expected = sum(1 << i for i in range(n) if v > i)
+            assert ctx.get(mask) == expected, f"value {v}"
+
+    sim.add_testbench(bench)
+    sim.run()

@@ -14,8 +14,8 @@ from amaranth.lib.wiring import In, Out
 
 from .params import (Params, encoder_latency, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
-from .numerics import (ElementToFixed, FixedToFloatAny, MxBlockExponent, MxLineEncoder,
-                       MX_BLOCK_INFO, sat_abs)
+from .numerics import (ElementToFixed, FixedToFloatAny, MxBlockMagnitude, MxBlockScale,
+                         MxLineEncoder, MX_BLOCK_INFO, sat_abs)
 
 __all__ = ["bswap32", "is_mx", "elem_shift", "LineDecoder", "LineEncoder"]
 
@@ -35,7 +35,7 @@ def elem_shift(dtype):
 
 
 def mx_fmt(dtype):
-    """MX element format select of numerics.MxBlockExponent / MxLineEncoder."""
+    """MX element format select of numerics.MxBlockScale / MxLineEncoder."""
     return Mux(dtype == DTYPE_MXFP8_E4M3, 1, Mux(dtype == DTYPE_MXFP8_E5M2, 2, 0))
 
 
@@ -101,10 +101,11 @@ class LineEncoder(wiring.Component):
     block `scale_valid` is high with the block's E8M0 `scale_byte`.
 
     MX needs the whole block before its first element can be encoded (the shared
-    exponent is over the block): lines wait in a window of `block_lines` stages; when a
-    block's first line reaches the end of the window, the block exponent is computed from
-    the whole window and registered, and each of the block's lines is then encoded with
-    it as it leaves."""
+    exponent is over the block): lines wait in a window of `block_lines` stages. The
+    block's magnitude OR (numerics.MxBlockMagnitude) is reduced one line per cycle as the
+    lines enter the window; when the block's first line reaches the end of the window its
+    last line completes the OR, the block exponent is computed from it and registered,
+    and each of the block's lines is then encoded with it as it leaves."""
 
     def __init__(self, p: Params):
         self.p = p
@@ -158,12 +159,27 @@ class LineEncoder(wiring.Component):
 
         if p.mx_ok:
             # Shared exponent of the block whose first line is at the end of the window.
-            m.submodules.mx_exp = bx = MxBlockExponent(p.acc_width)
+            # The block's magnitude OR builds up a line per cycle as its lines enter the
+            # window (the pass sends a round's lines on consecutive cycles): when the first
+            # line reaches the end, the last one is at the start and completes it.
+            m.submodules.mx_mag = line_mag = MxBlockMagnitude(p.acc_width, L)
+            for i in range(L):
+                m.d.comb += line_mag.acc[i].eq(window[0].acc[i])
+            blk_or = Signal(32)
+            blk_sat = Signal()
+            if D > 1:
+                run_or = Signal(32)            # lines of the block before the one in window[0]
+                run_sat = Signal()
+                starts = (window[0].line & (D - 1)) == 0
+                m.d.comb += [blk_or.eq(Mux(starts, 0, run_or) | line_mag.mag_or),
+                             blk_sat.eq(Mux(starts, 0, run_sat) | line_mag.saturated)]
+                m.d.sync += [run_or.eq(blk_or), run_sat.eq(blk_sat)]
+            else:
+                m.d.comb += [blk_or.eq(line_mag.mag_or), blk_sat.eq(line_mag.saturated)]
+            m.submodules.mx_exp = bx = MxBlockScale()
             last = window[D - 1]
-            blk_acc = [window[D - 1 - (k // L)].acc[k % L] for k in range(D * L)]
-            for k in range(D * L):
-                m.d.comb += bx.acc[k].eq(blk_acc[k])
-            m.d.comb += [bx.scale.eq(last.scale), bx.fmt.eq(mx_fmt(last.dtype))]
+            m.d.comb += [bx.mag_or.eq(blk_or), bx.saturated.eq(blk_sat),
+                         bx.scale.eq(last.scale), bx.fmt.eq(mx_fmt(last.dtype))]
             info = Signal(MX_BLOCK_INFO)
             blk_first = Signal()           # enc holds the first line of a block
             blk_scale = Signal(8)

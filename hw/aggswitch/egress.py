@@ -17,6 +17,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .params import Params, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
 from .frame import *
+from .numerics import thermometer
 
 RESULT_DESC_DEPTH = 4
 

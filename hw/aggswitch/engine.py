@@ -38,6 +38,7 @@ from .params import (Params, latency, encoder_latency, DROP_MISMATCH, DROP_DUPLI
                      FLAG_BANK, FLAG_UNICAST, FLAG_NAN, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      MX_SCALE_BYTES)
 from .frame import *
+from .numerics import thermometer
 from .codec import LineDecoder, LineEncoder, is_mx, elem_shift
 
 from amaranth.lib.memory import Memory

@@ -33,7 +33,6 @@ __all__ = [
     "get_be",
     "put_be",
     "ones_complement_fold",
-    "thermometer",
     "job_bits",
     "slot_bits",
     "beats_bits",
@@ -92,26 +91,6 @@ def ones_complement_fold(total, width):
     for _ in range((width + 15) // 16):
         total = total[:16] + total[16:]
     return total[:16]
-
-
-def thermometer(value, n):
-    """`n` bits, bit i = (value > i), for unsigned `value`: a tkeep-style mask of the first
-    `value` bytes. Built as a tree of AND/OR gates on value's bits; n compares against
-    constants would each become a carry chain."""
-    value = Value.cast(value)
-    k = max(n - 1, 1).bit_length()
-    low, high = value[:k], value[k:]
-
-    def below(v):            # 2**len(v) bits, bit i = (v > i)
-        if len(v) == 0:
-            return [C(0, 1)]
-        lower = below(v[:-1])
-        return [v[-1] | b for b in lower] + [v[-1] & b for b in lower]
-
-    bits = below(low)
-    if len(high):
-        bits = [high.any() | b for b in bits]
-    return Cat(*bits[:n])
 
 
 def job_bits(p: Params):

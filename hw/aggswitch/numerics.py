@@ -9,8 +9,9 @@ These are one block per format.
 The pipeline uses the run-time format select blocks instead, which share one datapath
 per lane across formats: :class:`ElementToFixed` (ingress, every dtype),
 :class:`FixedToFloatAny` (FP32/BF16 egress) and, for MX egress, :class:`MxBlockExponent`
-(one block -> scale byte and MX_BLOCK_INFO) with :class:`MxLineEncoder` (a line of
-`lanes` elements of that block per use). Each is bit-exact with its per-format
+(one block -> scale byte and MX_BLOCK_INFO; in the pipeline as its two parts,
+:class:`MxBlockMagnitude` per line and :class:`MxBlockScale` per block) with
+:class:`MxLineEncoder` (a line of `lanes` elements of that block per use). Each is bit-exact with its per-format
 counterparts; `scripts/area.py` compares their size. They are combinational
 (LATENCY = 0) and deep: see each class for where a pipeline register would go.
 
@@ -37,10 +38,11 @@ from .params import (DTYPE_BF16, DTYPE_FP32, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2,
                      DTYPE_MXINT8)
 
 __all__ = ["FloatFormat", "FLOAT_FORMATS", "MX_FORMATS", "DTYPE_FORMAT",
-           "lzc", "rne_shr", "rne_shr_parts", "sat_abs",
+           "lzc", "thermometer", "rne_shr", "rne_shr_parts", "sat_abs",
            "FloatToFixed", "MxElementToFixed", "FixedToFloat", "MxBlockEncoder",
            "ElementToFixed", "FixedToFloatAny", "MX_BLOCK_INFO", "MX_FMT_INT8", "MX_FMT_E4M3",
-           "MX_FMT_E5M2", "MxBlockExponent", "MxLineEncoder"]
+           "MX_FMT_E5M2", "MxBlockMagnitude", "MxBlockScale", "MxBlockExponent",
+           "MxLineEncoder"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -180,16 +182,29 @@ def rne_shr(m, x, amount, name="rne", width=None):
     return q + up
 
 
-def _thermometer(t, width):
-    """Bits i < t set, i in 0..width-1 (t unsigned; t >= width gives all ones). Built as
-    a shifted mask, not as comparisons with constants: Yosys maps every $lt/$gt to an
-    adder, which would make this one carry chain per bit."""
-    size = max(width, 1 << len(t))
-    return ~(Const((1 << size) - 1, size) << t)[:width]
+def thermometer(value, n):
+    """`n` bits, bit i = (value > i), for unsigned `value` (value >= n gives all ones): a
+    mask of the lowest `value` bits or bytes. Built as a tree of AND/OR gates on value's
+    bits, not as comparisons with constants: Yosys maps every $lt/$gt to an adder, which
+    would make this one carry chain per bit."""
+    value = Value.cast(value)
+    k = max(n - 1, 1).bit_length()
+    low, high = value[:k], value[k:]
+
+    def below(v):            # 2**len(v) bits, bit i = (v > i)
+        if len(v) == 0:
+            return [C(0, 1)]
+        lower = below(v[:-1])
+        return [v[-1] | b for b in lower] + [v[-1] & b for b in lower]
+
+    bits = below(low)
+    if len(high):
+        bits = [high.any() | b for b in bits]
+    return Cat(*bits[:n])
 
 
 def _gt_const(v, c):
-    """Unsigned v > constant c as plain logic (not a comparator, see `_thermometer`):
+    """Unsigned v > constant c as plain logic (not a comparator, see `thermometer`):
     MSB-first, a balanced split into a high half that decides unless equal."""
     if c < 0:
         return Const(1, 1)
@@ -234,7 +249,7 @@ def shr_window(m, x, amount, width, name="win", gran=8):
     m.d.comb += [
         q.eq((window >> (fine + 1))[:width]),
         guard.eq(window.bit_select(fine, 1)),
-        sticky.eq(below | (window[:gran] & _thermometer(fine, gran)).any()),
+        sticky.eq(below | (window[:gran] & thermometer(fine, gran)).any()),
     ]
     return q, guard, sticky
 
@@ -622,7 +637,7 @@ def _fixed_any(m, sig, sign, dist, kmax, nan, inf, prefix, passthrough=None):
     # k < 0: sig bits below t are under the guard (t > width: all, and the guard is 0).
     # 0 <= k < 32: sig bits at t and up reach 2**31 (t >= width: none).
     therm = Signal(width, name=f"{prefix}_therm")
-    m.d.comb += therm.eq(_thermometer(Cat(dist[:4], ~dist[4]), width))
+    m.d.comb += therm.eq(thermometer(Cat(dist[:4], ~dist[4]), width))
     sticky = Signal(name=f"{prefix}_sticky")
     sat = Signal(name=f"{prefix}_sat")
     mag = y[1:32]
@@ -900,15 +915,51 @@ MX_BLOCK_INFO = data.StructLayout({
 })
 
 
+def _mx_scale_ports():
+    """Ports of MxBlockExponent and MxBlockScale besides the block's values."""
+    return {"scale": In(signed(8)), "fmt": In(2), "info": Out(MX_BLOCK_INFO),
+            "scale_byte": Out(8), "overflow": Out(1)}
+
+
+class MxBlockMagnitude(wiring.Component):
+    """The part of an MX block's shared exponent that depends on its elements: `mag_or`,
+    the OR of the int32-saturated magnitudes of `n` accumulators, and `saturated`, any of
+    them outside int32. Both are ORs, so a block's values are the OR of its lines' values:
+    the pipeline reduces one line of `lanes` accumulators per cycle as the block's lines
+    arrive (codec.LineEncoder) instead of the whole block at once."""
+
+    LATENCY = 0     # combinational
+
+    def __init__(self, acc_width, n):
+        if acc_width < 32:
+            raise ValueError("acc_width must be at least 32")
+        self.acc_width = acc_width
+        self.n = n
+        super().__init__({
+            "acc": In(signed(acc_width)).array(n),
+            "mag_or": Out(32),
+            "saturated": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        mags, overs = [], []
+        for i in range(self.n):
+            _, mag, over = sat_abs(m, self.acc[i], f"sat{i}")
+            mags.append(mag)
+            overs.append(over)
+        m.d.comb += [self.mag_or.eq(or_tree(mags)), self.saturated.eq(Cat(*overs).any())]
+        return m
+
+
 class MxBlockExponent(wiring.Component):
     """Shared exponent of one MX block of `block` accumulators, as :class:`MxBlockEncoder`:
     `scale_byte` is the block's E8M0 scale of v = sat32(acc) * 2**-scale, `overflow` is
     any accumulator saturated to int32 or a NaN block, and `info` (MX_BLOCK_INFO) is what
     :class:`MxLineEncoder` needs to encode the block's elements.
 
-    floor(log2(max|v|)) needs only the bit length of the block maximum, which is the bit
-    length of the OR of all magnitudes: an OR tree and one leading-zero count, no
-    comparator tree. The format only changes the constant emax subtracted after it.
+    It is :class:`MxBlockMagnitude` over the block followed by :class:`MxBlockScale`; the
+    pipeline uses the two parts separately.
 
     Timing (ECP5, registered inputs and outputs): about 22 ns, ~45 MHz. Path: negation,
     OR tree over 32 lanes (long routes), leading-zero count, scale-byte adder. The
@@ -922,25 +973,37 @@ class MxBlockExponent(wiring.Component):
             raise ValueError("acc_width must be at least 32")
         self.acc_width = acc_width
         self.block = block
-        super().__init__({
-            "acc": In(signed(acc_width)).array(block),
-            "scale": In(signed(8)),
-            "fmt": In(2),
-            "info": Out(MX_BLOCK_INFO),
-            "scale_byte": Out(8),
-            "overflow": Out(1),
-        })
+        super().__init__({"acc": In(signed(acc_width)).array(block), **_mx_scale_ports()})
 
     def elaborate(self, platform):
         m = Module()
-        mags, overs = [], []
+        m.submodules.mag = mag = MxBlockMagnitude(self.acc_width, self.block)
+        m.submodules.scale = sc = MxBlockScale()
         for i in range(self.block):
-            _, mag, over = sat_abs(m, self.acc[i], f"sat{i}")
-            mags.append(mag)
-            overs.append(over)
-        orv = Signal(32)
-        m.d.comb += orv.eq(or_tree(mags))
-        lz, zero = lzc(m, orv, "lzblk")
+            m.d.comb += mag.acc[i].eq(self.acc[i])
+        m.d.comb += [sc.mag_or.eq(mag.mag_or), sc.saturated.eq(mag.saturated),
+                     sc.scale.eq(self.scale), sc.fmt.eq(self.fmt),
+                     self.info.eq(sc.info), self.scale_byte.eq(sc.scale_byte),
+                     self.overflow.eq(sc.overflow)]
+        return m
+
+
+class MxBlockScale(wiring.Component):
+    """Scale byte, OVERFLOW and MX_BLOCK_INFO of an MX block from its
+    :class:`MxBlockMagnitude` outputs.
+
+    floor(log2(max|v|)) needs only the bit length of the block maximum, which is the bit
+    length of the OR of all magnitudes: one leading-zero count, no comparator tree. The
+    format only changes the constant emax subtracted after it."""
+
+    LATENCY = 0     # combinational
+
+    def __init__(self):
+        super().__init__({"mag_or": In(32), "saturated": In(1), **_mx_scale_ports()})
+
+    def elaborate(self, platform):
+        m = Module()
+        lz, zero = lzc(m, self.mag_or, "lzblk")
 
         int8 = Signal()
         e4m3 = Signal()
@@ -966,7 +1029,7 @@ class MxBlockExponent(wiring.Component):
             nan.eq(~zero & ~sb_raw[-1] & (sb_raw[8] | sb_raw[:8].all())),
             self.scale_byte.eq(Mux(zero, sb_zero, Mux(nan, E8M0_NAN,
                                                      Mux(sb_raw[-1], 0, sb_raw[:8])))),
-            self.overflow.eq(Cat(*overs).any() | nan),
+            self.overflow.eq(self.saturated | nan),
             self.info.nan.eq(nan),
         ]
         # Element grid, for MxLineEncoder. Unclamped, e_blk = -scale - X = emax - 31 + lz
