@@ -15,7 +15,7 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 from amaranth.lib.fifo import SyncFIFOBuffered
 
-from .params import Params, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
+from .params import Params, latency, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
 from .frame import *
 from .numerics import thermometer
 
@@ -92,9 +92,16 @@ class ResultDeparser(wiring.Component):
         m.d.comb += hdr.eq(result_header(p, m, d, self.switch_mac, self.switch_ip, self.agg_port))
 
         head = rdl(qfifo.r_data)
-        # Load the first beat so that tvalid rises in cycle t_due: this cycle + 1 >= t_due.
+        # Load the first beat so that tvalid rises in cycle t_ref + latency: this cycle + 1
+        # >= t_ref + latency. `due_base` is this cycle + 1 - latency, made a cycle ahead from
+        # the cycle counter (which counts from 0 at reset, as this starts from its init), so
+        # the engine's decision path ends without a 32-bit adder and the test here is one
+        # subtraction.
+        lat = latency(p)
+        due_base = Signal(32, init=(1 - lat) % (1 << 32))
+        m.d.sync += due_base.eq(self.cycles + 2 - lat)
         until_due = Signal(32)
-        m.d.comb += until_due.eq(self.cycles + 1 - head.t_due)
+        m.d.comb += until_due.eq(due_base - head.t_ref)
         due = ~until_due[31]
         m.d.sync += self.tx.eq(0)
 

@@ -34,7 +34,7 @@ from amaranth import *
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
-from .params import (Params, latency, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
+from .params import (Params, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
                      FLAG_BANK, FLAG_UNICAST, FLAG_NAN, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      MX_SCALE_BYTES)
 from .frame import *
@@ -183,7 +183,6 @@ class AggregationEngine(wiring.Component):
         p = self.p
         P = p.ports
         rd = result_descriptor(p)
-        lat = latency(p)
         fdesc = [getattr(self, f"desc{n}") for n in range(P)]
         fvalid = Cat(*[getattr(self, f"desc{n}_valid") for n in range(P)])
         fready = Cat(*[getattr(self, f"desc{n}_ready") for n in range(P)])
@@ -338,7 +337,7 @@ class AggregationEngine(wiring.Component):
                 rdsc.dst_ip.eq(Mux(group[n], fdesc[n].src_ip, la.ip)),
                 rdsc.dst_port.eq(Mux(group[n], fdesc[n].src_port, la.port)),
                 rdsc.tstamp.eq(Mux(act_resend, mb.tstamp, t_complete)),
-                rdsc.t_due.eq(Mux(act_resend, lead.t_last, t_complete) + lat),
+                rdsc.t_ref.eq(Mux(act_resend, lead.t_last, t_complete)),
                 rdsc.payload_bytes.eq(payload_bytes(round_dtype, round_count)),
             ]
 

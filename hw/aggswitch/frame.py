@@ -152,7 +152,7 @@ def result_descriptor(p: Params):
         "dst_ip": 32,
         "dst_port": 16,
         "tstamp": 32,                   # completion cycle, carried in AGG bytes 15..18
-        "t_due": 32,                    # cycle the frame may start (fixed latency)
+        "t_ref": 32,                    # cycle the fixed latency counts from
         "payload_bytes": 14,
     })
 
