@@ -39,7 +39,8 @@ Placement and routing are separate nextpnr runs: the first packs and places (tim
 and writes placed.json; each routing attempt loads it (`--no-pack --no-place`), so a second
 attempt does not pay for placement again. nextpnr takes the settings stored in a placed
 design over its command line, so the router of an attempt is written into its copy of
-placed.json. --routers lists the attempts in order (default: router2, then router1).
+placed.json. --routers lists the attempts in order (default: router2, router2 with its
+alternative cost weights (`router2-alt`, nextpnr --router2-alt-weights), then router1).
 
 Routing is not timing-driven unless --route-tmdriv is given. router2 scales an arc's
 congestion costs by (1 - criticality^2), and criticality is measured from the worst slack:
@@ -50,7 +51,11 @@ the same time. The reported fmax is the timing analysis of the routed design eit
 timing-driven routing usually gives a somewhat higher one where it converges.
 
 router2 can still spin on the last overused wire or two: an attempt that finds no fewer
-overused wires for --stall-iters iterations is stopped and the next one starts. All routing
+overused wires for --stall-iters iterations is stopped and the next one starts. Once it is
+down to ENDGAME_WIRES wires or fewer its iterations take seconds and it often gets out
+after tens of them (at PORTS=2 DATA_WIDTH=256: from 1 wire at iteration 39 to 0 at 49 in
+one run, no way out in 25 iterations in another, which router2-alt then routed), so there
+it gets ENDGAME_PATIENCE times as many. All routing
 together is stopped after --route-timeout minutes. When no attempt routes, the table shows
 the packed utilisation and the post-placement fmax estimate, labelled as such, and the exit
 status is 1.
@@ -181,6 +186,13 @@ _PNR_SA = re.compile(r"^Info:\s+at iteration #(\d+): temp")
 _PNR_FMAX = re.compile(r"^Max frequency for clock '([^']+)': ([0-9.]+) MHz")
 
 
+ENDGAME_WIRES = 10
+ENDGAME_PATIENCE = 8
+# routing attempts: nextpnr --router and extra options
+ROUTERS = {"router2": ("router2", []), "router2-alt": ("router2", ["--router2-alt-weights"]),
+           "router1": ("router1", [])}
+
+
 class NextpnrMonitor:
     """Picks nextpnr's progress lines for the console and watches router2 for a stall: its
     negotiated-congestion loop can spin without end on the last overused wire or two."""
@@ -234,8 +246,9 @@ class NextpnrMonitor:
             # bind (archfail) loop as well, so a run of them counts as a stall too.
             if self.best is None or over < self.best:
                 self.best, self.best_iter = over, it
-            elif self.stall_iters and it - self.best_iter >= self.stall_iters:
-                self.stalled = True
+            elif self.stall_iters:
+                patience = self.stall_iters * (ENDGAME_PATIENCE if self.best <= ENDGAME_WIRES else 1)
+                self.stalled = it - self.best_iter >= patience
             return f"routing, iteration {it}, {over} wires overused"
         if any(body.startswith(k) for k in _PNR_KEEP):
             return body
@@ -455,7 +468,9 @@ def run_nextpnr(args, out, clock, summary):
     summary["place_seconds"] = round(time.monotonic() - t, 1)
     if mon.overfull:
         summary["fmax_note"] = f"does not fit the device: {mon.overfull} after packing"
-        return 1, f"synth: the design does not fit the device ({mon.overfull} after packing)"
+        return 1, (f"synth: the design does not fit the device ({mon.overfull} after packing); "
+                   "the README (Measured) names configurations that fit the 85k, e.g. "
+                   "make synth PORTS=2 DATA_WIDTH=256")
     if rc != 0 or not placed.exists() or not place_report.exists():
         print("\n".join(tail[-15:]))
         summary["fmax_note"] = "placement failed, see place.log"
@@ -475,10 +490,11 @@ def run_nextpnr(args, out, clock, summary):
     for router in args.routers:
         if deadline is not None and time.monotonic() >= deadline:
             break
-        set_pnr_settings(placed, route_in, router=router, timing_driven=args.route_tmdriv)
-        mon = NextpnrMonitor(args.stall_iters if router == "router2" else None)
+        engine, extra = ROUTERS[router]
+        set_pnr_settings(placed, route_in, router=engine, timing_driven=args.route_tmdriv)
+        mon = NextpnrMonitor(args.stall_iters if engine == "router2" else None)
         cmd = common + ["--json", route_in.name, "--no-pack", "--no-place",
-                        "--router", router, "--seed", str(args.seed),
+                        "--router", engine, *extra, "--seed", str(args.seed),
                         "--report", report.name, "--log", "route.log"]
         rc, stopped, tail = run_streamed(cmd, "nextpnr", mon, clock, cwd=out, stop=mon.stop,
                                          deadline=deadline)
@@ -537,12 +553,14 @@ def main(argv=None):
     ap.add_argument("--package", default="CABGA381")
     ap.add_argument("--freq", type=float, default=200.0, help="target clock, MHz")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr seed")
-    ap.add_argument("--routers", default="router2,router1",
-                    help="routing attempts in order, comma-separated (router1, router2); "
-                         "each starts from the same placement (default: router2,router1)")
+    ap.add_argument("--routers", default="router2,router2-alt,router1",
+                    help="routing attempts in order, comma-separated (router2, router2-alt: "
+                         "router2 with --router2-alt-weights, router1); each starts from the "
+                         "same placement (default: router2,router2-alt,router1)")
     ap.add_argument("--stall-iters", type=int, default=25,
                     help="stop a router2 attempt after this many iterations without fewer "
-                         "overused wires (default 25)")
+                         f"overused wires, {ENDGAME_PATIENCE} times as many once at most "
+                         f"{ENDGAME_WIRES} are left (default 25)")
     ap.add_argument("--route-timeout", type=float, default=60,
                     help="stop routing, all attempts together, after this many minutes "
                          "(default 60; 0: no limit)")
@@ -560,9 +578,9 @@ def main(argv=None):
     ap.add_argument("--no-pnr", action="store_true", help="stop after Yosys")
     args = ap.parse_args(argv)
     args.routers = [r.strip() for r in args.routers.split(",") if r.strip()]
-    bad = [r for r in args.routers if r not in ("router1", "router2")]
+    bad = [r for r in args.routers if r not in ROUTERS]
     if bad or not args.routers:
-        ap.error(f"--routers: router1 or router2, not {','.join(bad) or 'nothing'}")
+        ap.error(f"--routers: {', '.join(ROUTERS)}, not {','.join(bad) or 'nothing'}")
 
     clock = Clock()
     out = args.out
