@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 from .params import (Params, encoder_latency, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
 from .numerics import (ElementToFixed, FixedToFloatAny, MxBlockMagnitude, MxBlockScale,
-                         MxLineEncoder, MX_BLOCK_INFO, sat_abs)
+                       MxLineEncoder, MX_BLOCK_INFO, sat_abs)
 
 __all__ = ["bswap32", "is_mx", "elem_shift", "LineDecoder", "LineEncoder"]
 
