@@ -53,9 +53,9 @@ timing-driven routing usually gives a somewhat higher one where it converges.
 router2 can still spin on the last overused wire or two: an attempt that finds no fewer
 overused wires for --stall-iters iterations is stopped and the next one starts. Once it is
 down to ENDGAME_WIRES wires or fewer its iterations take seconds and it often gets out
-after tens of them (at PORTS=2 DATA_WIDTH=256: from 1 wire at iteration 39 to 0 at 49 in
-one run, no way out in 25 iterations in another, which router2-alt then routed), so there
-it gets ENDGAME_PATIENCE times as many. All routing
+after tens of them (at PORTS=2 DATA_WIDTH=256, seed 1: one or two wires from iteration 37
+and 0 at 92; the old 25-iteration rule had stopped the same attempt at 64), so there it
+gets ENDGAME_PATIENCE times as many. All routing
 together is stopped after --route-timeout minutes. When no attempt routes, the table shows
 the packed utilisation and the post-placement fmax estimate, labelled as such, and the exit
 status is 1.
