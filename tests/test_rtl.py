@@ -21,7 +21,8 @@ TEST_MODULE = "tb.cocotb.test_switch"
 TEST_FILE = TB_DIR / "test_switch.py"
 # every cocotb test module of the regression, and its file
 MODULES = {TEST_MODULE: TEST_FILE, "tb.cocotb.test_tenants": TB_DIR / "test_tenants.py",
-           "tb.cocotb.test_dtypes": TB_DIR / "test_dtypes.py"}
+           "tb.cocotb.test_dtypes": TB_DIR / "test_dtypes.py",
+           "tb.cocotb.test_isolation": TB_DIR / "test_isolation.py"}
 
 
 def cocotb_tests(path=TEST_FILE):

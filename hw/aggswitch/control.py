@@ -32,6 +32,7 @@ class ControlPlane(wiring.Component):
             # configuration
             "cycles": Out(32),
             "switch_mac": Out(48), "switch_ip": Out(32), "agg_port": Out(16),
+            "egress_watchdog": Out(32),
             "job_enable": Out(p.jobs), "job_mask": Out(p.ports * p.jobs),
             "job_base": Out(sb * p.jobs), "job_count": Out(sb * p.jobs),
             # events
@@ -39,6 +40,7 @@ class ControlPlane(wiring.Component):
             "ev_accept": In(p.ports), "ev_resend": In(p.ports),
             "ev_drop_ingress": In(p.ports), "ev_drop_ingress_reason": In(3 * p.ports),
             "ev_drop_engine": In(p.ports), "ev_drop_engine_reason": In(3),
+            "ev_drop_egress": In(p.ports),
             "ev_result": In(1), "ev_overflow": In(1), "ev_nan": In(1),
         })
 
@@ -66,6 +68,7 @@ class ControlPlane(wiring.Component):
             self.switch_mac.eq(Cat(store["SWITCH_MAC_LO"], store["SWITCH_MAC_HI"])),
             self.switch_ip.eq(store["SWITCH_IP"]),
             self.agg_port.eq(store["AGG_PORT"]),
+            self.egress_watchdog.eq(store["EGRESS_WATCHDOG"]),
         ]
         for j in range(p.jobs):
             m.d.comb += [
@@ -91,6 +94,7 @@ class ControlPlane(wiring.Component):
                 event = ((self.ev_drop_ingress[n] & (ing_reason == code))
                          | (self.ev_drop_engine[n] & (self.ev_drop_engine_reason == code)))
                 count(pre + f"DROP_{reason.upper()}", event)
+            count(pre + "DROP_EGRESS_STALL", self.ev_drop_egress[n])
         count("RESULTS", self.ev_result)
         count("OVERFLOWS", self.ev_overflow)
         count("NANS", self.ev_nan)

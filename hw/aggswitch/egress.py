@@ -64,6 +64,8 @@ class ResultDeparser(wiring.Component):
             "desc_in": In(result_descriptor(p)), "desc_en": In(1),
             "done_en": In(1), "done_overflow": In(1), "done_scales": In(8 * p.mx_blocks),
             "room": Out(1),       # room for one more RESULT behind the one being written
+            "watchdog": In(32),   # pause watchdog (cycles; 0: off), SPEC §7
+            "expired": Out(1),    # tready has held a beat for `watchdog` cycles or more
             "tx": Out(1),         # a frame started (for the counters)
         })
 
@@ -114,6 +116,18 @@ class ResultDeparser(wiring.Component):
         can_load = ~out_valid | self.tready
         with m.If(self.tready):
             m.d.sync += out_valid.eq(0)
+
+        # Pause watchdog (SPEC §7, docs/SPEC.md §10.10): how long the beat on the port has
+        # waited for tready. Once that reaches the watchdog the engine stops waiting for
+        # room here and drops what it cannot queue; the flag clears when tready returns.
+        stalled_for = Signal(32)
+        with m.If(out_valid & ~self.tready):
+            with m.If(~stalled_for.all()):
+                m.d.sync += stalled_for.eq(stalled_for + 1)
+        with m.Else():
+            m.d.sync += stalled_for.eq(0)
+        m.d.sync += self.expired.eq(self.watchdog.any() & (stalled_for >= self.watchdog)
+                                    & out_valid & ~self.tready)
 
         hbeat = Signal(range(H + 1))
         scale_beats = p.scale_beats

@@ -156,6 +156,7 @@ class AggregationEngine(wiring.Component):
             "job_mask": In(p.ports * p.jobs),
             # egress: descriptors at decision time, then payload beats, then `done`
             "eg_desc_en": Out(p.ports), "eg_room": In(p.ports),
+            "eg_expired": In(p.ports),                  # past the pause watchdog (SPEC §7)
             "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
             "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
             "eg_done_scales": Out(8 * p.mx_blocks),     # MX: the RESULT's block scales
@@ -163,6 +164,7 @@ class AggregationEngine(wiring.Component):
             # events for the counters
             "ev_accept": Out(p.ports), "ev_drop": Out(p.ports), "ev_drop_reason": Out(3),
             "ev_resend": Out(p.ports), "ev_result": Out(1), "ev_overflow": Out(1), "ev_nan": Out(1),
+            "ev_drop_egress": Out(p.ports),
         }
         for n in range(p.ports):
             members[f"desc{n}"] = In(fd)
@@ -384,7 +386,16 @@ class AggregationEngine(wiring.Component):
         c_upd = Signal(meta_layout)
         c_other = Signal(meta_layout)
         commit_job = Signal(job_layout)
-        c_room = (c_dest & ~self.eg_room) == 0
+        # A destination without room holds the decision back, unless its egress has been
+        # stalled past the pause watchdog: that port's RESULT is then dropped and counted
+        # (SPEC §7), so the ports sharing the round move on. The shadow bank keeps the sum
+        # for the worker's retransmission (§5 rule 2).
+        c_lost = Signal(P)
+        m.d.comb += c_lost.eq(Mux(c_emits, c_dest & ~self.eg_room & self.eg_expired, 0))
+        c_send = c_dest & ~c_lost
+        c_room = (c_dest & ~self.eg_room & ~self.eg_expired) == 0
+        push_job = Signal(job_layout)
+        m.d.comb += [push_job.eq(commit_job), push_job.dest.eq(commit_job.dest & ~c_lost)]
 
         # ======================= pass stage ==========================================
         # issue   one accumulator line per cycle: payload buffer addresses
@@ -409,9 +420,9 @@ class AggregationEngine(wiring.Component):
             m.d.sync += issue_k.eq(issue_k + 1)
         with m.If(push):
             with m.If(~q0_valid | (issuing_last & ~q1_valid)):
-                m.d.sync += [q0.eq(commit_job), q0_valid.eq(1)]
+                m.d.sync += [q0.eq(push_job), q0_valid.eq(1)]
             with m.Else():
-                m.d.sync += [q1.eq(commit_job), q1_valid.eq(1)]
+                m.d.sync += [q1.eq(push_job), q1_valid.eq(1)]
 
         # Line k of the round is in payload beat k >> elem_shift, after the MX scale line.
         beat_k = Signal(range(p.max_payload_beats + p.scale_beats))
@@ -587,9 +598,9 @@ class AggregationEngine(wiring.Component):
                     with m.Else():
                         m.d.comb += self.ev_accept.eq(c_group)
                         with m.If(c_emits):
-                            m.d.comb += self.eg_desc_en.eq(c_dest)
+                            m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost)]
                         with m.If(c_resend):
-                            m.d.comb += self.ev_resend.eq(c_port_bit)
+                            m.d.comb += self.ev_resend.eq(c_port_bit & c_send)
                         # Both banks' metadata (a resend changes neither).
                         with m.If(c_adds):
                             for b in range(2):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from .params import (Params, latency, DEFAULT_MAC, DEFAULT_IP, DEFAULT_AGG_PORT, DROP_REASONS)
 
 ID_MAGIC = 0x41474753          # "AGGS"
-VERSION = 0x00010000           # 1.0.0 (major.minor.patch in bytes 2, 1, 0)
+VERSION = 0x00010100           # 1.1.0 (major.minor.patch in bytes 2, 1, 0)
 
 JOB_BASE = 0x0100
 JOB_STRIDE = 0x10
@@ -23,7 +23,12 @@ GLOBAL_COUNTER_BASE = 0x0800
 PORT_COUNTER_BASE = 0x1000
 PORT_COUNTER_STRIDE = 0x40
 
-PORT_COUNTERS = ("rx", "accepted", "tx", "resent") + tuple(f"drop_{r}" for r in DROP_REASONS)
+# Egress pause watchdog default (SPEC §7): cycles a port's egress may stall before RESULTs
+# that cannot be queued for it are dropped; the order of a datacenter PFC watchdog.
+EGRESS_WATCHDOG_DEFAULT = 16384
+
+PORT_COUNTERS = (("rx", "accepted", "tx", "resent") + tuple(f"drop_{r}" for r in DROP_REASONS)
+                 + ("drop_egress_stall",))
 GLOBAL_COUNTERS = ("results", "overflows", "nans")
 
 COUNTER_DOC = {
@@ -38,6 +43,8 @@ COUNTER_DOC = {
     "drop_worker": "dropped: worker index is not the one the job maps to the port",
     "drop_mismatch": "dropped: joins a round with other dtype/count/scale/seq",
     "drop_duplicate": "dropped: duplicate contribution to a round in progress",
+    "drop_egress_stall": ("RESULT frames for this port dropped because its egress had been stalled "
+                          "past EGRESS_WATCHDOG cycles and could queue no more (docs/SPEC.md §10.10)"),
     "results": "rounds completed (each counted once, whatever the number of ports)",
     "overflows": "completed rounds whose RESULT had OVERFLOW set",
     "nans": "completed rounds whose RESULT had NAN set",
@@ -71,6 +78,10 @@ def register_map(p: Params = Params()):
         Register("SWITCH_MAC_LO", 0x044, "rw", DEFAULT_MAC & 0xFFFFFFFF, 32, "switch MAC, bits 31..0"),
         Register("SWITCH_IP", 0x048, "rw", DEFAULT_IP, 32, "switch IPv4 address"),
         Register("AGG_PORT", 0x04C, "rw", DEFAULT_AGG_PORT, 16, "AGG UDP port"),
+        Register("EGRESS_WATCHDOG", 0x050, "rw", EGRESS_WATCHDOG_DEFAULT, 32,
+                 "egress pause watchdog in cycles: once a port's `tready` has held a RESULT beat "
+                 "this long, RESULTs that cannot be queued for it are dropped (drop_egress_stall); "
+                 "0 disables it (docs/SPEC.md §10.10)"),
     ]
     slot_field = (p.slots).bit_length()
     for j in range(p.jobs):

@@ -100,6 +100,7 @@ class AggSwitch(wiring.Component):
             ctl.ev_tx.eq(Cat(*[eg.tx for eg in deparsers])),
             ctl.ev_accept.eq(eng.ev_accept), ctl.ev_resend.eq(eng.ev_resend),
             ctl.ev_drop_engine.eq(eng.ev_drop), ctl.ev_drop_engine_reason.eq(eng.ev_drop_reason),
+            ctl.ev_drop_egress.eq(eng.ev_drop_egress),
             ctl.ev_result.eq(eng.ev_result), ctl.ev_overflow.eq(eng.ev_overflow), ctl.ev_nan.eq(eng.ev_nan),
         ]
         for n, (ing, eg) in enumerate(zip(parsers, deparsers)):
@@ -130,7 +131,8 @@ class AggSwitch(wiring.Component):
                 eg.desc_in.eq(getattr(eng, f"eg_desc{n}")), eg.desc_en.eq(eng.eg_desc_en[n]),
                 eg.done_en.eq(eng.eg_done_en[n]), eg.done_overflow.eq(eng.eg_done_overflow),
                 eg.done_scales.eq(eng.eg_done_scales),
-                eng.eg_room[n].eq(eg.room),
+                eng.eg_room[n].eq(eg.room), eng.eg_expired[n].eq(eg.expired),
+                eg.watchdog.eq(ctl.egress_watchdog),
                 eg.cycles.eq(ctl.cycles), eg.switch_mac.eq(ctl.switch_mac),
                 eg.switch_ip.eq(ctl.switch_ip), eg.agg_port.eq(ctl.agg_port),
                 # egress

@@ -749,18 +749,26 @@ class TB:
         await self.driver.set_switch_address(mac, ip, agg_port)
         self.model.switch_mac, self.model.switch_ip, self.model.agg_port = mac, ip, agg_port
 
-    async def check_counters(self) -> list[str]:
+    async def check_counters(self, egress_drops: dict | None = None) -> list[str]:
         """Read every counter (SPEC §8, §10.7) and compare with the golden model's for this
         epoch (both are cleared by reset). Call once the switch has settled. Returns and
-        records the differences."""
+        records the differences.
+
+        The golden model is untimed, so it cannot know which RESULTs the pause watchdog
+        drops (docs/SPEC.md §10.10): `egress_drops` {port: n} says how many RESULTs (none
+        of them resends) a test saw go missing on a port. The switch must then count
+        exactly n under DROP_EGRESS_STALL and n fewer under TX; elsewhere both as the
+        model."""
         if self.driver is None:
             return []
+        egress_drops = egress_drops or {}
         got = await self.driver.counters()
         c = self.model.counters
         errs = []
         for n in range(self.ports):
-            exp = {"rx": c.rx[n], "accepted": c.accepted[n], "tx": c.tx[n],
-                   "resent": c.resent[n]}
+            lost = egress_drops.get(n, 0)
+            exp = {"rx": c.rx[n], "accepted": c.accepted[n], "tx": c.tx[n] - lost,
+                   "resent": c.resent[n], "drop_egress_stall": lost}
             for code, reason in enumerate(F.DROP_REASONS):
                 exp[f"drop_{reason}"] = c.drops[code][n]
             for name, want in exp.items():

@@ -1,0 +1,152 @@
+"""Performance isolation at the egress: the pause watchdog of SPEC §7 (docs/SPEC.md §10.10).
+
+- test_egress_watchdog: two tenants on disjoint ports and slots. One host of job 1 stops
+  reading its RESULTs (its m_axis_tready held low). Once that port has been stalled past
+  EGRESS_WATCHDOG cycles, the RESULTs that cannot be queued for it are dropped and counted
+  (DROP_EGRESS_STALL), and job 0 completes its rounds. What the stalled port does receive
+  after the stall is, in order, exactly what the golden model predicts, minus the dropped
+  RESULTs; the dropped count matches the counter. A retransmission then recovers a dropped
+  RESULT from the shadow bank (§5 rule 2) as a unicast resend.
+- test_short_stall_lossless: stalls shorter than the watchdog, and any stall with the
+  watchdog off (0), lose nothing: every RESULT arrives, bit-exact, and no counter moves.
+
+Both need 4 ports and 2 jobs; on smaller parameter sets they log a warning and return.
+"""
+
+from __future__ import annotations
+
+import cocotb
+
+from aggswitch.regmap import EGRESS_WATCHDOG_DEFAULT
+from tb.cocotb.harness import start
+from tb.cocotb.test_switch import expect
+from tb.model import frames as F
+
+TIMEOUT_US = 5000
+
+
+def _matched_subsequence(expected, got):
+    """Split the expected RESULTs of a port into (delivered, dropped), given the frames the
+    port received: a received frame must be the next expected one still outstanding, in
+    order (a dropped RESULT is skipped, never reordered or altered). Returns None when the
+    received frames are not such a subsequence."""
+    delivered, dropped, j = [], [], 0
+    for e in expected:
+        if j < len(got) and got[j].data == e.frame:
+            delivered.append(e)
+            j += 1
+        else:
+            dropped.append(e)
+    return (delivered, dropped) if j == len(got) else None
+
+
+async def _two_tenants(tb):
+    """Job 0 on ports 0-1 over the lower half of the slots, job 1 on ports 2-3 over the
+    upper half."""
+    half = tb.p.slots // 2
+    await tb.configure_job(0, port_mask=0b0011, slot_base=0, slot_count=half)
+    await tb.configure_job(1, port_mask=0b1100, slot_base=half, slot_count=half)
+
+
+def _usable(tb) -> bool:
+    if tb.ports < 4 or tb.p.jobs < 2 or tb.p.slots < 8:
+        tb.log.warning("needs 4 ports, 2 jobs and 8 slots: skipped on %s", tb.p.name())
+        return False
+    return True
+
+
+@cocotb.test(timeout_time=TIMEOUT_US, timeout_unit="us")
+async def test_egress_watchdog(dut):
+    tb = await start(dut, "test_egress_watchdog")
+    if not _usable(tb):
+        return
+    n = tb.p.slot_elems
+    await _two_tenants(tb)
+    watchdog = 300
+    assert await tb.driver.read("EGRESS_WATCHDOG") == EGRESS_WATCHDOG_DEFAULT
+    await tb.driver.write("EGRESS_WATCHDOG", watchdog)
+
+    # Job 1 runs more rounds than port 3's egress can hold while its host reads nothing.
+    stalled = tb.sinks[3]
+    stalled.pause = True
+    rounds1 = 8
+    vals1 = {}
+    for r in range(rounds1):
+        for q in (2, 3):
+            vals1[r, q] = tb.random_values(n, -(1 << 24), 1 << 24)
+            tb.send(q, tb.data(q, r, vals1[r, q], job=1, seq=100 + r))
+    # Meanwhile job 0 (ports 0 and 1) must get all its RESULTs although it shares the
+    # switch with the stalled port: at most the watchdog plus the time to drain job 1's
+    # frames ahead of it in the engine.
+    rounds0 = 4
+    for r in range(rounds0):
+        for q in (0, 1):
+            tb.send(q, tb.data(q, r, tb.random_values(n), job=0, seq=r))
+    frame_beats = -(-tb.p.max_frame_bytes // tb.beat_bytes)
+    budget = watchdog + (rounds0 + rounds1) * 2 * (frame_beats + tb.latency) + 2000
+    await tb.wait_until(lambda: all(len(tb.epoch.egress[q]) == rounds0 for q in (0, 1)),
+                        budget, "job 0's RESULTs while port 3 is stalled")
+    assert len(tb.epoch.egress[3]) == 0, "port 3 sent a frame while its tready was low"
+
+    # Every frame of job 1 was accepted: the engine moved past port 3.
+    await tb.wait_until(lambda: len(tb.epoch.egress[2]) == rounds1, budget,
+                        "job 1's RESULTs on port 2 while port 3 is stalled")
+    stall_cycles = tb.cycle
+    stalled.pause = False
+    await tb.cycles(tb.quiet_cycles() + 8 * frame_beats)
+
+    split = _matched_subsequence(tb.epoch.expected[3], tb.epoch.egress[3])
+    assert split is not None, ("port 3 received RESULTs that are not, in order, a subsequence "
+                               "of the golden model's")
+    delivered, dropped = split
+    assert dropped, "nothing was dropped although port 3 stayed stalled past the watchdog"
+    assert delivered, "the RESULTs queued for port 3 before the watchdog fired were lost too"
+    tb.log.info("port 3 stalled %d cycles: %d RESULTs delivered, %d dropped",
+                stall_cycles, len(delivered), len(dropped))
+    tb.epoch.expected[3] = delivered
+    await tb.settle()
+    await tb.check_counters(egress_drops={3: len(dropped)})
+
+    # The worker on port 3 retransmits the first dropped round: the shadow bank still holds
+    # its sum, and the resend goes to port 3 alone.
+    lost = dropped[0]
+    h = F.parse_frame(lost.frame).hdr
+    r = h.seq - 100
+    rec = await tb.send_isolated(3, tb.data(3, r, vals1[r, 3], job=1, seq=h.seq, retx=True))
+    expect(rec, action="resend", what="retransmission of a RESULT the watchdog dropped")
+    await tb.settle()
+    resend = F.parse_frame(tb.epoch.egress[3][-1].data)
+    assert resend.hdr.flags & F.FLAG_UNICAST and resend.payload == F.parse_frame(lost.frame).payload, \
+        "the resend does not carry the dropped RESULT's sum"
+    await tb.check_counters(egress_drops={3: len(dropped)})
+    tb.check()
+
+
+@cocotb.test(timeout_time=TIMEOUT_US, timeout_unit="us")
+async def test_short_stall_lossless(dut):
+    tb = await start(dut, "test_short_stall_lossless")
+    if not _usable(tb):
+        return
+    n = tb.p.slot_elems
+    await _two_tenants(tb)
+    frame_beats = -(-tb.p.max_frame_bytes // tb.beat_bytes)
+
+    async def stalled_rounds(stall: int, first_slot: int):
+        """Both jobs run 6 rounds while port 3 is stalled for `stall` cycles."""
+        tb.sinks[3].pause = True
+        for r in range(6):
+            for q in range(4):
+                job = 0 if q < 2 else 1
+                tb.send(q, tb.data(q, first_slot + r, tb.random_values(n), job=job, seq=r))
+        await tb.cycles(stall)
+        tb.sinks[3].pause = False
+        await tb.settle()
+
+    # Default watchdog: a stall of a few hundred frame times is far below it.
+    await stalled_rounds(min(EGRESS_WATCHDOG_DEFAULT // 2, 40 * frame_beats), 0)
+    # Watchdog off: a stall well past the short watchdog of test_egress_watchdog.
+    await tb.driver.write("EGRESS_WATCHDOG", 0)
+    await stalled_rounds(3000, 6)
+    # Every expected RESULT arrived (tb.check) and nothing was counted as dropped.
+    await tb.check_counters()
+    tb.check()
