@@ -40,28 +40,25 @@ def _matched_subsequence(expected, got):
     return (delivered, dropped) if j == len(got) else None
 
 
-async def _two_tenants(tb):
-    """Job 0 on ports 0-1 over the lower half of the slots, job 1 on ports 2-3 over the
-    upper half."""
+async def _two_tenants(dut, name):
+    """Reset, then job 0 on ports 0-1 over the lower half of the slots and job 1 on ports
+    2-3 over the upper half. None where the parameter set is too small."""
+    tb = await start(dut, name)
+    if tb.ports < 4 or tb.p.jobs < 2 or tb.p.slots < 8:
+        tb.log.warning("needs 4 ports, 2 jobs and 8 slots: skipped on %s", tb.p.name())
+        return None
     half = tb.p.slots // 2
     await tb.configure_job(0, port_mask=0b0011, slot_base=0, slot_count=half)
     await tb.configure_job(1, port_mask=0b1100, slot_base=half, slot_count=half)
-
-
-def _usable(tb) -> bool:
-    if tb.ports < 4 or tb.p.jobs < 2 or tb.p.slots < 8:
-        tb.log.warning("needs 4 ports, 2 jobs and 8 slots: skipped on %s", tb.p.name())
-        return False
-    return True
+    return tb
 
 
 @cocotb.test(timeout_time=TIMEOUT_US, timeout_unit="us")
 async def test_egress_watchdog(dut):
-    tb = await start(dut, "test_egress_watchdog")
-    if not _usable(tb):
+    tb = await _two_tenants(dut, "test_egress_watchdog")
+    if tb is None:
         return
     n = tb.p.slot_elems
-    await _two_tenants(tb)
     watchdog = 300
     assert await tb.driver.read("EGRESS_WATCHDOG") == EGRESS_WATCHDOG_DEFAULT
     await tb.driver.write("EGRESS_WATCHDOG", watchdog)
@@ -124,11 +121,10 @@ async def test_egress_watchdog(dut):
 
 @cocotb.test(timeout_time=TIMEOUT_US, timeout_unit="us")
 async def test_short_stall_lossless(dut):
-    tb = await start(dut, "test_short_stall_lossless")
-    if not _usable(tb):
+    tb = await _two_tenants(dut, "test_short_stall_lossless")
+    if tb is None:
         return
     n = tb.p.slot_elems
-    await _two_tenants(tb)
     frame_beats = -(-tb.p.max_frame_bytes // tb.beat_bytes)
 
     async def stalled_rounds(stall: int, first_slot: int):
