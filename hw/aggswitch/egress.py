@@ -84,9 +84,13 @@ class ResultDeparser(wiring.Component):
         m.d.comb += [dfifo.w_data.eq(self.data_in), dfifo.w_en.eq(self.data_en),
                      qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en),
                      done.w_data.eq(Cat(self.done_overflow, self.done_scales[:scale_bits])), done.w_en.eq(self.done_en)]
-        # A RESULT is decided while the previous one may still be writing its payload and
-        # earlier ones are still in the engine's pipeline.
-        m.d.comb += self.room.eq((dfifo.level <= depth - 2 * p.slot_lines - p.pass_slack)
+        # A RESULT is decided (desc_en) well before its payload is written: the engine may
+        # have scheduled several. Each decided RESULT reserves a whole slot's worth of
+        # beats until its `done`, so the payloads of all of them always fit.
+        L = p.slot_lines
+        reserved = Signal(range(depth + L + 1))
+        m.d.sync += reserved.eq(reserved + Mux(self.desc_en, L, 0) - Mux(self.done_en, L, 0))
+        m.d.comb += self.room.eq((dfifo.level + reserved + L <= depth)
                                  & (qfifo.level < RESULT_DESC_DEPTH))
 
         d = Signal(rdl)   # the frame being sent

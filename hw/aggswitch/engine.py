@@ -1,33 +1,27 @@
-"""Aggregation engine: the shadow-bank slot memory of SPEC §5.
+"""Aggregation engine: the shadow-bank slot memory of SPEC §5, one port's frames at a
+time per port and every port at once (docs/engine-v2.md).
 
-Frames are applied in arrival order (docs/SPEC.md §10.3), but the engine takes them in
-*groups*: the oldest head descriptor (the leader) and every other port's head that joins
-the same round — same job, slot, bank, dtype, count, scale and seq, its worker bit clear —
-are summed through one adder tree in a single read-modify-write pass. When workers send
-their chunks in the same order (the AllReduce steady state), a pass carries one frame from
-every port, which is what lets all ports run at line rate (SPEC §9). A group is only formed
-when no other head touches the same slot, so the outcome is bit-for-bit the outcome of
-applying the frames one at a time in order.
+    decide   one frame at a time, in arrival order (docs/SPEC.md §10.3): PICK the oldest
+             queued frame over all ports (ties to the lowest port) and read both banks'
+             metadata of its slot and the learned addresses of its job; DECIDE its outcome
+             (new round / join / resend / duplicate / mismatch) and its pass schedule into
+             registers; COMMIT it: write the metadata and the learned address, pop the
+             descriptor, hand each destination port its RESULT descriptor, and queue the
+             pass job on the frame's own port. COMMIT waits while the port's job queue or
+             a destination's egress is full (a destination past the pause watchdog is
+             dropped instead, docs/SPEC.md §10.10).
+    pass     per port (passes.PortPass): from the scheduled start, one accumulator line per
+             cycle through the rotating accumulator banks (passes.AccumulatorBanks);
+             a completing or resent frame's sums go to the result emitter
+             (emitter.ResultEmitter), which encodes them into the destinations' egress
+             FIFOs. A dropped frame is a one-line job that only frees its buffer, so every
+             port's buffer is freed in order.
 
-Two stages run concurrently:
-
-  decide   PICK the leader (the oldest head over all ports, ties to the lowest port) and
-           read both banks' metadata of its slot; DECIDE its outcome (new round / join /
-           resend / duplicate / mismatch) and its group, into registers; COMMIT it:
-           update both banks' metadata and the learned addresses, pop the group's
-           descriptors, hand each destination port its RESULT descriptor, and queue a
-           pass job. COMMIT waits while the job queue or a destination's egress is full.
-           (Three cycles per group: the registers after DECIDE cut the long path from the
-           metadata read through the group trees to the FIFO pops and memory writes.)
-  pass     one beat per cycle, back to back across jobs: read the accumulator line and
-           every member's payload beat, add (or replace, for a new round), write back; on
-           completion or resend also encode the line into each destination's egress FIFO.
-           The last beat frees the members' payloads and tells the destinations the
-           payload is complete. A dropped frame is a one-beat job that only frees its
-           payload, so the ingress buffers are freed in order.
-
-Accumulators are exact (SPEC §4): `acc_width` = 32 + ceil(log2(ports)) bits per lane, and
-a round has at most one contribution per port.
+The schedule (schedule.py) keeps the sums exact without any arbitration: passes on one
+(slot, bank) start at least `RMW_GAP` cycles apart in decision order, passes that emit do
+not overlap, and a port's passes follow each other. Accumulators are exact (SPEC §4):
+`acc_width` = 32 + ceil(log2(ports)) bits per lane, and a round has at most one
+contribution per port.
 """
 
 from amaranth import *
@@ -38,8 +32,10 @@ from .params import (Params, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
                      FLAG_BANK, FLAG_UNICAST, FLAG_NAN, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      MX_SCALE_BYTES)
 from .frame import *
-from .numerics import thermometer
-from .codec import LineDecoder, LineEncoder, is_mx, elem_shift
+from .codec import is_mx
+from .schedule import period_time, start_phase, later, advance, first_period
+from .passes import RMW_GAP, JOB_LEAD, bank_rows, port_job, PortPass, AccumulatorBanks
+from .emitter import ResultEmitter
 
 from amaranth.lib.memory import Memory
 
@@ -103,47 +99,6 @@ def oldest(entries, ports, before=older):
     return pick(0, len(entries))
 
 
-def same_round(a, b):
-    """Two descriptors that would join the same round of the same slot and bank."""
-    return ((a.job == b.job) & (a.gslot == b.gslot) & (a.bank == b.bank) & (a.dtype == b.dtype)
-            & (a.count == b.count) & (a.scale == b.scale) & (a.seq == b.seq))
-
-
-def pass_job(p: Params, acc_depth):
-    """What the decide stage queues for the pass stage."""
-    return data.StructLayout({
-        "members": p.ports,             # ports whose payload lines are summed
-        "start": data.ArrayLayout(buf_addr_bits(p), p.ports),
-        "scales": data.ArrayLayout(8 * p.mx_blocks if p.mx_ok else 0, p.ports),
-        "line_base": range(acc_depth),
-        "lines": range(p.slot_lines + 1),   # lines to issue (>= 1)
-        "count": count_bits(p),         # elements of the round (for OVERFLOW)
-        "dtype": 3,
-        "scale": 8,
-        "replace": 1,                   # new round: the accumulators are overwritten
-        "write": 1,                     # new round or join (a resend only reads)
-        "emit": 1,                      # completion or resend: encode into egress
-        "nan": 1,                       # the round's NAN flag (for the counter)
-        "dest": p.ports,                # egress ports of the RESULT
-        "release": p.ports,             # ingress buffers to free at the end
-        "release_beats": beats_bits(p),
-    })
-
-
-def line_ctl(p: Params):
-    """What travels with a line from the accumulate stage through the result encoder."""
-    return data.StructLayout({
-        "valid": 1,
-        "line": range(p.slot_lines),
-        "last": 1,
-        "dtype": 3,
-        "emit": 1,
-        "result": 1,                    # a completed round (for the counters)
-        "nan": 1,
-        "dest": p.ports,
-    })
-
-
 class AggregationEngine(wiring.Component):
     def __init__(self, p: Params):
         self.p = p
@@ -160,7 +115,6 @@ class AggregationEngine(wiring.Component):
             "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
             "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
             "eg_done_scales": Out(8 * p.mx_blocks),     # MX: the RESULT's block scales
-            "release_beats": Out(beats_bits(p)),
             # events for the counters
             "ev_accept": Out(p.ports), "ev_drop": Out(p.ports), "ev_drop_reason": Out(3),
             "ev_resend": Out(p.ports), "ev_result": Out(1), "ev_overflow": Out(1), "ev_nan": Out(1),
@@ -170,15 +124,15 @@ class AggregationEngine(wiring.Component):
             members[f"desc{n}"] = In(fd)
             members[f"desc{n}_valid"] = In(1)
             members[f"desc{n}_ready"] = Out(1)
-            members[f"head{n}_valid"] = In(1)      # arrival tags of the first two queued frames
+            members[f"head{n}_valid"] = In(1)      # arrival tag of the first queued frame
             members[f"head{n}_order"] = In(p.order_bits)
-            members[f"next{n}_valid"] = In(1)
-            members[f"next{n}_order"] = In(p.order_bits)
             members[f"buf{n}_addr"] = Out(ab)
             members[f"buf{n}_data"] = In(p.data_width)
             members[f"buf{n}_release"] = Out(1)
+            members[f"buf{n}_release_beats"] = Out(beats_bits(p))
             members[f"eg_desc{n}"] = Out(rd)
         super().__init__(members)
+
 
     def elaborate(self, platform):
         m = Module()
@@ -188,7 +142,6 @@ class AggregationEngine(wiring.Component):
         fdesc = [getattr(self, f"desc{n}") for n in range(P)]
         fvalid = Cat(*[getattr(self, f"desc{n}_valid") for n in range(P)])
         fready = Cat(*[getattr(self, f"desc{n}_ready") for n in range(P)])
-        release = Cat(*[getattr(self, f"buf{n}_release") for n in range(P)])
 
         # --- memories ---------------------------------------------------------------
         meta_layout = slot_meta(p)
@@ -198,11 +151,6 @@ class AggregationEngine(wiring.Component):
             m.submodules[f"meta_bank{b}"] = mem
             meta_wr.append(mem.write_port())
             meta_rd.append(mem.read_port())
-        acc_depth = p.slots * 2 * p.slot_lines
-        m.submodules.acc = acc = Memory(shape=p.lanes * p.acc_width, depth=acc_depth, init=[])
-        acc_wr = acc.write_port()
-        # Transparent: a job may read a line in the very cycle the job before writes it.
-        acc_rd = acc.read_port(transparent_for=(acc_wr,))
         addr_layout = learned_address()
         learned_rd, learned_wr = [], []
         for n in range(P):
@@ -211,15 +159,50 @@ class AggregationEngine(wiring.Component):
             learned_wr.append(mem.write_port())
             learned_rd.append(mem.read_port())
 
+        # --- per-port passes, accumulator banks, result emitter -----------------------
+        m.submodules.banks = banks = AccumulatorBanks(p)
+        m.submodules.emitter = emitter = ResultEmitter(p)
+        passes = []
+        # Schedule time: `phase` counts cycles modulo the ports, `period` the wraps.
+        phase = Signal(range(P))
+        period = Signal(32)
+        with m.If(phase == P - 1):
+            m.d.sync += [phase.eq(0), period.eq(period + 1)]
+        with m.Else():
+            m.d.sync += phase.eq(phase + 1)
+        for n in range(P):
+            ps = PortPass(p, n)
+            m.submodules[f"pass{n}"] = ps
+            passes.append(ps)
+            m.d.comb += [
+                ps.e_now.eq(period), ps.phase.eq(phase),
+                getattr(self, f"buf{n}_addr").eq(ps.buf_addr),
+                ps.buf_data.eq(getattr(self, f"buf{n}_data")),
+                getattr(self, f"buf{n}_release").eq(ps.release),
+                getattr(self, f"buf{n}_release_beats").eq(ps.release_beats),
+                getattr(banks, f"rd_valid{n}").eq(ps.rd_valid),
+                getattr(banks, f"rd_bank{n}").eq(ps.rd_bank),
+                getattr(banks, f"rd_row{n}").eq(ps.rd_row),
+                ps.rd_data.eq(getattr(banks, f"rd_data{n}")),
+                getattr(banks, f"wr_en{n}").eq(ps.wr_en),
+                getattr(banks, f"wr_bank{n}").eq(ps.wr_bank),
+                getattr(banks, f"wr_row{n}").eq(ps.wr_row),
+                getattr(banks, f"wr_data{n}").eq(ps.wr_data),
+                emitter.lines[n].eq(ps.emit),
+            ]
+        m.d.comb += [
+            self.eg_data.eq(emitter.eg_data), self.eg_data_en.eq(emitter.eg_data_en),
+            self.eg_done_en.eq(emitter.eg_done_en), self.eg_done_overflow.eq(emitter.eg_done_overflow),
+            self.eg_done_scales.eq(emitter.eg_done_scales),
+            self.ev_result.eq(emitter.ev_result), self.ev_overflow.eq(emitter.ev_overflow),
+            self.ev_nan.eq(emitter.ev_nan),
+        ]
+
         # ======================= decide stage ========================================
-        # Arrival tags of the first two queued frames of every port.
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
-        nvalid = Cat(*[getattr(self, f"next{n}_valid") for n in range(P)])
         order = [getattr(self, f"head{n}_order") for n in range(P)]
-        order2 = [getattr(self, f"next{n}_order") for n in range(P)]
-        pidx = list(range(P))
-        # The leader: the oldest queued frame of all. Taken once its descriptor shows.
-        any_queued, _, winner = oldest([(hvalid[n], order[n], pidx[n]) for n in range(P)], P)
+        # The oldest queued frame of all. Taken once its descriptor shows.
+        any_queued, _, winner = oldest([(hvalid[n], order[n], n) for n in range(P)], P)
         winner_shown = Signal()
         winner_desc = Signal(frame_descriptor(p))
         with m.Switch(winner):
@@ -227,7 +210,7 @@ class AggregationEngine(wiring.Component):
                 with m.Case(n):
                     m.d.comb += [winner_desc.eq(fdesc[n]), winner_shown.eq(fvalid[n])]
 
-        port = Signal(range(P))              # the leader's port, from PICK on
+        port = Signal(range(P))              # the frame's port, from PICK on
         port_bit = Signal(P)
         m.d.comb += port_bit.eq(1 << port)
         lead = Signal(frame_descriptor(p))   # its descriptor, still at the head of its FIFO
@@ -235,6 +218,11 @@ class AggregationEngine(wiring.Component):
             for n in range(P):
                 with m.Case(n):
                     m.d.comb += lead.eq(fdesc[n])
+        my_phase = Signal(range(P))          # the phase its port's passes start in
+        with m.Switch(port):
+            for n in range(P):
+                with m.Case(n):
+                    m.d.comb += my_phase.eq(start_phase(n, P))
 
         mask = Signal(P)
         with m.Switch(lead.job):
@@ -242,8 +230,8 @@ class AggregationEngine(wiring.Component):
                 with m.Case(j):
                     m.d.comb += mask.eq(self.job_mask.word_select(j, P))
 
-        # Metadata of both banks of the leader's slot: `mb` its bank, `mo` the other. Read
-        # addresses follow the leader (the winner while picking), so the data is there in
+        # Metadata of both banks of the frame's slot: `mb` its bank, `mo` the other. Read
+        # addresses follow the frame (the winner while picking), so the data is there in
         # DECIDE; learned addresses likewise by job.
         read_desc = Signal(frame_descriptor(p))
         m.d.comb += read_desc.eq(lead)
@@ -256,7 +244,7 @@ class AggregationEngine(wiring.Component):
         m.d.comb += [mb.eq(Mux(lead.bank, meta_rd[1].data, meta_rd[0].data)),
                      mo.eq(Mux(lead.bank, meta_rd[0].data, meta_rd[1].data))]
 
-        # The leader's outcome (SPEC §5).
+        # The frame's outcome (SPEC §5).
         bit_set = (mb.bitmap & port_bit).any()
         in_progress = (mb.bitmap != 0) & ~mb.complete
         fields_match = ((mb.dtype == lead.dtype) & (mb.count == lead.count)
@@ -276,58 +264,30 @@ class AggregationEngine(wiring.Component):
         adds = act_new | act_join
         dropping = act_dup | act_mismatch
 
-        # The group: heads that join the leader's round and come, in arrival order, before
-        # every frame that does not. After a new round starts only the leader's bit is set,
-        # so every matching head joins; joining an open round needs the port's bit clear.
-        # A group is thus the next frames in line, and applying it at once is applying
-        # them one by one: what blocks it is the oldest head that does not join, or the
-        # oldest frame queued behind a head that does.
-        prior = Mux(act_new, 0, mb.bitmap)
-        joins = Signal(P)
-        for n in range(P):
-            m.d.comb += joins[n].eq(fvalid[n] & same_round(fdesc[n], lead) & ~prior[n])
-        blockers = ([(hvalid[n] & ~joins[n], order[n], pidx[n]) for n in range(P)]
-                    + [(joins[n] & nvalid[n], order2[n], pidx[n]) for n in range(P)])
-        blocked, block_order, block_port = oldest(blockers, P)
-        in_line = Signal(P)
-        for n in range(P):
-            m.d.comb += in_line[n].eq(joins[n] & (~blocked | older(order[n], pidx[n], block_order, block_port, P)))
-        group = Signal(P)
-        m.d.comb += group.eq(Mux(adds, in_line, port_bit))
-
-        # The group's youngest member completes the round: its t_last is the timestamp.
-        # (Members that tie on the cycle share the timestamp, so ties do not matter here.)
-        _, _, youngest = oldest([(group[n], order[n], pidx[n]) for n in range(P)], P, before=younger)
-        t_complete = Signal(32)
-        with m.Switch(youngest):
-            for n in range(P):
-                with m.Case(n):
-                    m.d.comb += t_complete.eq(fdesc[n].t_last)
-
         new_bitmap = Signal(P)
-        m.d.comb += new_bitmap.eq(prior | group)
+        m.d.comb += new_bitmap.eq(Mux(act_new, 0, mb.bitmap) | port_bit)
         completes = Signal()
         m.d.comb += completes.eq(adds & ((mask & ~new_bitmap) == 0))
         emits = act_resend | completes
         dest = Signal(P)
         m.d.comb += dest.eq(Mux(act_resend, port_bit, mask))
 
-        # The round's fields: a new round takes the leader's, any other outcome the slot's.
+        # The round's fields: a new round takes the frame's, any other outcome the slot's.
         round_count = Mux(act_new, lead.count, mb.count)
         round_dtype = Mux(act_new, lead.dtype, mb.dtype)
         round_scale = Mux(act_new, lead.scale, mb.scale)
         # NAN (SPEC §4): a NaN in any contribution of the round, known from the ingress scan.
-        member_nan = Cat(*[group[n] & fdesc[n].nan for n in range(P)]).any()
         round_nan = Signal()
-        m.d.comb += round_nan.eq(Mux(act_resend, mb.nan, Mux(act_new, 0, mb.nan) | member_nan))
+        m.d.comb += round_nan.eq(Mux(act_resend, mb.nan, Mux(act_new, 0, mb.nan) | lead.nan))
 
         # RESULT descriptors, one per destination, addressed as the learned table stands
-        # after this group: members take their own frame's source.
+        # after this frame: its own port takes the frame's source.
         rdescs = []
         for n in range(P):
             rdsc = Signal(rd, name=f"rdesc{n}")
             rdescs.append(rdsc)
             la = addr_layout(learned_rd[n].data)
+            own = port_bit[n]
             m.d.comb += [
                 rdsc.job.eq(lead.job), rdsc.slot.eq(lead.slot),
                 rdsc.flags.eq(Mux(lead.bank, FLAG_BANK, 0) | Mux(act_resend, FLAG_UNICAST, 0)
@@ -335,32 +295,41 @@ class AggregationEngine(wiring.Component):
                 rdsc.dtype.eq(round_dtype), rdsc.mx.eq(is_mx(round_dtype)),
                 rdsc.count.eq(round_count), rdsc.scale.eq(round_scale),
                 rdsc.seq.eq(Mux(act_new, lead.seq, mb.seq)),
-                rdsc.dst_mac.eq(Mux(group[n], fdesc[n].src_mac, la.mac)),
-                rdsc.dst_ip.eq(Mux(group[n], fdesc[n].src_ip, la.ip)),
-                rdsc.dst_port.eq(Mux(group[n], fdesc[n].src_port, la.port)),
-                rdsc.tstamp.eq(Mux(act_resend, mb.tstamp, t_complete)),
-                rdsc.t_ref.eq(Mux(act_resend, lead.t_last, t_complete)),
+                rdsc.dst_mac.eq(Mux(own, lead.src_mac, la.mac)),
+                rdsc.dst_ip.eq(Mux(own, lead.src_ip, la.ip)),
+                rdsc.dst_port.eq(Mux(own, lead.src_port, la.port)),
+                rdsc.tstamp.eq(Mux(act_resend, mb.tstamp, lead.t_last)),
+                rdsc.t_ref.eq(lead.t_last),
                 rdsc.payload_bytes.eq(payload_bytes(round_dtype, round_count)),
             ]
 
-        # The pass job for this decision.
-        job_layout = pass_job(p, acc_depth)
-        new_job = Signal(job_layout)        # computed in DECIDE, registered as commit_job
-        m.d.comb += [
-            new_job.members.eq(Mux(adds, group, 0)),
-            new_job.line_base.eq((lead.gslot * 2 + lead.bank) * p.slot_lines),
-            # a resend reads out the round's count, whatever the frame carries
-            new_job.lines.eq(Mux(dropping, 1, line_count(p, round_count))),
-            new_job.count.eq(round_count), new_job.dtype.eq(round_dtype),
-            new_job.scale.eq(round_scale), new_job.nan.eq(round_nan),
-            new_job.replace.eq(act_new), new_job.write.eq(adds), new_job.emit.eq(emits),
-            new_job.dest.eq(dest),
-            new_job.release.eq(group), new_job.release_beats.eq(lead.beats),
-        ]
-        for n in range(P):
-            m.d.comb += [new_job.start[n].eq(fdesc[n].start), new_job.scales[n].eq(fdesc[n].scales)]
+        # --- the pass schedule (docs/engine-v2.md) -----------------------------------
+        lines = Signal(range(p.slot_lines + 1))
+        m.d.comb += lines.eq(Mux(dropping, 1, line_count(p, round_count)))
+        # After the port's previous pass.
+        port_free_e = Array(Signal(32, name=f"free_e{n}") for n in range(P))
+        port_free_r = Array(Signal(range(P), name=f"free_r{n}") for n in range(P))
+        # RMW_GAP after the slot's previous pass (a drop does not touch the slot).
+        gap_e, gap_r = advance(mb.last_e, mb.last_r, RMW_GAP, RMW_GAP, P)
+        # After the emitter's previous round.
+        emit_free_e = Signal(32)
+        emit_free_r = Signal(range(P))
+        min_e = later(first_period(port_free_e[port], port_free_r[port], my_phase),
+                      later(Mux(dropping, 0, first_period(gap_e, gap_r, my_phase)),
+                            Mux(emits, first_period(emit_free_e, emit_free_r, my_phase), 0)))
 
-        # Both banks' metadata after the decision (written in COMMIT when it adds).
+        job = Signal(port_job(p))            # computed in DECIDE, registered as c_job
+        m.d.comb += [
+            job.lines.eq(lines),
+            job.row_base.eq((lead.gslot * 2 + lead.bank) * bank_rows(p)),
+            job.start.eq(lead.start), job.scales.eq(lead.scales),
+            job.dtype.eq(round_dtype), job.scale.eq(round_scale), job.count.eq(round_count),
+            job.replace.eq(act_new), job.write.eq(adds), job.emit.eq(emits),
+            job.result.eq(completes), job.nan.eq(round_nan), job.dest.eq(dest),
+            job.release_beats.eq(lead.beats),
+        ]
+
+        # Both banks' metadata after the decision (written in COMMIT unless it drops).
         upd = Signal(meta_layout)
         m.d.comb += upd.eq(mb)
         with m.If(adds):
@@ -369,14 +338,14 @@ class AggregationEngine(wiring.Component):
             m.d.comb += [upd.dtype.eq(lead.dtype), upd.count.eq(lead.count),
                          upd.scale.eq(lead.scale), upd.seq.eq(lead.seq), upd.slot.eq(lead.slot)]
         with m.If(completes):
-            m.d.comb += upd.tstamp.eq(t_complete)
+            m.d.comb += upd.tstamp.eq(lead.t_last)
         other = Signal(meta_layout)
-        m.d.comb += [other.eq(mo), other.bitmap.eq(mo.bitmap & ~group)]
+        m.d.comb += [other.eq(mo), other.bitmap.eq(Mux(adds, mo.bitmap & ~port_bit, mo.bitmap))]
 
-        # The decision as registered at the end of DECIDE, for COMMIT. Only the egress
-        # room is looked at in COMMIT itself, as the pass keeps filling the FIFOs.
-        c_group = Signal(P)
+        # The decision as registered at the end of DECIDE, for COMMIT.
+        c_port = Signal(range(P))
         c_port_bit = Signal(P)
+        c_phase = Signal(range(P))
         c_dest = Signal(P)
         c_emits = Signal()
         c_adds = Signal()
@@ -385,7 +354,13 @@ class AggregationEngine(wiring.Component):
         c_resend = Signal()
         c_upd = Signal(meta_layout)
         c_other = Signal(meta_layout)
-        commit_job = Signal(job_layout)
+        c_job = Signal(port_job(p))
+        c_min_e = Signal(32)
+
+        # The earliest start the port's job queue can show the job in.
+        lead_e, lead_r = advance(period, phase, JOB_LEAD, JOB_LEAD, P)
+        start_e = Signal(32)
+        m.d.comb += start_e.eq(later(c_min_e, first_period(lead_e, lead_r, c_phase)))
         # A destination without room holds the decision back, unless its egress has been
         # stalled past the pause watchdog: that port's RESULT is then dropped and counted
         # (SPEC §7), so the ports sharing the round move on. The shadow bank keeps the sum
@@ -394,168 +369,13 @@ class AggregationEngine(wiring.Component):
         m.d.comb += c_lost.eq(Mux(c_emits, c_dest & ~self.eg_room & self.eg_expired, 0))
         c_send = c_dest & ~c_lost
         c_room = (c_dest & ~self.eg_room & ~self.eg_expired) == 0
-        push_job = Signal(job_layout)
-        m.d.comb += [push_job.eq(commit_job), push_job.dest.eq(commit_job.dest & ~c_lost)]
-
-        # ======================= pass stage ==========================================
-        # issue   one accumulator line per cycle: payload buffer addresses
-        # p1      payload beats valid: each member's line into the decoders' field registers
-        # p1b     decode (shift, round, sign) into the contribution registers
-        # p2      accumulator line valid (read in p1b): add, write back, into the encoder
-        # encoder encoder_latency(p) cycles (codec.LineEncoder), controls alongside
-        # pack    encoded lines packed into payload beats for the egress FIFOs
-        #
-        # A two-entry job queue: q[0] is being issued, q[1] waits behind it.
-        q0 = Signal(job_layout)
-        q1 = Signal(job_layout)
-        q0_valid = Signal()
-        q1_valid = Signal()
-        issue_k = Signal(range(p.slot_lines))
-        issuing_last = q0_valid & (issue_k == q0.lines - 1)
-        push = Signal()
-
-        with m.If(issuing_last):
-            m.d.sync += [issue_k.eq(0), q0.eq(q1), q0_valid.eq(q1_valid), q1_valid.eq(0)]
-        with m.Elif(q0_valid):
-            m.d.sync += issue_k.eq(issue_k + 1)
-        with m.If(push):
-            with m.If(~q0_valid | (issuing_last & ~q1_valid)):
-                m.d.sync += [q0.eq(push_job), q0_valid.eq(1)]
-            with m.Else():
-                m.d.sync += [q1.eq(push_job), q1_valid.eq(1)]
-
-        # Line k of the round is in payload beat k >> elem_shift, after the MX scale line.
-        beat_k = Signal(range(p.max_payload_beats + p.scale_beats))
-        m.d.comb += beat_k.eq((issue_k >> elem_shift(q0.dtype))
-                              + Mux(is_mx(q0.dtype), p.scale_beats if p.mx_ok else 0, 0))
+        job_ready = Cat(*[ps.job_ready for ps in passes])
+        push_job = Signal(port_job(p))
+        m.d.comb += [push_job.eq(c_job), push_job.e.eq(start_e),
+                     push_job.dest.eq(c_job.dest & ~c_lost)]
         for n in range(P):
-            m.d.comb += getattr(self, f"buf{n}_addr").eq(q0.start[n] + beat_k)
-
-        # Stage p1: payload beats valid. The job's controls travel with the line.
-        p1_valid = Signal()
-        p1 = Signal(job_layout)
-        p1_k = Signal(range(p.slot_lines))
-        p1_last = Signal()
-        m.d.sync += [p1_valid.eq(q0_valid), p1.eq(q0), p1_k.eq(issue_k), p1_last.eq(issuing_last)]
-
-        m.d.comb += [release.eq(Mux(p1_valid & p1_last, p1.release, 0)),
-                     self.release_beats.eq(p1.release_beats)]
-
-        # Decode every member's line (LineDecoder.LATENCY = 1: the element fields are
-        # registered at the end of p1, converted in p1b); non-members contribute 0.
-        blk_shift = (p.block_lines - 1).bit_length()
-        assert LineDecoder.LATENCY == 1
-        p1b_valid = Signal()
-        p1b = Signal(job_layout)
-        p1b_k = Signal(range(p.slot_lines))
-        p1b_last = Signal()
-        m.d.sync += [p1b_valid.eq(p1_valid), p1b.eq(p1), p1b_k.eq(p1_k), p1b_last.eq(p1_last)]
-        contrib_regs = []
-        for n in range(P):
-            dec = LineDecoder(p)
-            m.submodules[f"decoder{n}"] = dec
-            m.d.comb += [dec.beat.eq(getattr(self, f"buf{n}_data")), dec.dtype.eq(p1.dtype),
-                         dec.sub.eq(p1_k[:2] & ((1 << elem_shift(p1.dtype)) - 1)),
-                         dec.scale.eq(p1.scale)]
-            if p.mx_ok:
-                m.d.comb += dec.block_scale.eq(p1.scales[n].word_select(p1_k >> blk_shift, 8))
-            regs = [Signal(signed(32), name=f"contrib{n}_{i}") for i in range(p.lanes)]
-            for i in range(p.lanes):
-                m.d.sync += regs[i].eq(Mux(p1b.members[n], dec.q[i], 0))
-            contrib_regs.append(regs)
-
-        # Stage p2: accumulate.
-        p2_valid = Signal()
-        p2 = Signal(job_layout)
-        p2_k = Signal(range(p.slot_lines))
-        p2_last = Signal()
-        m.d.sync += [p2_valid.eq(p1b_valid), p2.eq(p1b), p2_k.eq(p1b_k), p2_last.eq(p1b_last)]
-        m.d.comb += acc_rd.addr.eq(p1b.line_base + p1b_k)     # read in p1b, data in p2
-        sums = []
-        for i in range(p.lanes):
-            terms = [contrib_regs[n][i] for n in range(P)]
-            while len(terms) > 1:      # balanced adder tree over the members
-                terms = [terms[j] + terms[j + 1] if j + 1 < len(terms) else terms[j]
-                         for j in range(0, len(terms), 2)]
-            contrib = Signal(signed(p.acc_width), name=f"contrib{i}")
-            m.d.comb += contrib.eq(terms[0])
-            old = acc_rd.data.word_select(i, p.acc_width).as_signed()
-            s = Signal(signed(p.acc_width), name=f"sum{i}")
-            m.d.comb += s.eq(Mux(~p2.write, old, Mux(p2.replace, 0, old) + contrib))
-            sums.append(s)
-        m.d.comb += [acc_wr.addr.eq(p2.line_base + p2_k), acc_wr.data.eq(Cat(*sums)),
-                     acc_wr.en.eq(p2_valid & p2.write)]
-
-        # Result encoder, with the line's controls in a matching delay line.
-        m.submodules.encoder = enc = LineEncoder(p)
-        # Lanes below `count`: line k is full below the count's line, partial on it.
-        lane_bits = (p.lanes - 1).bit_length()
-        count_line, count_lane = p2.count[lane_bits:], p2.count[:lane_bits]
-        valid_lanes = Mux(count_line > p2_k, (1 << p.lanes) - 1,
-                          Mux(count_line == p2_k, thermometer(count_lane, p.lanes), 0))
-        m.d.comb += [enc.valid.eq(p2_valid), enc.dtype.eq(p2.dtype), enc.scale.eq(p2.scale),
-                     enc.line.eq(p2_k), enc.valid_lanes.eq(valid_lanes)]
-        for i in range(p.lanes):
-            m.d.comb += enc.acc[i].eq(sums[i])
-        ctl = Signal(line_ctl(p))
-        m.d.comb += [ctl.valid.eq(p2_valid), ctl.line.eq(p2_k), ctl.last.eq(p2_last),
-                     ctl.dtype.eq(p2.dtype), ctl.emit.eq(p2.emit), ctl.result.eq(p2.emit & p2.write),
-                     ctl.nan.eq(p2.nan), ctl.dest.eq(p2.dest)]
-        for j in range(encoder_latency(p)):
-            nxt = Signal(line_ctl(p), name=f"ctl{j}")
-            m.d.sync += nxt.eq(ctl)
-            ctl = nxt
-
-        # Pack: a beat holds 1 << elem_shift lines; it goes to the egress FIFOs when full
-        # or at the round's last line. Bytes past the frame's end are zeroed by the egress.
-        sh = elem_shift(ctl.dtype)
-        pos = ctl.line & ((1 << sh) - 1)
-        packing = Signal(p.data_width)
-        quarter = p.data_width // 4
-        merged = []
-        for qn in range(4):
-            mine = Mux(sh == 2, pos == qn, Mux(sh == 1, pos == qn // 2, 1))
-            src_q = Mux(sh == 2, 0, Mux(sh == 1, qn % 2, qn))
-            merged.append(Mux(mine, enc.bytes.word_select(src_q, quarter),
-                              packing.word_select(qn, quarter)))
-        beat = Cat(*merged)
-        flush = ctl.valid & ((pos == (1 << sh) - 1) | ctl.last)
-        with m.If(ctl.valid):
-            m.d.sync += packing.eq(beat)
-
-        overflow = Signal()            # OVERFLOW over the round's earlier lines
-        job_overflow = overflow | enc.overflow
-        with m.If(ctl.valid):
-            m.d.sync += overflow.eq(Mux(ctl.last, 0, job_overflow))
-        scales = Signal(8 * p.mx_blocks)
-        if p.mx_ok:
-            with m.If(ctl.valid & enc.scale_valid):
-                m.d.sync += scales.word_select(ctl.line >> blk_shift, 8).eq(enc.scale_byte)
-        finishing = ctl.valid & ctl.last
-        eg_data = Signal(p.data_width)
-        eg_data_en = Signal(P)
-        eg_done_en = Signal(P)
-        eg_overflow = Signal()
-        eg_scales = Signal(8 * p.mx_blocks)
-        m.d.sync += [
-            eg_data.eq(beat),
-            eg_data_en.eq(Mux(flush & ctl.emit, ctl.dest, 0)),
-            eg_done_en.eq(Mux(finishing & ctl.emit, ctl.dest, 0)),
-            eg_overflow.eq(job_overflow),
-            self.ev_result.eq(finishing & ctl.result),
-            self.ev_overflow.eq(finishing & ctl.result & job_overflow),
-            self.ev_nan.eq(finishing & ctl.result & ctl.nan),
-        ]
-        with m.If(finishing):
-            m.d.sync += scales.eq(0)        # the scale line ends in zero bytes (SPEC §3)
-        # A block has at least two lines, so the last scale is in before the last line.
-        assert not p.mx_ok or p.block_lines >= 2
-        m.d.sync += eg_scales.eq(scales)
-        m.d.comb += [
-            self.eg_data.eq(eg_data), self.eg_data_en.eq(eg_data_en),
-            self.eg_done_en.eq(eg_done_en), self.eg_done_overflow.eq(eg_overflow),
-            self.eg_done_scales.eq(eg_scales),
-        ]
+            m.d.comb += passes[n].job.eq(push_job)
+        end_e, end_r = advance(start_e, c_phase, c_job.lines, p.slot_lines, P)
 
         # ======================= decide control =====================================
         init_idx = Signal(range(p.slots + 1))
@@ -575,43 +395,49 @@ class AggregationEngine(wiring.Component):
                     m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                # Register the decision; COMMIT applies it.
                 m.d.sync += [
-                    c_group.eq(group), c_port_bit.eq(port_bit), c_dest.eq(dest),
+                    c_port.eq(port), c_port_bit.eq(port_bit), c_phase.eq(my_phase), c_dest.eq(dest),
                     c_emits.eq(emits), c_adds.eq(adds), c_dropping.eq(dropping),
                     c_dup.eq(act_dup), c_resend.eq(act_resend),
-                    c_upd.eq(upd), c_other.eq(other), commit_job.eq(new_job),
+                    c_upd.eq(upd), c_other.eq(other), c_job.eq(job), c_min_e.eq(min_e),
                 ]
                 for n in range(P):
                     m.d.sync += getattr(self, f"eg_desc{n}").eq(rdescs[n])
                 m.next = "COMMIT"
 
             with m.State("COMMIT"):
-                # The heads of the group's ports stay put until popped here; frames that
-                # arrived since DECIDE queue behind the heads (or become heads that the
-                # next PICK sees), so the decision still holds.
-                with m.If(~q1_valid & (~c_emits | c_room)):
-                    m.d.comb += [push.eq(1), fready.eq(c_group)]
+                # The frame's descriptor stays at the head of its FIFO until popped here,
+                # so the decision still holds.
+                with m.If((job_ready & c_port_bit).any() & (~c_emits | c_room)):
+                    m.d.comb += fready.eq(c_port_bit)
+                    for n in range(P):
+                        m.d.comb += passes[n].job_valid.eq(c_port_bit[n])
+                    m.d.sync += [port_free_e[c_port].eq(end_e), port_free_r[c_port].eq(end_r)]
+                    with m.If(c_emits):
+                        m.d.sync += [emit_free_e.eq(end_e), emit_free_r.eq(end_r)]
                     with m.If(c_dropping):
                         m.d.comb += [self.ev_drop.eq(c_port_bit),
                                      self.ev_drop_reason.eq(Mux(c_dup, DROP_DUPLICATE, DROP_MISMATCH))]
                     with m.Else():
-                        m.d.comb += self.ev_accept.eq(c_group)
+                        m.d.comb += self.ev_accept.eq(c_port_bit)
                         with m.If(c_emits):
                             m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost)]
                         with m.If(c_resend):
                             m.d.comb += self.ev_resend.eq(c_port_bit & c_send)
-                        # Both banks' metadata (a resend changes neither).
-                        with m.If(c_adds):
-                            for b in range(2):
-                                m.d.comb += [meta_wr[b].addr.eq(lead.gslot),
-                                             meta_wr[b].data.eq(Mux(lead.bank == b, c_upd, c_other)),
-                                             meta_wr[b].en.eq(1)]
+                        # Both banks' metadata: the round, and the start of the slot's last
+                        # pass for the schedule (a resend reads the slot too).
+                        for b in range(2):
+                            m.d.comb += [meta_wr[b].addr.eq(lead.gslot),
+                                         meta_wr[b].data.eq(Mux(lead.bank == b, c_upd, c_other)),
+                                         meta_wr[b].en.eq(1)]
+                            with m.If(lead.bank == b):
+                                m.d.comb += [meta_wr[b].data.last_e.eq(start_e),
+                                             meta_wr[b].data.last_r.eq(c_phase)]
                         for n in range(P):
                             m.d.comb += [learned_wr[n].addr.eq(lead.job),
-                                         learned_wr[n].data.eq(Cat(fdesc[n].src_mac, fdesc[n].src_ip,
-                                                                   fdesc[n].src_port)),
-                                         learned_wr[n].en.eq(c_group[n])]
+                                         learned_wr[n].data.eq(Cat(lead.src_mac, lead.src_ip,
+                                                                   lead.src_port)),
+                                         learned_wr[n].en.eq(c_port_bit[n])]
                     m.next = "PICK"
         m.d.comb += self.ready.eq(~fsm.ongoing("INIT"))
         return m

@@ -169,6 +169,10 @@ def slot_meta(p: Params):
         "seq": 32,
         "slot": 16,
         "tstamp": 32,
+        # start of the slot's last pass (period, phase) in this bank: the schedule starts
+        # the next one at least passes.RMW_GAP cycles later (docs/engine-v2.md)
+        "last_e": 32,
+        "last_r": range(p.ports),
     })
 
 

@@ -172,6 +172,9 @@ def latency(params: Params = Params()) -> int:
     pass (one cycle per accumulator line, then 2 decode stages and accumulate), the result
     encoder, the beat packer, 2 through the egress `done` FIFO and the output register.
     Shorter payloads are padded to the longest (a full slot), so the constant holds for
-    every dtype and count. docs/ARCHITECTURE.md has the cycle-by-cycle table.
+    every dtype and count. The pass of the frame's port starts between 3 cycles after the
+    decision (its job queue) and `ports - 1` more (the port's phase in the bank rotation,
+    docs/engine-v2.md): `ports + 2` cycles on the longest path. docs/ARCHITECTURE.md has
+    the cycle-by-cycle table.
     """
-    return params.slot_lines + encoder_latency(params) + 13
+    return params.slot_lines + encoder_latency(params) + 13 + params.ports + 2

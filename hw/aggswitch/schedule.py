@@ -1,0 +1,49 @@
+"""Pass schedule arithmetic (docs/engine-v2.md).
+
+A pass of port p may start only in a cycle whose *phase* (cycle number mod `ports`, kept
+by a counter) is `start_phase(p)`: then line k of every pass is handled when port p's
+turn is at accumulator bank k mod ports, and no two ports ever meet in a bank. Times are
+kept as (period, phase): cycle = period * ports + phase, the period a 32-bit counter that
+wraps like the cycle counter, compared modulo 2**32 (a window of 2**31 periods).
+
+Everything here builds logic from signals; the divisions by `ports` are tables built in
+Python over the small range of values they see.
+"""
+
+from amaranth import *
+from amaranth.lib import data
+
+__all__ = ["period_time", "start_phase", "not_before", "later", "advance", "first_period"]
+
+
+def period_time(ports):
+    return data.StructLayout({"e": 32, "r": range(ports)})
+
+
+def start_phase(port, ports):
+    """The phase in which port `port` starts its passes (so that line 0 meets bank 0)."""
+    return (-port) % ports
+
+
+def not_before(a, b):
+    """Period a is at or after period b (modulo 2**32)."""
+    return ~(a - b)[31]
+
+
+def later(a, b):
+    """The later of periods a and b."""
+    return Mux(not_before(a, b), a, b)
+
+
+def advance(e, r, n, n_max, ports):
+    """(period, phase) of the cycle `n` cycles after (e, r), for 0 <= n <= n_max."""
+    s = r + n
+    span = ports + n_max
+    carry = Array(C(x // ports, range(span // ports + 1)) for x in range(span))[s]
+    phase = Array(C(x % ports, range(ports)) for x in range(span))[s]
+    return (e + carry)[:32], phase
+
+
+def first_period(e, r, phase):
+    """The first period whose cycle of phase `phase` is at or after the cycle (e, r)."""
+    return (e + (phase < r))[:32]
