@@ -68,7 +68,7 @@ def run_workers(addresses, calls, **kw):
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(180)
     for w in workers:
         w.close()
     assert not any(t.is_alive() for t in threads), "a worker thread did not finish"

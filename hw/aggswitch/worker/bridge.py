@@ -8,8 +8,10 @@ leaving port ``p`` goes back from that socket to the frame's destination IPv4 ad
 UDP port (:func:`datagram_from_frame`): the switch addresses a RESULT to the address it
 learned from the job's DATA frames on that port (SPEC §6), so no table is kept here.
 
-Loss injection for recovery tests: with `loss` > 0 each DATA datagram and each RESULT is
-dropped with that probability, decided by a `random.Random(seed)` in the order they pass.
+Loss injection for recovery tests: with `loss` > 0 each DATA datagram (one whose AGG
+header says version 1, op DATA) and each RESULT is dropped with that probability, decided
+per port and direction by a `random.Random` seeded from `seed`, in the order they pass.
+Other datagrams (malformed ones) are never lost, so the switch's drop counters see them.
 `make serve` (sim/serve.py, tb/cocotb/serve.py) puts the RTL behind this; the worker tests
 put the golden model behind it.
 """
@@ -75,7 +77,8 @@ class UdpPorts:
             raise ValueError(f"loss {loss} outside [0, 1)")
         self.host = loopback_host(host)
         self.loss = float(loss)
-        self.rng = random.Random(seed)
+        self.rng_data = [random.Random(f"{seed}/data/{p}") for p in range(ports)]
+        self.rng_result = [random.Random(f"{seed}/result/{p}") for p in range(ports)]
         self.socks = []
         self.counts = {"datagrams": 0, "lost_data": 0, "results": 0, "lost_results": 0,
                        "undeliverable": 0, "foreign": 0}
@@ -116,7 +119,8 @@ class UdpPorts:
                     self.counts["foreign"] += 1
                     continue
                 self.counts["datagrams"] += 1
-                if self.loss and self.rng.random() < self.loss:
+                is_data = len(data) >= F.AGG_HDR_LEN and data[0] == (F.AGG_VER << 4 | F.OP_DATA)
+                if is_data and self.loss and self.rng_data[p].random() < self.loss:
                     self.counts["lost_data"] += 1
                     continue
                 out.append((p, frame_from_datagram(data, src)))
@@ -126,7 +130,7 @@ class UdpPorts:
         """Send a RESULT frame leaving switch port `port` to its worker (unless lost).
         Returns whether it was sent."""
         self.counts["results"] += 1
-        if self.loss and self.rng.random() < self.loss:
+        if self.loss and self.rng_result[port].random() < self.loss:
             self.counts["lost_results"] += 1
             return False
         dst, data = datagram_from_frame(frame)
