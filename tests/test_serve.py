@@ -60,3 +60,20 @@ def test_serve_allreduce_with_loss(tmp_path, sim):
     assert sum(w.stats["retransmissions"] for w in workers) > 0
     assert sum(p["resent"] for p in c["ports"]) > 0
     assert "switch port 1: udp 127.0.0.1:" in log and "results %d" % chunks in log
+
+
+@pytest.mark.skipif(not SIMS, reason="no simulator")
+def test_serve_cycles_deterministic(tmp_path):
+    """The same lossless calls take the same simulated cycles, however the two workers'
+    datagrams interleave in wall-clock time (frames enter an idle switch one at a time)."""
+    rng = np.random.default_rng(5)
+    a = [rng.integers(-2**29, 2**29, 1000) for _ in range(2)]
+    cycles = []
+    for trial in range(2):
+        with running(PARAMS, SIMS[0], tmp_path / str(trial), idle=60) as srv:
+            res, _ = run_workers(srv.addresses, [[(a[k], "int32", 0)] for k in range(2)],
+                                 window=8, slot_elems=PARAMS.slot_elems, timeout=5.0)
+            assert srv.stop() == 0
+            cycles.append(srv.summary()["busy_cycles"])
+        np.testing.assert_array_equal(res[0][0], a[0] + a[1])
+    assert cycles[0] == cycles[1] > 0

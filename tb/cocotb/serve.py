@@ -6,10 +6,14 @@ its Ethernet/IPv4/UDP headers, and every RESULT frame leaving a port goes back t
 worker it is addressed to. The harness (tb/cocotb/harness.py) drives the ports, and its
 monitor checks every RESULT against the golden model as usual.
 
-Simulated time only runs while the switch has work: datagrams are taken in when every
-port is idle (nothing queued or in flight, every RESULT due delivered), and while there
-are none the coroutine blocks in `select`, which stops the simulator with it. The cycles
-counted are thus the switch's busy cycles, whatever the workers' compute time.
+Simulated time only runs while the switch has work. A frame enters only when the switch
+is idle (nothing queued or in flight on any port, every RESULT due delivered), one at a
+time, in the order the datagrams were received (port order within one read); while no
+datagram is waiting the coroutine blocks in `select`, which stops the simulator with it.
+So the cycles counted are the switch's busy cycles, whatever the workers' compute time,
+and each frame costs the same cycles however the workers' datagrams interleave: a
+lossless run of the same calls takes the same number of cycles every time. (Frames are
+not overlapped across ports, so this measures function, not throughput: `make sim` does.)
 
 It ends after AGGSWITCH_SERVE_IDLE seconds without a datagram, on SIGTERM/SIGINT or when
 the file AGGSWITCH_SERVE_STOP appears; then it reads every counter over AXI4-Lite
@@ -23,6 +27,7 @@ written once the ports listen: their addresses), AGGSWITCH_SERVE_STOP,
 AGGSWITCH_SERVE_SUMMARY.
 """
 
+import collections
 import json
 import os
 import signal
@@ -74,6 +79,7 @@ async def serve(dut):
 
     last_datagram = time.monotonic()
     busy_cycles = injected = 0
+    waiting = collections.deque()        # (port, frame) received, not yet sent
     stuck = 0
     why = ""
     while not why:
@@ -87,11 +93,10 @@ async def serve(dut):
                          f"{tb.state_summary()}")
                 why = "stuck"
             continue
-        frames = net.receive()
-        if frames:
-            for port, frame in frames:
-                tb.send(port, frame)
-            injected += len(frames)
+        waiting.extend(net.receive())
+        if waiting:
+            tb.send(*waiting.popleft())
+            injected += 1
             last_datagram = time.monotonic()
             continue
         why = stopping()
