@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hw"))
@@ -57,7 +58,7 @@ def rank_main(rank: int, a, init_file: str, out: str):
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=a.world)
+                            world_size=a.world, timeout=timedelta(seconds=a.deadline + 30))
     X, y = data()
     net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     model = DistributedDataParallel(net)
@@ -91,7 +92,8 @@ def rank_main(rank: int, a, init_file: str, out: str):
                 err = "" if entry["max_err"] is None else \
                     f"  max |switch - gloo| {entry['max_err']:.3g}  exact {entry['exact']}"
                 print(f"step {step:4d}  loss {entry['loss']:.4f}{err}", flush=True)
-    except AllReduceError as e:
+    except (AllReduceError, RuntimeError) as e:
+        # an AllReduceError in the hook reaches here through autograd as a RuntimeError
         print(f"rank {rank}: {e}", file=sys.stderr, flush=True)
         ok = False
     with torch.no_grad():
@@ -127,8 +129,13 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank")
-        mp.spawn(rank_main, args=(a, os.path.join(tmp, "init"), out), nprocs=a.world, join=True)
-        ranks = [json.load(open(f"{out}.{r}")) for r in range(a.world)]
+        try:
+            mp.spawn(rank_main, args=(a, os.path.join(tmp, "init"), out), nprocs=a.world,
+                     join=True)
+            ranks = [json.load(open(f"{out}.{r}")) for r in range(a.world)]
+        except Exception as e:       # a rank died (its traceback is above)
+            print(f"FAIL: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+            return 1
     if a.json:
         Path(a.json).write_text(json.dumps(ranks, indent=1))
     r0 = ranks[0]

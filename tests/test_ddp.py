@@ -26,7 +26,9 @@ STEPS = 5
 
 def have_torch() -> bool:
     try:
-        return subprocess.run([PYTHON, "-c", "import torch, sklearn, numpy"],
+        probe = "import importlib.util as u, sys; " \
+                "sys.exit(not all(u.find_spec(m) for m in ('torch', 'sklearn', 'numpy')))"
+        return subprocess.run([PYTHON, "-c", probe],
                               capture_output=True, timeout=60).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
