@@ -18,7 +18,9 @@ rule 2). After `max_retries` copies of one chunk, or `deadline` seconds for the 
 call, :class:`AllReduceError` is raised: nothing waits forever.
 
 A job's workers must start on slots whose banks are idle (a freshly reset switch, or
-slots no earlier session used): bank state outlives a session.
+slots no earlier session used): bank state outlives a session. After an AllReduceError the
+workers no longer agree on banks and seqs with the switch: the job starts over (new
+Workers, a reset switch or other slots).
 """
 
 from __future__ import annotations
