@@ -27,6 +27,11 @@ ELEMS ?=
 SEEDS ?= 8
 export SIM WAVES
 
+# --- make serve ---------------------------------------------------------------
+SERVE_PORT ?= 16711
+LOSS       ?= 0
+IDLE       ?= 60
+
 # --- design parameters (SPEC section 1) -------------------------------------------
 # Only the ones given on the command line are passed on (`make verilog PORTS=2`); the
 # others keep the defaults of hw/aggswitch/params.py. Environment variables are ignored
@@ -52,7 +57,7 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
-.PHONY: help venv test regress sim verilog docs lint synth clean distclean
+.PHONY: help venv test regress sim serve verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -65,6 +70,10 @@ help:
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
+	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
+	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
+	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
+	@echo "                   SIM= SEED= and the design parameters below; prints the counters at exit"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
@@ -107,6 +116,10 @@ regress: $(STAMP)
 sim: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \
 	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
+
+serve: $(STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
+	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)

@@ -18,7 +18,7 @@ import json
 import sys
 import time
 
-from sim.runner import SIMULATORS, _ensure_paths, build_and_run
+from sim.runner import SIMULATORS, _ensure_paths, add_param_args, build_and_run, params_from_args
 
 # dtype names of SPEC §4 (codes 0..5, in this order).
 DTYPE_NAMES = ("int32", "fp32", "bf16", "mxint8", "mxfp8_e4m3", "mxfp8_e5m2")
@@ -33,25 +33,15 @@ def _positive(text):
 
 def parse_args(argv=None):
     _ensure_paths()
-    from aggswitch import Params
-    d = Params()
     ap = argparse.ArgumentParser(prog="python -m sim.allreduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", choices=SIMULATORS, default="verilator")
     ap.add_argument("--waves", type=int, choices=(0, 1), default=0, help="record waveforms")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default $AGGSWITCH_SEED or 1)")
     ap.add_argument("--dtype", choices=DTYPE_NAMES, default="int32")
     ap.add_argument("--elems", type=_positive, default=65536, help="elements per worker")
-    ap.add_argument("--ports", type=int, default=d.ports)
-    ap.add_argument("--data-width", type=int, default=d.data_width)
-    ap.add_argument("--slots", type=int, default=d.slots)
-    ap.add_argument("--slot-elems", type=int, default=d.slot_elems)
-    ap.add_argument("--jobs", type=int, default=d.jobs)
+    add_param_args(ap)
     a = ap.parse_args(argv)
-    try:
-        a.params = Params(ports=a.ports, data_width=a.data_width, slots=a.slots,
-                          slot_elems=a.slot_elems, jobs=a.jobs)
-    except ValueError as e:
-        ap.error(str(e))
+    a.params = params_from_args(ap, a)
     from aggswitch.ingress import supported_dtypes
     if DTYPE_NAMES.index(a.dtype) not in supported_dtypes(a.params):
         ap.error(f"--dtype {a.dtype}: MX dtypes need data_width >= 256 (a 32-element "

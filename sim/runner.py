@@ -434,21 +434,37 @@ def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: 
     return res
 
 
-def main(argv=None) -> int:
-    import argparse
+PARAM_FIELDS = ("ports", "data_width", "slots", "slot_elems", "jobs")
+
+
+def add_param_args(ap):
+    """--ports, --data-width, --slots, --slot-elems, --jobs (defaults: Params())."""
     _ensure_paths()
     from aggswitch import Params
+    for f in PARAM_FIELDS:
+        ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(Params(), f))
+
+
+def params_from_args(ap, a):
+    """The Params of parsed options (add_param_args); a usage error if they do not elaborate."""
+    from aggswitch import Params
+    try:
+        return Params(**{f: getattr(a, f) for f in PARAM_FIELDS})
+    except ValueError as e:
+        ap.error(str(e))
+
+
+def main(argv=None) -> int:
+    import argparse
     ap = argparse.ArgumentParser(description="Build aggswitch and run cocotb tests")
     ap.add_argument("test_module", nargs="?", default="tb.cocotb.test_switch")
     ap.add_argument("--sim", choices=SIMULATORS, default="verilator")
     ap.add_argument("--testcase", default=None, help="comma-separated test names")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--waves", type=int, choices=(0, 1), default=0)
-    for f in ("ports", "data_width", "slots", "slot_elems", "jobs"):
-        ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(Params(), f))
+    add_param_args(ap)
     a = ap.parse_args(argv)
-    params = Params(ports=a.ports, data_width=a.data_width, slots=a.slots,
-                    slot_elems=a.slot_elems, jobs=a.jobs)
+    params = params_from_args(ap, a)
     res = build_and_run(params, a.sim, a.test_module, testcase=a.testcase, seed=a.seed,
                         waves=bool(a.waves))
     print(res.summary())
