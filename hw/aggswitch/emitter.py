@@ -50,27 +50,27 @@ class ResultEmitter(wiring.Component):
         layout = emit_line(p)
 
         # The one port emitting this cycle (none, or exactly one).
-        src = Signal(layout)
+        emitting = Signal(layout)
         picked = [Mux(self.lines[n].valid, self.lines[n].as_value(), 0) for n in range(P)]
         acc = picked[0]
         for v in picked[1:]:
             acc = acc | v
-        m.d.comb += src.eq(acc)
+        m.d.comb += emitting.eq(acc)
 
         m.submodules.encoder = enc = LineEncoder(p)
         # Lanes below `count`: line k is full below the count's line, partial on it.
         lane_bits = (p.lanes - 1).bit_length()
-        count_line, count_lane = src.count[lane_bits:], src.count[:lane_bits]
-        valid_lanes = Mux(count_line > src.line, (1 << p.lanes) - 1,
-                          Mux(count_line == src.line, thermometer(count_lane, p.lanes), 0))
-        m.d.comb += [enc.valid.eq(src.valid), enc.dtype.eq(src.dtype), enc.scale.eq(src.scale),
-                     enc.line.eq(src.line), enc.valid_lanes.eq(valid_lanes)]
+        count_line, count_lane = emitting.count[lane_bits:], emitting.count[:lane_bits]
+        valid_lanes = Mux(count_line > emitting.line, (1 << p.lanes) - 1,
+                          Mux(count_line == emitting.line, thermometer(count_lane, p.lanes), 0))
+        m.d.comb += [enc.valid.eq(emitting.valid), enc.dtype.eq(emitting.dtype), enc.scale.eq(emitting.scale),
+                     enc.line.eq(emitting.line), enc.valid_lanes.eq(valid_lanes)]
         for i in range(p.lanes):
-            m.d.comb += enc.acc[i].eq(src.sums[i])
+            m.d.comb += enc.acc[i].eq(emitting.sums[i])
         ctl = Signal(_line_ctl(p))
-        m.d.comb += [ctl.valid.eq(src.valid), ctl.line.eq(src.line), ctl.last.eq(src.last),
-                     ctl.dtype.eq(src.dtype), ctl.result.eq(src.result), ctl.nan.eq(src.nan),
-                     ctl.dest.eq(src.dest)]
+        m.d.comb += [ctl.valid.eq(emitting.valid), ctl.line.eq(emitting.line), ctl.last.eq(emitting.last),
+                     ctl.dtype.eq(emitting.dtype), ctl.result.eq(emitting.result), ctl.nan.eq(emitting.nan),
+                     ctl.dest.eq(emitting.dest)]
         for j in range(encoder_latency(p)):
             nxt = Signal(_line_ctl(p), name=f"ctl{j}")
             m.d.sync += nxt.eq(ctl)
