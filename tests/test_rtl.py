@@ -72,3 +72,35 @@ def test_cocotb_tests_found():
     assert len(MODULE_TESTS["tb.cocotb.test_dtypes"]) >= 2, MODULE_TESTS
     names = [t for tests in MODULE_TESTS.values() for t in tests]
     assert len(names) == len(set(names)), "test names must be unique across modules (case ids)"
+
+
+@pytest.mark.skipif("verilator" not in SIMS, reason="Verilator not installed")
+def test_verilator_public_signals_are_the_ports():
+    """The Verilator model makes exactly the top module's ports visible through VPI
+    (sim/verilator_public.vlt, --no-public-flat-rw after cocotb's --public-flat-rw): an
+    internal signal made public would cost simulation speed, a port left out would stop
+    the testbenches."""
+    import re
+    from sim.runner import build, verilog_text
+    from tests.test_export import port_decls
+    bdir = build(SMALL, "verilator")
+    public = set()
+    for f in bdir.glob("Vtop__Syms*.cpp"):
+        public |= set(re.findall(r'varInsert\("([^"]+)"', f.read_text()))
+    ports, _ = port_decls(verilog_text(SMALL))
+    assert public == set(ports), (f"not public: {sorted(set(ports) - public)}, "
+                                  f"public but not a port: {sorted(public - set(ports))[:20]}")
+
+
+def test_build_stamp_covers_verilator_config(tmp_path, monkeypatch):
+    """Editing sim/verilator_public.vlt rebuilds the Verilator models (and not Icarus')."""
+    import sim.runner as runner
+    vlt = tmp_path / runner.PUBLIC.name
+    vlt.write_text(runner.PUBLIC.read_text())
+    monkeypatch.setattr(runner, "PUBLIC", vlt)
+    stamps = lambda: [runner._stamp(sim, "module aggswitch; endmodule", [], False)
+                      for sim in ("verilator", "icarus")]
+    before = stamps()
+    vlt.write_text(vlt.read_text() + 'public_flat_rw -module "aggswitch" -var "x"\n')
+    after = stamps()
+    assert after[0] != before[0] and after[1] == before[1]
