@@ -62,11 +62,13 @@ SYNTH_OPTS ?=
 help:
 	@echo "aggswitch make targets"
 	@echo
-	@echo "  make test      run the regression: pytest -n auto over tests/ (PYTEST_ARGS=... for extra arguments)"
+	@echo "  make test      run the regression: pytest -n auto over tests/ but the tests marked regress"
+	@echo "                   (PYTEST_ARGS=... for extra arguments)"
 	@echo "  make regress   the pyuvm environment over SEEDS random seeds in parallel (default $(SEEDS)):"
 	@echo "                   pass/fail per seed, the command reproducing each failure, merged coverage"
 	@echo "                   in build/coverage/; SIM=verilator|icarus  SEED=n (first seed, else random)"
-	@echo "                   and the design parameters below"
+	@echo "                   and the design parameters below; then the tests marked regress"
+	@echo "                   (tests/test_rtl.py: slow duplicates of make test's cases)"
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
@@ -106,12 +108,16 @@ $(SYNTH_STAMP): $(STAMP)
 	@touch $@
 
 # --- regression and simulation ---------------------------------------------------
+# Tests marked `regress` (slow duplicates, tests/test_rtl.py) run in `make regress` only.
 test: $(STAMP)
-	$(WITH_VERILATOR) $(PY) -m pytest -n auto $(PYTEST_ARGS)
+	$(WITH_VERILATOR) $(PY) -m pytest -n auto -m "not regress" $(PYTEST_ARGS)
 
 regress: $(STAMP)
+	rc=0; \
 	$(WITH_VERILATOR) $(PY) -m sim.regress --seeds $(SEEDS) --sim $(SIM) \
-	    $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
+	    $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS) || rc=$$?; \
+	$(WITH_VERILATOR) $(PY) -m pytest -n auto -q -m regress || rc=$$?; \
+	exit $$rc
 
 sim: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \

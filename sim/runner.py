@@ -13,7 +13,8 @@ Layout (all under sim/, ignored by version control):
 * ``sim/build/<params.name()>/export-<hash>.v`` -- the exported Verilog, cached by a hash of
   the hw/aggswitch sources (elaboration takes seconds).
 * ``sim/build/<params.name()>/<sim>[-waves]/`` -- one build per (parameter set, simulator):
-  ``aggswitch.v``, the simulator's build products, ``build.log`` and ``.stamp`` (hash of
+  ``aggswitch.v`` (and for Verilator the configuration files ``lint_waivers.vlt`` and
+  ``verilator_public.vlt``), the simulator's build products, ``build.log`` and ``.stamp`` (hash of
   everything the build depends on: the build is redone, from an empty directory, only
   when it changes).
 * ``sim/out/<params.name()>/<sim>/<test_module>/<testcase|all>/`` -- one run: ``results.xml``,
@@ -56,10 +57,19 @@ DEFAULT_SEED = 1
 # +verilator+rand+reset+2 (never done here), so both simulators start from the same state.
 # Warnings stay fatal (no -Wno-fatal): the build reads the project's lint waiver file
 # (rtl/lint_waivers.vlt, each waiver documented there), the same one `make lint` uses.
+#
+# VPI visibility: cocotb's runner passes --public-flat-rw, which makes every internal signal
+# of the export public and leaves Verilator almost nothing to optimise (the default model
+# built in about 150 s and simulated a few thousand cycles/s). --no-public-flat-rw, placed
+# after cocotb's flags (the runner appends build_args to its own), turns that off; the
+# configuration file sim/verilator_public.vlt makes public only the top module's ports,
+# all that the testbenches touch. `--trace` (waves) records every signal either way.
 WAIVERS = REPO / "rtl" / "lint_waivers.vlt"
+PUBLIC = SIM_DIR / "verilator_public.vlt"
 VERILATOR_BUILD_ARGS = [
     "--x-assign", "unique",
     "--x-initial", "unique",
+    "--no-public-flat-rw",
 ]
 
 # Icarus: Verilog-2005 semantics (the last -g wins over cocotb's -g2012). Yosys' Verilog
@@ -244,14 +254,21 @@ def _build_args(sim: str, waves: bool) -> list[str]:
     return list(ICARUS_BUILD_ARGS)
 
 
-def _waivers(sim: str) -> str:
-    return WAIVERS.read_text() if sim == "verilator" and WAIVERS.exists() else ""
+def _control_files(sim: str) -> dict[str, str]:
+    """The Verilator configuration files of a build, {name in the build dir: text}: the
+    lint waivers and the VPI visibility (PUBLIC, required: without it cocotb finds no
+    root handle). Empty for Icarus."""
+    if sim != "verilator":
+        return {}
+    files = ([WAIVERS] if WAIVERS.exists() else []) + [PUBLIC]
+    return {f.name: f.read_text() for f in files}
 
 
 def _stamp(sim: str, text: str, build_args: list[str], waves: bool) -> str:
     h = hashlib.sha256()
     make = VERILATOR_MAKE_OVERRIDES if sim == "verilator" else ""
-    for part in (sim, text, _waivers(sim), " ".join(build_args), make, str(waves),
+    vlt = "".join(f"{name}\0{body}\0" for name, body in _control_files(sim).items())
+    for part in (sim, text, vlt, " ".join(build_args), make, str(waves),
                  sys.executable):
         h.update(part.encode())
         h.update(b"\0")
@@ -300,12 +317,12 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
             sources.append(dump)
             args = args + ["-s", ICARUS_DUMP_MODULE]
             build_waves = False
-        waivers = _waivers(sim)
-        if waivers:
+        controls = _control_files(sim)
+        if controls:
             from cocotb_tools.runner import VerilatorControlFile
-            vlt = bdir / "lint_waivers.vlt"
-            _write_if_changed(vlt, waivers)
-            sources = [VerilatorControlFile(vlt), vfile]
+            for name, body in controls.items():
+                _write_if_changed(bdir / name, body)
+            sources = [VerilatorControlFile(bdir / name) for name in controls] + [vfile]
         runner = runner or _runner(sim)
         with _make_overrides(sim):
             runner.build(

