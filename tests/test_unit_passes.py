@@ -15,7 +15,7 @@ from amaranth import *
 from amaranth.sim import Simulator
 
 from aggswitch.params import Params
-from aggswitch.schedule import advance, first_period, start_phase
+from aggswitch.schedule import advance, first_period, start_phase, start_after
 from aggswitch.frame import buf_addr_bits
 from aggswitch.passes import (RMW_GAP, JOB_LEAD, PortPass, AccumulatorBanks, bank_rows,
                               port_job)
@@ -47,6 +47,47 @@ def test_schedule_arithmetic(ports):
             t0 = ev * ports + rv
             first = t0 + (ph - rv) % ports
             assert ctx.get(f) == (first // ports) % (1 << 32), (ev, rv, ph)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_start_after_ignores_stale_stamps():
+    """Constraints at or after the base delay the start to the latest of them; ones before
+    it, including stamps 2**32 periods old that look recent, never hold a pass back by more
+    than the horizon (here 2**8 periods)."""
+    base = Signal(32)
+    cs = [Signal(32, name=f"c{i}") for i in range(3)]
+    vs = [Signal(name=f"v{i}") for i in range(3)]
+    out = start_after(base, list(zip(vs, cs)), bits=8)
+    m = Module()
+    m.d.comb += Signal().eq(0)
+    sim = Simulator(m)
+    M = 1 << 32
+    rng = random.Random(3)
+
+    def model(b, cons):
+        ahead = [(c - b) % M for v, c in cons if v]
+        ahead = [a for a in ahead if a < 256]
+        return (b + max(ahead, default=0)) % M
+
+    async def bench(ctx):
+        for _ in range(400):
+            b = rng.choice([0, 5, M - 3, (1 << 31) + 7, rng.getrandbits(32)])
+            cons = [(rng.getrandbits(1), (b + rng.choice([-100, -1, 0, 1, 17, 255, 256, 1 << 20,
+                                                           rng.getrandbits(32)])) % M)
+                    for _ in range(3)]
+            ctx.set(base, b)
+            for (v, c), sv, sc in zip(cons, vs, cs):
+                ctx.set(sv, v)
+                ctx.set(sc, c)
+            assert ctx.get(out) == model(b, cons), (b, cons)
+        # a valid constraint one period behind the base never wins, even near the wrap
+        ctx.set(base, 2)
+        ctx.set(vs[0], 1)
+        ctx.set(cs[0], M - 1)
+        ctx.set(vs[1], 0)
+        ctx.set(vs[2], 0)
+        assert ctx.get(out) == 2
     sim.add_testbench(bench)
     sim.run()
 

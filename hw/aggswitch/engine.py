@@ -33,7 +33,7 @@ from .params import (Params, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
                      MX_SCALE_BYTES)
 from .frame import *
 from .codec import is_mx
-from .schedule import period_time, start_phase, later, advance, first_period
+from .schedule import start_phase, advance, first_period, start_after
 from .passes import RMW_GAP, JOB_LEAD, bank_rows, port_job, PortPass, AccumulatorBanks
 from .emitter import ResultEmitter
 
@@ -314,9 +314,9 @@ class AggregationEngine(wiring.Component):
         # After the emitter's previous round.
         emit_free_e = Signal(32)
         emit_free_r = Signal(range(P))
-        min_e = later(first_period(port_free_e[port], port_free_r[port], my_phase),
-                      later(Mux(dropping, 0, first_period(gap_e, gap_r, my_phase)),
-                            Mux(emits, first_period(emit_free_e, emit_free_r, my_phase), 0)))
+        after_port = first_period(port_free_e[port], port_free_r[port], my_phase)
+        after_slot = first_period(gap_e, gap_r, my_phase)
+        after_emit = first_period(emit_free_e, emit_free_r, my_phase)
 
         job = Signal(port_job(p))            # computed in DECIDE, registered as c_job
         m.d.comb += [
@@ -355,12 +355,16 @@ class AggregationEngine(wiring.Component):
         c_upd = Signal(meta_layout)
         c_other = Signal(meta_layout)
         c_job = Signal(port_job(p))
-        c_min_e = Signal(32)
+        c_after_port = Signal(32)
+        c_after_slot = Signal(32)
+        c_after_emit = Signal(32)
 
         # The earliest start the port's job queue can show the job in.
         lead_e, lead_r = advance(period, phase, JOB_LEAD, JOB_LEAD, P)
         start_e = Signal(32)
-        m.d.comb += start_e.eq(later(c_min_e, first_period(lead_e, lead_r, c_phase)))
+        m.d.comb += start_e.eq(start_after(first_period(lead_e, lead_r, c_phase),
+                                           [(1, c_after_port), (~c_dropping, c_after_slot),
+                                            (c_emits, c_after_emit)]))
         # A destination without room holds the decision back, unless its egress has been
         # stalled past the pause watchdog: that port's RESULT is then dropped and counted
         # (SPEC §7), so the ports sharing the round move on. The shadow bank keeps the sum
@@ -399,7 +403,9 @@ class AggregationEngine(wiring.Component):
                     c_port.eq(port), c_port_bit.eq(port_bit), c_phase.eq(my_phase), c_dest.eq(dest),
                     c_emits.eq(emits), c_adds.eq(adds), c_dropping.eq(dropping),
                     c_dup.eq(act_dup), c_resend.eq(act_resend),
-                    c_upd.eq(upd), c_other.eq(other), c_job.eq(job), c_min_e.eq(min_e),
+                    c_upd.eq(upd), c_other.eq(other), c_job.eq(job),
+                    c_after_port.eq(after_port), c_after_slot.eq(after_slot),
+                    c_after_emit.eq(after_emit),
                 ]
                 for n in range(P):
                     m.d.sync += getattr(self, f"eg_desc{n}").eq(rdescs[n])

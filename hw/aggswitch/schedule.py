@@ -13,7 +13,13 @@ Python over the small range of values they see.
 from amaranth import *
 from amaranth.lib import data
 
-__all__ = ["period_time", "start_phase", "not_before", "later", "advance", "first_period"]
+__all__ = ["HORIZON_BITS", "period_time", "start_phase", "not_before", "later", "advance",
+           "first_period", "start_after"]
+
+# A constraint on a pass's start is at most this many periods ahead of the earliest start
+# the decision could give it (a few queued jobs' worth); one further ahead is a stamp from
+# 2**32 periods ago seen modulo 2**32, and is ignored.
+HORIZON_BITS = 16
 
 
 def period_time(ports):
@@ -47,3 +53,16 @@ def advance(e, r, n, n_max, ports):
 def first_period(e, r, phase):
     """The first period whose cycle of phase `phase` is at or after the cycle (e, r)."""
     return (e + (phase < r))[:32]
+
+
+def start_after(base, constraints, bits=HORIZON_BITS):
+    """The period of a pass's start: `base` (the earliest the decision can give it), or
+    later to honour each (valid, period) of `constraints` that lies less than 2**bits
+    periods after `base`. Constraints before `base` (or implausibly far after it) do not
+    delay it."""
+    best = C(0, bits)
+    for valid, c in constraints:
+        d = (c - base)[:32]
+        ahead = Mux(valid & (d[bits:] == 0), d[:bits], 0)
+        best = Mux(ahead > best, ahead, best)
+    return (base + best)[:32]
