@@ -2,7 +2,8 @@
 
 Every register comes from `regmap.register_map`, so the RTL, the driver, the testbenches
 and docs/registers.md cannot disagree. Counters count the one-cycle event pulses the
-pipeline stages emit; each counter sees at most one event per cycle.
+pipeline stages emit: one per cycle for the per-port counters, one per result emitter for
+the global ones.
 """
 
 from amaranth import *
@@ -41,7 +42,8 @@ class ControlPlane(wiring.Component):
             "ev_drop_ingress": In(p.ports), "ev_drop_ingress_reason": In(3 * p.ports),
             "ev_drop_engine": In(p.ports), "ev_drop_engine_reason": In(3),
             "ev_drop_egress": In(p.ports),
-            "ev_result": In(1), "ev_overflow": In(1), "ev_nan": In(1),
+            # one bit per result emitter: rounds may complete on several ports at once
+            "ev_result": In(p.ports), "ev_overflow": In(p.ports), "ev_nan": In(p.ports),
         })
 
     def elaborate(self, platform):
@@ -95,9 +97,13 @@ class ControlPlane(wiring.Component):
                          | (self.ev_drop_engine[n] & (self.ev_drop_engine_reason == code)))
                 count(pre + f"DROP_{reason.upper()}", event)
             count(pre + "DROP_EGRESS_STALL", self.ev_drop_egress[n])
-        count("RESULTS", self.ev_result)
-        count("OVERFLOWS", self.ev_overflow)
-        count("NANS", self.ev_nan)
+        def count_all(name, events):
+            with m.If(events.any()):
+                m.d.sync += store[name].eq(store[name] + sum(events[i] for i in range(len(events))))
+
+        count_all("RESULTS", self.ev_result)
+        count_all("OVERFLOWS", self.ev_overflow)
+        count_all("NANS", self.ev_nan)
 
         # --- AXI4-Lite write channel -----------------------------------------------------
         # Address and data are taken together; one response outstanding at a time.

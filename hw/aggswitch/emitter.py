@@ -1,10 +1,11 @@
 """Result emitter: the sums of a completing (or resent) round, one accumulator line per
-cycle from whichever port's pass carries them, encoded in the round's dtype and packed
-into payload beats for the destination ports' egress FIFOs.
+cycle from one port's passes, encoded in the round's dtype and packed into payload beats
+for the destination ports' egress FIFOs.
 
-The decision stage never lets two emitting passes overlap, so at most one port offers a
-line in any cycle and an AND-OR selects it. A round's lines arrive on consecutive cycles,
-which the MX block window of the encoder relies on.
+Every port has one. The decision stage never lets two emitting passes that share a
+destination overlap, so each egress FIFO takes beats from at most one emitter per cycle
+(the engine ORs them). A round's lines arrive on consecutive cycles, which the MX block
+window of the encoder relies on.
 """
 
 from amaranth import *
@@ -36,7 +37,7 @@ class ResultEmitter(wiring.Component):
     def __init__(self, p: Params):
         self.p = p
         super().__init__({
-            "lines": In(emit_line(p)).array(p.ports),
+            "line_in": In(emit_line(p)),
             "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
             "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
             "eg_done_scales": Out(8 * p.mx_blocks),
@@ -46,16 +47,8 @@ class ResultEmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.p
-        P = p.ports
-        layout = emit_line(p)
 
-        # The one port emitting this cycle (none, or exactly one).
-        emitting = Signal(layout)
-        picked = [Mux(self.lines[n].valid, self.lines[n].as_value(), 0) for n in range(P)]
-        acc = picked[0]
-        for v in picked[1:]:
-            acc = acc | v
-        m.d.comb += emitting.eq(acc)
+        emitting = self.line_in
 
         m.submodules.encoder = enc = LineEncoder(p)
         # Lanes below `count`: line k is full below the count's line, partial on it.

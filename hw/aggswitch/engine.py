@@ -112,12 +112,12 @@ class AggregationEngine(wiring.Component):
             # egress: descriptors at decision time, then payload beats, then `done`
             "eg_desc_en": Out(p.ports), "eg_room": In(p.ports),
             "eg_expired": In(p.ports),                  # past the pause watchdog (SPEC §7)
-            "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
-            "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
-            "eg_done_scales": Out(8 * p.mx_blocks),     # MX: the RESULT's block scales
+            "eg_data": Out(p.data_width).array(p.ports), "eg_data_en": Out(p.ports),
+            "eg_done_en": Out(p.ports), "eg_done_overflow": Out(p.ports),
+            "eg_done_scales": Out(8 * p.mx_blocks).array(p.ports),  # MX: the block scales
             # events for the counters
             "ev_accept": Out(p.ports), "ev_drop": Out(p.ports), "ev_drop_reason": Out(3),
-            "ev_resend": Out(p.ports), "ev_result": Out(1), "ev_overflow": Out(1), "ev_nan": Out(1),
+            "ev_resend": Out(p.ports), "ev_result": Out(p.ports), "ev_overflow": Out(p.ports), "ev_nan": Out(p.ports),
             "ev_drop_egress": Out(p.ports),
         }
         for n in range(p.ports):
@@ -161,7 +161,6 @@ class AggregationEngine(wiring.Component):
 
         # --- per-port passes, accumulator banks, result emitter -----------------------
         m.submodules.banks = banks = AccumulatorBanks(p)
-        m.submodules.emitter = emitter = ResultEmitter(p)
         passes = []
         # Schedule time: `phase` counts cycles modulo the ports, `period` the wraps.
         phase = Signal(range(P))
@@ -188,15 +187,29 @@ class AggregationEngine(wiring.Component):
                 getattr(banks, f"wr_bank{n}").eq(ps.wr_bank),
                 getattr(banks, f"wr_row{n}").eq(ps.wr_row),
                 getattr(banks, f"wr_data{n}").eq(ps.wr_data),
-                emitter.lines[n].eq(ps.emit),
             ]
-        m.d.comb += [
-            self.eg_data.eq(emitter.eg_data), self.eg_data_en.eq(emitter.eg_data_en),
-            self.eg_done_en.eq(emitter.eg_done_en), self.eg_done_overflow.eq(emitter.eg_done_overflow),
-            self.eg_done_scales.eq(emitter.eg_done_scales),
-            self.ev_result.eq(emitter.ev_result), self.ev_overflow.eq(emitter.ev_overflow),
-            self.ev_nan.eq(emitter.ev_nan),
-        ]
+        # One result emitter per port. Emitting passes that share a destination never
+        # overlap (the schedule), so each egress port ORs what the emitters offer it.
+        emitters = []
+        for n in range(P):
+            em = ResultEmitter(p)
+            m.submodules[f"emitter{n}"] = em
+            emitters.append(em)
+            m.d.comb += [em.line_in.eq(passes[n].emit), self.ev_result[n].eq(em.ev_result),
+                         self.ev_overflow[n].eq(em.ev_overflow), self.ev_nan[n].eq(em.ev_nan)]
+        for d in range(P):
+            def offered(value, en):
+                out = 0
+                for em in emitters:
+                    out = out | Mux(getattr(em, en)[d], value(em), 0)
+                return out
+            m.d.comb += [
+                self.eg_data_en[d].eq(Cat(*[em.eg_data_en[d] for em in emitters]).any()),
+                self.eg_data[d].eq(offered(lambda em: em.eg_data, "eg_data_en")),
+                self.eg_done_en[d].eq(Cat(*[em.eg_done_en[d] for em in emitters]).any()),
+                self.eg_done_overflow[d].eq(offered(lambda em: em.eg_done_overflow, "eg_done_en")),
+                self.eg_done_scales[d].eq(offered(lambda em: em.eg_done_scales, "eg_done_en")),
+            ]
 
         # ======================= decide stage ========================================
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
@@ -311,12 +324,12 @@ class AggregationEngine(wiring.Component):
         port_free_r = Array(Signal(range(P), name=f"free_r{n}") for n in range(P))
         # RMW_GAP after the slot's previous pass (a drop does not touch the slot).
         gap_e, gap_r = advance(mb.last_e, mb.last_r, RMW_GAP, RMW_GAP, P)
-        # After the emitter's previous round.
-        emit_free_e = Signal(32)
-        emit_free_r = Signal(range(P))
+        # After the previous RESULT to each destination has been emitted.
+        dest_free_e = [Signal(32, name=f"dest_free_e{n}") for n in range(P)]
+        dest_free_r = [Signal(range(P), name=f"dest_free_r{n}") for n in range(P)]
         after_port = first_period(port_free_e[port], port_free_r[port], my_phase)
         after_slot = first_period(gap_e, gap_r, my_phase)
-        after_emit = first_period(emit_free_e, emit_free_r, my_phase)
+        after_dest = [first_period(dest_free_e[d], dest_free_r[d], my_phase) for d in range(P)]
 
         job = Signal(port_job(p))            # computed in DECIDE, registered as c_job
         m.d.comb += [
@@ -357,14 +370,15 @@ class AggregationEngine(wiring.Component):
         c_job = Signal(port_job(p))
         c_after_port = Signal(32)
         c_after_slot = Signal(32)
-        c_after_emit = Signal(32)
+        c_after_dest = [Signal(32, name=f"c_after_dest{d}") for d in range(P)]
 
         # The earliest start the port's job queue can show the job in.
         lead_e, lead_r = advance(period, phase, JOB_LEAD, JOB_LEAD, P)
         start_e = Signal(32)
         m.d.comb += start_e.eq(start_after(first_period(lead_e, lead_r, c_phase),
-                                           [(1, c_after_port), (~c_dropping, c_after_slot),
-                                            (c_emits, c_after_emit)]))
+                                           [(1, c_after_port), (~c_dropping, c_after_slot)]
+                                           + [(c_emits & c_dest[d], c_after_dest[d])
+                                              for d in range(P)]))
         # A destination without room holds the decision back, unless its egress has been
         # stalled past the pause watchdog: that port's RESULT is then dropped and counted
         # (SPEC §7), so the ports sharing the round move on. The shadow bank keeps the sum
@@ -405,7 +419,7 @@ class AggregationEngine(wiring.Component):
                     c_dup.eq(act_dup), c_resend.eq(act_resend),
                     c_upd.eq(upd), c_other.eq(other), c_job.eq(job),
                     c_after_port.eq(after_port), c_after_slot.eq(after_slot),
-                    c_after_emit.eq(after_emit),
+                    *[c_after_dest[d].eq(after_dest[d]) for d in range(P)],
                 ]
                 for n in range(P):
                     m.d.sync += getattr(self, f"eg_desc{n}").eq(rdescs[n])
@@ -419,8 +433,9 @@ class AggregationEngine(wiring.Component):
                     for n in range(P):
                         m.d.comb += passes[n].job_valid.eq(c_port_bit[n])
                     m.d.sync += [port_free_e[c_port].eq(end_e), port_free_r[c_port].eq(end_r)]
-                    with m.If(c_emits):
-                        m.d.sync += [emit_free_e.eq(end_e), emit_free_r.eq(end_r)]
+                    for d in range(P):
+                        with m.If(c_emits & c_dest[d]):
+                            m.d.sync += [dest_free_e[d].eq(end_e), dest_free_r[d].eq(end_r)]
                     with m.If(c_dropping):
                         m.d.comb += [self.ev_drop.eq(c_port_bit),
                                      self.ev_drop_reason.eq(Mux(c_dup, DROP_DUPLICATE, DROP_MISMATCH))]

@@ -125,10 +125,10 @@ class AggSwitch(wiring.Component):
                 ing.release.eq(getattr(eng, f"buf{n}_release")),
                 ing.release_beats.eq(getattr(eng, f"buf{n}_release_beats")),
                 # engine -> egress
-                eg.data_in.eq(eng.eg_data), eg.data_en.eq(eng.eg_data_en[n]),
+                eg.data_in.eq(eng.eg_data[n]), eg.data_en.eq(eng.eg_data_en[n]),
                 eg.desc_in.eq(getattr(eng, f"eg_desc{n}")), eg.desc_en.eq(eng.eg_desc_en[n]),
-                eg.done_en.eq(eng.eg_done_en[n]), eg.done_overflow.eq(eng.eg_done_overflow),
-                eg.done_scales.eq(eng.eg_done_scales),
+                eg.done_en.eq(eng.eg_done_en[n]), eg.done_overflow.eq(eng.eg_done_overflow[n]),
+                eg.done_scales.eq(eng.eg_done_scales[n]),
                 eng.eg_room[n].eq(eg.room), eng.eg_expired[n].eq(eg.expired),
                 eg.watchdog.eq(ctl.egress_watchdog),
                 eg.cycles.eq(ctl.cycles), eg.switch_mac.eq(ctl.switch_mac),
