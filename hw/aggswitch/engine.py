@@ -215,7 +215,8 @@ class AggregationEngine(wiring.Component):
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
         order = [getattr(self, f"head{n}_order") for n in range(P)]
         # The oldest queued frame of all. Taken once its descriptor shows.
-        any_queued, _, winner = oldest([(hvalid[n], order[n], n) for n in range(P)], P)
+        eligible = Signal(P)                 # heads PICK may take (all, unless frames are held)
+        any_queued, _, winner = oldest([(hvalid[n] & eligible[n], order[n], n) for n in range(P)], P)
         winner_shown = Signal()
         winner_desc = Signal(frame_descriptor(p))
         with m.Switch(winner):
@@ -355,45 +356,114 @@ class AggregationEngine(wiring.Component):
         other = Signal(meta_layout)
         m.d.comb += [other.eq(mo), other.bitmap.eq(Mux(adds, mo.bitmap & ~port_bit, mo.bitmap))]
 
-        # The decision as registered at the end of DECIDE, for COMMIT.
-        c_port = Signal(range(P))
-        c_port_bit = Signal(P)
-        c_phase = Signal(range(P))
-        c_dest = Signal(P)
-        c_emits = Signal()
-        c_adds = Signal()
-        c_dropping = Signal()
-        c_dup = Signal()
-        c_resend = Signal()
-        c_upd = Signal(meta_layout)
-        c_other = Signal(meta_layout)
-        c_job = Signal(port_job(p))
-        c_after_port = Signal(32)
-        c_after_slot = Signal(32)
-        c_after_dest = [Signal(32, name=f"c_after_dest{d}") for d in range(P)]
+        # The decision as registered at the end of DECIDE: everything COMMIT needs.
+        decision = data.StructLayout({
+            "port": range(P), "port_bit": P, "phase": range(P), "dest": P, "block": P,
+            "emits": 1, "adds": 1, "dropping": 1, "dup": 1, "resend": 1,
+            "gslot": len(lead.gslot), "bank": 1, "job_id": len(lead.job),
+            "src": addr_layout,
+            "upd": meta_layout, "other": meta_layout, "job": port_job(p),
+            "after_port": 32, "after_slot": 32, "after_dest": data.ArrayLayout(32, P),
+            "rdesc": data.ArrayLayout(rd, P),
+        })
+        fresh = Signal(decision)             # in DECIDE
+        m.d.comb += [
+            fresh.port.eq(port), fresh.port_bit.eq(port_bit), fresh.phase.eq(my_phase),
+            fresh.dest.eq(dest), fresh.block.eq(mask | port_bit),
+            fresh.emits.eq(emits), fresh.adds.eq(adds), fresh.dropping.eq(dropping),
+            fresh.dup.eq(act_dup), fresh.resend.eq(act_resend),
+            fresh.gslot.eq(lead.gslot), fresh.bank.eq(lead.bank), fresh.job_id.eq(lead.job),
+            fresh.src.eq(Cat(lead.src_mac, lead.src_ip, lead.src_port)),
+            fresh.upd.eq(upd), fresh.other.eq(other), fresh.job.eq(job),
+            fresh.after_port.eq(after_port), fresh.after_slot.eq(after_slot),
+        ]
+        for n in range(P):
+            m.d.comb += [fresh.after_dest[n].eq(after_dest[n]), fresh.rdesc[n].eq(rdescs[n])]
+        c = Signal(decision)                 # in COMMIT
+        for n in range(P):
+            m.d.comb += getattr(self, f"eg_desc{n}").eq(c.rdesc[n])
 
         # The earliest start the port's job queue can show the job in.
         lead_e, lead_r = advance(period, phase, JOB_LEAD, JOB_LEAD, P)
         start_e = Signal(32)
-        m.d.comb += start_e.eq(start_after(first_period(lead_e, lead_r, c_phase),
-                                           [(1, c_after_port), (~c_dropping, c_after_slot)]
-                                           + [(c_emits & c_dest[d], c_after_dest[d])
+        m.d.comb += start_e.eq(start_after(first_period(lead_e, lead_r, c.phase),
+                                           [(1, c.after_port), (~c.dropping, c.after_slot)]
+                                           + [(c.emits & c.dest[d], c.after_dest[d])
                                               for d in range(P)]))
         # A destination without room holds the decision back, unless its egress has been
         # stalled past the pause watchdog: that port's RESULT is then dropped and counted
         # (SPEC §7), so the ports sharing the round move on. The shadow bank keeps the sum
         # for the worker's retransmission (§5 rule 2).
         c_lost = Signal(P)
-        m.d.comb += c_lost.eq(Mux(c_emits, c_dest & ~self.eg_room & self.eg_expired, 0))
-        c_send = c_dest & ~c_lost
-        c_room = (c_dest & ~self.eg_room & ~self.eg_expired) == 0
+        m.d.comb += c_lost.eq(Mux(c.emits, c.dest & ~self.eg_room & self.eg_expired, 0))
+        c_send = c.dest & ~c_lost
+        c_room = (c.dest & ~self.eg_room & ~self.eg_expired) == 0
         job_ready = Cat(*[ps.job_ready for ps in passes])
+        can_commit = (job_ready & c.port_bit).any() & (~c.emits | c_room)
         push_job = Signal(port_job(p))
-        m.d.comb += [push_job.eq(c_job), push_job.e.eq(start_e),
-                     push_job.dest.eq(c_job.dest & ~c_lost)]
+        m.d.comb += [push_job.eq(c.job), push_job.e.eq(start_e),
+                     push_job.dest.eq(c.job.dest & ~c_lost)]
         for n in range(P):
             m.d.comb += passes[n].job.eq(push_job)
-        end_e, end_r = advance(start_e, c_phase, c_job.lines, p.slot_lines, P)
+        end_e, end_r = advance(start_e, c.phase, c.job.lines, p.slot_lines, P)
+
+        commit = Signal()
+        with m.If(commit):
+            m.d.comb += fready.eq(c.port_bit)
+            for n in range(P):
+                m.d.comb += passes[n].job_valid.eq(c.port_bit[n])
+            m.d.sync += [port_free_e[c.port].eq(end_e), port_free_r[c.port].eq(end_r)]
+            for d in range(P):
+                with m.If(c.emits & c.dest[d]):
+                    m.d.sync += [dest_free_e[d].eq(end_e), dest_free_r[d].eq(end_r)]
+            with m.If(c.dropping):
+                m.d.comb += [self.ev_drop.eq(c.port_bit),
+                             self.ev_drop_reason.eq(Mux(c.dup, DROP_DUPLICATE, DROP_MISMATCH))]
+            with m.Else():
+                m.d.comb += self.ev_accept.eq(c.port_bit)
+                with m.If(c.emits):
+                    m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost)]
+                with m.If(c.resend):
+                    m.d.comb += self.ev_resend.eq(c.port_bit & c_send)
+                # Both banks' metadata: the round, and the start of the slot's last pass
+                # for the schedule (a resend reads the slot too).
+                for b in range(2):
+                    m.d.comb += [meta_wr[b].addr.eq(c.gslot),
+                                 meta_wr[b].data.eq(Mux(c.bank == b, c.upd, c.other)),
+                                 meta_wr[b].en.eq(1)]
+                    with m.If(c.bank == b):
+                        m.d.comb += [meta_wr[b].data.last_e.eq(start_e),
+                                     meta_wr[b].data.last_r.eq(c.phase)]
+                for n in range(P):
+                    m.d.comb += [learned_wr[n].addr.eq(c.job_id), learned_wr[n].data.eq(c.src),
+                                 learned_wr[n].en.eq(c.port_bit[n])]
+
+        # A decision that a full destination holds back is dropped, not waited for, and
+        # its frame stays at the head of its queue to be decided again once that
+        # destination has room (or is past the watchdog). Meanwhile PICK takes only
+        # frames that cannot interact with it: `held` grows from its job's ports to every
+        # job connected to them through shared ports (one step per cycle; picking waits
+        # until it is complete), and a frame is taken only if it is from none of those
+        # ports and its job reaches none of them. So a stalled receiver holds back only
+        # its own job (and jobs sharing ports with it), and no RESULT overtakes another
+        # on any port (docs/SPEC.md §10.5, §10.10).
+        held = Signal(P)                     # ports whose jobs' frames wait
+        held_steps = Signal(range(p.jobs + 1))
+        held_for = Signal(P)                 # the full destinations they wait for
+        grown = held
+        for j in range(p.jobs):
+            mj = self.job_mask.word_select(j, P)
+            grown = grown | Mux((mj & held).any(), mj, 0)
+        with m.If(held_steps != 0):
+            m.d.sync += [held.eq(grown), held_steps.eq(held_steps - 1)]
+        # Retry as soon as one of those destinations can take a RESULT again.
+        with m.If(held_for.any() & ((held_for & ~self.eg_room & ~self.eg_expired) != held_for)):
+            m.d.sync += [held.eq(0), held_steps.eq(0), held_for.eq(0)]
+        holding = held.any()
+        unshown = (hvalid & ~fvalid).any()
+        for n in range(P):
+            mask_n = self.job_mask.word_select(fdesc[n].job, P)
+            m.d.comb += eligible[n].eq(~held[n] & ((mask_n & held) == 0))
 
         # ======================= decide control =====================================
         init_idx = Signal(range(p.slots + 1))
@@ -408,57 +478,25 @@ class AggregationEngine(wiring.Component):
 
             with m.State("PICK"):
                 m.d.comb += read_desc.eq(winner_desc)
-                with m.If(any_queued & winner_shown):
+                # While frames are held, the oldest eligible frame, once every queued
+                # head's job is known.
+                with m.If(any_queued & winner_shown & (~holding | ((held_steps == 0) & ~unshown))):
                     m.d.sync += port.eq(winner)
                     m.next = "DECIDE"
 
             with m.State("DECIDE"):
-                m.d.sync += [
-                    c_port.eq(port), c_port_bit.eq(port_bit), c_phase.eq(my_phase), c_dest.eq(dest),
-                    c_emits.eq(emits), c_adds.eq(adds), c_dropping.eq(dropping),
-                    c_dup.eq(act_dup), c_resend.eq(act_resend),
-                    c_upd.eq(upd), c_other.eq(other), c_job.eq(job),
-                    c_after_port.eq(after_port), c_after_slot.eq(after_slot),
-                    *[c_after_dest[d].eq(after_dest[d]) for d in range(P)],
-                ]
-                for n in range(P):
-                    m.d.sync += getattr(self, f"eg_desc{n}").eq(rdescs[n])
+                m.d.sync += c.eq(fresh)
                 m.next = "COMMIT"
 
             with m.State("COMMIT"):
                 # The frame's descriptor stays at the head of its FIFO until popped here,
                 # so the decision still holds.
-                with m.If((job_ready & c_port_bit).any() & (~c_emits | c_room)):
-                    m.d.comb += fready.eq(c_port_bit)
-                    for n in range(P):
-                        m.d.comb += passes[n].job_valid.eq(c_port_bit[n])
-                    m.d.sync += [port_free_e[c_port].eq(end_e), port_free_r[c_port].eq(end_r)]
-                    for d in range(P):
-                        with m.If(c_emits & c_dest[d]):
-                            m.d.sync += [dest_free_e[d].eq(end_e), dest_free_r[d].eq(end_r)]
-                    with m.If(c_dropping):
-                        m.d.comb += [self.ev_drop.eq(c_port_bit),
-                                     self.ev_drop_reason.eq(Mux(c_dup, DROP_DUPLICATE, DROP_MISMATCH))]
-                    with m.Else():
-                        m.d.comb += self.ev_accept.eq(c_port_bit)
-                        with m.If(c_emits):
-                            m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost)]
-                        with m.If(c_resend):
-                            m.d.comb += self.ev_resend.eq(c_port_bit & c_send)
-                        # Both banks' metadata: the round, and the start of the slot's last
-                        # pass for the schedule (a resend reads the slot too).
-                        for b in range(2):
-                            m.d.comb += [meta_wr[b].addr.eq(lead.gslot),
-                                         meta_wr[b].data.eq(Mux(lead.bank == b, c_upd, c_other)),
-                                         meta_wr[b].en.eq(1)]
-                            with m.If(lead.bank == b):
-                                m.d.comb += [meta_wr[b].data.last_e.eq(start_e),
-                                             meta_wr[b].data.last_r.eq(c_phase)]
-                        for n in range(P):
-                            m.d.comb += [learned_wr[n].addr.eq(lead.job),
-                                         learned_wr[n].data.eq(Cat(lead.src_mac, lead.src_ip,
-                                                                   lead.src_port)),
-                                         learned_wr[n].en.eq(c_port_bit[n])]
+                with m.If(can_commit):
+                    m.d.comb += commit.eq(1)
+                    m.next = "PICK"
+                with m.Elif(c.emits & ~c_room):
+                    m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
+                                 held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
                     m.next = "PICK"
         m.d.comb += self.ready.eq(~fsm.ongoing("INIT"))
         return m
