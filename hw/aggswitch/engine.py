@@ -361,7 +361,7 @@ class AggregationEngine(wiring.Component):
             "port": range(P), "port_bit": P, "phase": range(P), "dest": P, "block": P,
             "emits": 1, "adds": 1, "dropping": 1, "dup": 1, "resend": 1,
             "gslot": len(lead.gslot), "bank": 1, "job_id": len(lead.job),
-            "src": addr_layout,
+            "source": addr_layout,
             "upd": meta_layout, "other": meta_layout, "job": port_job(p),
             "after_port": 32, "after_slot": 32, "after_dest": data.ArrayLayout(32, P),
             "rdesc": data.ArrayLayout(rd, P),
@@ -373,7 +373,7 @@ class AggregationEngine(wiring.Component):
             fresh.emits.eq(emits), fresh.adds.eq(adds), fresh.dropping.eq(dropping),
             fresh.dup.eq(act_dup), fresh.resend.eq(act_resend),
             fresh.gslot.eq(lead.gslot), fresh.bank.eq(lead.bank), fresh.job_id.eq(lead.job),
-            fresh.src.eq(Cat(lead.src_mac, lead.src_ip, lead.src_port)),
+            fresh.source.eq(Cat(lead.src_mac, lead.src_ip, lead.src_port)),
             fresh.upd.eq(upd), fresh.other.eq(other), fresh.job.eq(job),
             fresh.after_port.eq(after_port), fresh.after_slot.eq(after_slot),
         ]
@@ -435,7 +435,7 @@ class AggregationEngine(wiring.Component):
                         m.d.comb += [meta_wr[b].data.last_e.eq(start_e),
                                      meta_wr[b].data.last_r.eq(c.phase)]
                 for n in range(P):
-                    m.d.comb += [learned_wr[n].addr.eq(c.job_id), learned_wr[n].data.eq(c.src),
+                    m.d.comb += [learned_wr[n].addr.eq(c.job_id), learned_wr[n].data.eq(c.source),
                                  learned_wr[n].en.eq(c.port_bit[n])]
 
         # A decision that a full destination holds back is dropped, not waited for, and
