@@ -31,27 +31,36 @@ def _positive(text):
     return v
 
 
-def parse_args(argv=None):
-    _ensure_paths()
+def add_param_args(ap):
+    """--ports, --data-width, --slots, --slot-elems, --jobs (defaults of SPEC §1)."""
     from aggswitch import Params
     d = Params()
-    ap = argparse.ArgumentParser(prog="python -m sim.allreduce", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--sim", choices=SIMULATORS, default="verilator")
-    ap.add_argument("--waves", type=int, choices=(0, 1), default=0, help="record waveforms")
-    ap.add_argument("--seed", type=int, default=None, help="random seed (default $AGGSWITCH_SEED or 1)")
-    ap.add_argument("--dtype", choices=DTYPE_NAMES, default="int32")
-    ap.add_argument("--elems", type=_positive, default=65536, help="elements per worker")
-    ap.add_argument("--ports", type=int, default=d.ports)
-    ap.add_argument("--data-width", type=int, default=d.data_width)
-    ap.add_argument("--slots", type=int, default=d.slots)
-    ap.add_argument("--slot-elems", type=int, default=d.slot_elems)
-    ap.add_argument("--jobs", type=int, default=d.jobs)
+    for f in ("ports", "data_width", "slots", "slot_elems", "jobs"):
+        ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=getattr(d, f))
+
+
+def parse_with_params(ap, argv=None):
+    """ap.parse_args(argv), with the parameter set of add_param_args as `.params`."""
+    from aggswitch import Params
     a = ap.parse_args(argv)
     try:
         a.params = Params(ports=a.ports, data_width=a.data_width, slots=a.slots,
                           slot_elems=a.slot_elems, jobs=a.jobs)
     except ValueError as e:
         ap.error(str(e))
+    return a
+
+
+def parse_args(argv=None):
+    _ensure_paths()
+    ap = argparse.ArgumentParser(prog="python -m sim.allreduce", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sim", choices=SIMULATORS, default="verilator")
+    ap.add_argument("--waves", type=int, choices=(0, 1), default=0, help="record waveforms")
+    ap.add_argument("--seed", type=int, default=None, help="random seed (default $AGGSWITCH_SEED or 1)")
+    ap.add_argument("--dtype", choices=DTYPE_NAMES, default="int32")
+    ap.add_argument("--elems", type=_positive, default=65536, help="elements per worker")
+    add_param_args(ap)
+    a = parse_with_params(ap, argv)
     from aggswitch.ingress import supported_dtypes
     if DTYPE_NAMES.index(a.dtype) not in supported_dtypes(a.params):
         ap.error(f"--dtype {a.dtype}: MX dtypes need data_width >= 256 (a 32-element "
