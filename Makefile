@@ -74,7 +74,7 @@ help:
 	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
 	@echo "  make bench     traffic patterns x dtypes on the exported RTL: accepted load, latency,"
 	@echo "                   every RESULT checked; table, build/bench/bench.json and bench.png"
-	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 48)"
+	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
 	@echo "                   BENCH_PATTERNS=lockstep,skew,jitter,random_order,loss,mixed_jobs,stalled_port"
 	@echo "                   BENCH_DTYPES=int32,fp32,...  BENCH_STALL=cycles  and the design parameters"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"

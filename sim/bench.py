@@ -25,7 +25,7 @@ from sim.runner import REPO, SIMULATORS, _ensure_paths, build_and_run
 
 PATTERNS = ("lockstep", "skew", "jitter", "random_order", "loss", "mixed_jobs",
             "stalled_port")
-DEFAULT_FRAMES = 48     # DATA frames per worker and pattern
+DEFAULT_FRAMES = 384    # DATA frames per worker and pattern: about 10 minutes at the defaults
 DEFAULT_STALL = 20000   # cycles the stalled port's tready is held low
 OUT_DIR = REPO / "build" / "bench"
 
@@ -111,7 +111,8 @@ def format_table(data: dict) -> str:
 
 
 def plot(data: dict, path: Path) -> bool:
-    """Grouped bar chart: accepted fraction per pattern (groups) and dtype (bars)."""
+    """Grouped bar chart: accepted fraction per pattern (groups) and dtype (bars); for
+    stalled_port, that of the ports outside the stalled port's job."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -121,13 +122,15 @@ def plot(data: dict, path: Path) -> bool:
     runs = data["runs"]
     patterns = list(dict.fromkeys(r["pattern"] for r in runs))
     dtypes = list(dict.fromkeys(r["dtype"] for r in runs))
-    val = {(r["pattern"], r["dtype"]): r["accepted"] for r in runs}
+    val = {(r["pattern"], r["dtype"]): r["stall"]["others_accepted"] if r.get("stall")
+           else r["accepted"] for r in runs}
     fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(patterns) + 2), 4.2))
     width = 0.8 / max(1, len(dtypes))
     for k, dt in enumerate(dtypes):
         xs = [i + (k - (len(dtypes) - 1) / 2) * width for i in range(len(patterns))]
         ax.bar(xs, [val.get((p, dt), 0.0) for p in patterns], width, label=dt)
-    ax.set_xticks(range(len(patterns)), patterns)
+    ax.set_xticks(range(len(patterns)), [p.replace("stalled_port", "stalled_port\n(other job)")
+                                         for p in patterns], fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.axhline(1.0, color="grey", linewidth=0.6)
     ax.set_ylabel("accepted fraction of line rate")

@@ -4,9 +4,10 @@ under the traffic patterns of issue 11, in every dtype the build admits.
 One worker host per port (per job) runs a SwitchML-style AllReduce of `frames` chunks of
 `slot_elems` elements (full frames): chunk i goes to job-relative slot i % W and bank
 (i // W) % 2 with seq i, W being the job's slot count (its window of outstanding slots);
-a host sends chunk i only once it holds the RESULT of chunk i - W, retransmits a chunk
-(RETX flag) whose RESULT has not come back `timeout` cycles after its last copy (doubling
-up to 8x), and otherwise sends back to back. Patterns (PATTERNS):
+a host sends chunk i only once it holds the RESULT of chunk i - W and otherwise sends back
+to back; where frames can be lost (loss, stalled_port) it also retransmits a chunk (RETX
+flag) whose RESULT has not come back `timeout` cycles after its last copy (doubling up to
+8x). Patterns (PATTERNS):
 
 * lockstep      every worker starts in the same cycle and walks the chunks in order;
 * skew          workers start 0..16 cycles apart, then back to back;
@@ -65,6 +66,7 @@ from tb.cocotb.harness import CLK_PERIOD_NS, INT32_MAX, start
 from tb.model import frames as F
 from tb.uvm.host import encode_values
 
+NEVER = float("inf")
 DTYPE_CODES = dict(zip(F.DTYPE_NAMES, F.DTYPES))
 FLOAT_SCALE = 24       # job scale of the float dtypes: N(0, 1) gradients at 2^-24
 LOSS = 0.05            # loss pattern: DATA and RESULT loss rates
@@ -96,7 +98,7 @@ class Host:
     rng: random.Random = None
     data_loss: float = 0.0
     result_loss: float = 0.0
-    timeout: int = 1000
+    timeout: int = 0       # retransmission timeout in cycles (0: never retransmit)
     results: set = field(default_factory=set)
     pending: dict = field(default_factory=dict)
     stats: dict = field(default_factory=lambda: dict.fromkeys(
@@ -163,8 +165,8 @@ async def run_host(tb, h: Host, max_retries: int = 40):
             i = next((k for k in todo[:h.window] if h.eligible(k)), None)
         if i is None:
             h.event.clear()
-            nxt = min((p.deadline for p in h.pending.values()), default=now + 1000)
-            await First(h.event.wait(), ClockCycles(clk, max(1, min(nxt - now, 1000))))
+            nxt = min((p.deadline for p in h.pending.values()), default=NEVER)
+            await First(h.event.wait(), ClockCycles(clk, int(max(1, min(nxt - now, 1000)))))
             continue
         gap = h.gaps[n_sent % len(h.gaps)] if h.gaps else 0
         if gap:
@@ -189,7 +191,7 @@ async def run_host(tb, h: Host, max_retries: int = 40):
             h.stats["sent"] += 1
             frame = h.frames[i]
             p = h.pending[i] = _Pending(0, h.timeout)
-        p.deadline = tb.cycle + p.timeout
+        p.deadline = tb.cycle + p.timeout if p.timeout else NEVER
         if h.data_loss and h.rng.random() < h.data_loss:
             # Lost on the way to the switch: the port sees no frame for its length.
             h.stats["data_lost"] += 1
@@ -222,9 +224,11 @@ def make_hosts(tb, pattern: str, dtype: int, frames: int, key: str, jobs) -> lis
     se = tb.p.slot_elems
     scale = 0 if dtype == F.INT32 else FLOAT_SCALE
     beats = -(-(F.HDR_LEN + F.payload_len(dtype, se)) // tb.beat_bytes)
-    # Retransmission timeout: a few times the worst queueing a frame can see when the
-    # engine applies one frame per pass (every port's frames ahead of it), plus latency.
-    timeout = 8 * (tb.latency + tb.ports * (tb.p.slot_lines + beats + 4))
+    # Retransmission timeout, where frames can be lost (loss) or dropped (a stalled egress
+    # past a pause watchdog): a few times the worst queueing a frame sees when the engine
+    # applies one frame per pass (every port's frames ahead of it), plus latency. Elsewhere
+    # nothing is lost and hosts wait for their RESULTs however long they take.
+    timeout = 4 * (tb.latency + tb.ports * (tb.p.slot_lines + beats + 4))
     hosts = []
     for job, ports, _, slot_count in jobs:
         for port in ports:
@@ -237,7 +241,7 @@ def make_hosts(tb, pattern: str, dtype: int, frames: int, key: str, jobs) -> lis
                   for i in range(frames)]
             order = list(range(frames))
             h = Host(port=port, job=job, rank=rank, window=slot_count, frames=fr, order=order,
-                     rng=r, timeout=timeout)
+                     rng=r, timeout=timeout if pattern in ("loss", "stalled_port") else 0)
             if pattern == "skew":
                 h.start = r.randint(0, 16)
             elif pattern == "jitter":
