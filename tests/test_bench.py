@@ -1,0 +1,68 @@
+"""`make bench` machinery (sim/bench.py, tb/cocotb/test_bench.py) on a small parameter set:
+two patterns, two dtypes and a few frames produce the JSON with accepted fractions in
+(0, 1] and checked RESULTs; and a RESULT corrupted on its way to the checker (the test
+hook flips one payload bit) is reported as a mismatch and fails the run.
+
+The parameter set is one the RTL regression builds anyway (tests/test_rtl.py MX_SMALL:
+three ports, 256 bits, MX), so this adds no simulator build of its own. Both runs share
+one cocotb output directory, so they run one after the other in one test.
+"""
+
+import json
+
+import pytest
+
+from sim import bench
+from sim.toolchain import available_simulators
+from tests.test_rtl import MX_SMALL
+
+SIMS = available_simulators()
+
+
+def _param_args(p):
+    return ["--ports", str(p.ports), "--data-width", str(p.data_width), "--slots",
+            str(p.slots), "--slot-elems", str(p.slot_elems), "--jobs", str(p.jobs)]
+
+
+@pytest.mark.skipif(not SIMS, reason="no simulator available")
+def test_bench_small(tmp_path, capsys):
+    sim = SIMS[0]
+    base = ["--sim", sim, "--frames", "10", "--stall", "1500", "--seed", "3"] + _param_args(MX_SMALL)
+
+    # --- a clean run: two patterns x two dtypes
+    out = tmp_path / "clean"
+    rc = bench.main(base + ["--patterns", "lockstep,stalled_port", "--dtypes", "int32,mxint8",
+                            "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    data = json.loads((out / "bench.json").read_text())
+    runs = {(r["pattern"], r["dtype"]): r for r in data["runs"]}
+    assert set(runs) == {(p, d) for p in ("lockstep", "stalled_port") for d in ("int32", "mxint8")}
+    for r in runs.values():
+        assert 0 < r["accepted"] <= 1, r
+        assert 0 < r["presented"] <= 1, r
+        assert all(0 <= x <= 1 for x in r["per_port"]), r
+        assert r["results_checked"] > 0 and r["mismatches"] == 0 and not r["errors"], r
+        assert r["latency"]["min"] >= data["latency_documented"], r
+    s = runs[("stalled_port", "int32")]["stall"]
+    assert s["port"] == MX_SMALL.ports - 1 and 0 < s["others_accepted"] <= 1
+    assert "rx" in s["counters_at_stall_end"]
+    assert data["mismatches"] == 0 and data["passed"]
+    assert "lockstep" in text and "PASS" in text
+    try:
+        import matplotlib  # noqa: F401
+        assert (out / "bench.png").stat().st_size > 0
+    except ImportError:
+        pass
+
+    # --- one flipped bit in the checker's copy of the first RESULT: reported, run fails
+    out = tmp_path / "flip"
+    rc = bench.main(base + ["--patterns", "lockstep", "--dtypes", "int32", "--out", str(out),
+                            "--flip-result", "1"])
+    text = capsys.readouterr().out
+    assert rc == 1, text
+    data = json.loads((out / "bench.json").read_text())
+    assert data["mismatches"] == 1 and not data["passed"]
+    (run,) = data["runs"]
+    assert any("differs" in e for e in run["errors"]), run["errors"]
+    assert "FAIL" in text
