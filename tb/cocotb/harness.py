@@ -186,6 +186,7 @@ class Epoch:
     egress: list = field(default_factory=list)    # per port list of EgressRecord
     allow_missing: bool = False                   # closed by a reset that cut results
     counters: object = None
+    egress_dropped: dict = field(default_factory=dict)  # port -> Expected the watchdog dropped
 
 
 class AxilError(Exception):
@@ -749,26 +750,27 @@ class TB:
         await self.driver.set_switch_address(mac, ip, agg_port)
         self.model.switch_mac, self.model.switch_ip, self.model.agg_port = mac, ip, agg_port
 
-    async def check_counters(self, egress_drops: dict | None = None) -> list[str]:
+    async def check_counters(self) -> list[str]:
         """Read every counter (SPEC §8, §10.7) and compare with the golden model's for this
         epoch (both are cleared by reset). Call once the switch has settled. Returns and
         records the differences.
 
         The golden model is untimed, so it cannot know which RESULTs the pause watchdog
-        drops (docs/SPEC.md §10.10): `egress_drops` {port: n} says how many RESULTs (none
-        of them resends) a test saw go missing on a port. The switch must then count
-        exactly n under DROP_EGRESS_STALL and n fewer under TX; elsewhere both as the
-        model."""
+        drops (docs/SPEC.md §10.10): for the RESULTs reconcile_egress_drops took out, the
+        switch must count each under DROP_EGRESS_STALL and not under TX (nor, for a
+        resend, under RESENT)."""
         if self.driver is None:
             return []
-        egress_drops = egress_drops or {}
         got = await self.driver.counters()
         c = self.model.counters
         errs = []
         for n in range(self.ports):
-            lost = egress_drops.get(n, 0)
+            dropped = self.epoch.egress_dropped.get(n, [])
+            lost = len(dropped)
+            lost_resends = sum(1 for e in dropped
+                               if F.parse_frame(e.frame).hdr.flags & F.FLAG_UNICAST)
             exp = {"rx": c.rx[n], "accepted": c.accepted[n], "tx": c.tx[n] - lost,
-                   "resent": c.resent[n], "drop_egress_stall": lost}
+                   "resent": c.resent[n] - lost_resends, "drop_egress_stall": lost}
             for code, reason in enumerate(F.DROP_REASONS):
                 exp[f"drop_{reason}"] = c.drops[code][n]
             for name, want in exp.items():
@@ -796,6 +798,27 @@ class TB:
                 for e, g in zip(ep.expected[p], ep.egress[p]):
                     out.append((e, g, (g.t_first - e.t_trigger) & COUNTER_MASK))
         return out
+
+    def reconcile_egress_drops(self, port: int) -> int:
+        """After the pause watchdog dropped RESULTs on `port` (docs/SPEC.md §10.10), which
+        the untimed golden model cannot predict: take out of the epoch's expectations the
+        RESULTs the port never sent. What it did send must be, in order, exactly the
+        expected RESULTs minus some (none altered, none reordered); otherwise nothing is
+        taken out and the scoreboard reports the difference. Returns how many were
+        dropped; check_counters expects them under DROP_EGRESS_STALL."""
+        expected, got = self.epoch.expected[port], self.epoch.egress[port]
+        kept, j = [], 0
+        for e in expected:
+            if j < len(got) and got[j].data == e.frame:
+                kept.append(e)
+                j += 1
+        if j != len(got):
+            self.error(f"port {port}: its RESULTs are not the golden model's minus some dropped")
+            return 0
+        self.epoch.expected[port] = kept
+        dropped = [e for e in expected if not any(e is k for k in kept)]
+        self.epoch.egress_dropped.setdefault(port, []).extend(dropped)
+        return len(dropped)
 
     def result_error(self, p: int, i: int, e: Expected, g: EgressRecord, label: str = "",
                      exact: bool | None = None) -> str | None:
@@ -835,7 +858,7 @@ class TB:
             elif len(exp) > len(got) and not ep.allow_missing:
                 for e in exp[len(got):][:4]:
                     errs.append(f"{label}port {p}: missing RESULT (due at cycle "
-                                f"{e.t_trigger + L}): {describe_frame(e.frame)}")
+                                f"{e.t_trigger + self.latency}): {describe_frame(e.frame)}")
                 if len(exp) - len(got) > 4:
                     errs.append(f"{label}port {p}: ... {len(exp) - len(got)} missing in all")
         return errs

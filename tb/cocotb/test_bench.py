@@ -414,6 +414,11 @@ async def run_pattern(tb, pattern: str, dtype: int, frames: int, stall: int, job
             tb.sinks[stalled].pause = False
     hosts_by_port.clear()
     t_hosts = tb.cycle
+    if stalled is not None:
+        # RESULTs the pause watchdog dropped (SPEC §7): the hosts recovered them by
+        # retransmission; the scoreboard checks the rest and the counters the number.
+        await tb.cycles(tb.quiet_cycles())
+        tb.reconcile_egress_drops(stalled)
     try:
         await tb.settle(timeout=budget)
     except AssertionError as e:
