@@ -813,7 +813,13 @@ class TB:
                 kept.append(e)
                 j += 1
         if j != len(got):
-            self.error(f"port {port}: its RESULTs are not the golden model's minus some dropped")
+            self.error(f"port {port}: its RESULTs are not the golden model's minus some dropped: "
+                       f"RESULT #{j} of {len(got)} ({describe_frame(got[j].data)}) is not among "
+                       f"the {len(expected)} expected after #{len(kept)} "
+                       f"({describe_frame(kept[-1].frame) if kept else 'none'})"
+                       + "".join(["\n  nearest expected:\n" + describe_diff(e.frame, got[j].data)
+                                  for e in expected[len(kept):]
+                                  if e.frame[42:54] == got[j].data[42:54]][:1]))
             return 0
         self.epoch.expected[port] = kept
         dropped = [e for e in expected if not any(e is k for k in kept)]

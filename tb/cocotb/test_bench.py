@@ -22,7 +22,10 @@ flag) whose RESULT has not come back `timeout` cycles after its last copy (doubl
                 (configured over AXI4-Lite), both in lock-step;
 * stalled_port  mixed_jobs with the last port's m_axis_tready held low for `stall` cycles
                 from the start (long enough for the other job to finish many times over
-                on a switch that isolates it).
+                on a switch that isolates it), with the pause watchdog off
+                (EGRESS_WATCHDOG = 0): it measures how the stalled port's job is held
+                back and the other job is not; the watchdog's drops are tested in
+                tb/cocotb/test_isolation.py.
 
 Checks: every RESULT frame, byte for byte, against the golden model (the harness
 scoreboard: header, payload, order, nothing missing, latency at least the documented
@@ -387,6 +390,7 @@ async def run_pattern(tb, pattern: str, dtype: int, frames: int, stall: int, job
     t_start = tb.cycle
 
     if stalled is not None:
+        await tb.driver.write("EGRESS_WATCHDOG", 0)
         tb.sinks[stalled].pause = True
     tasks = [cocotb.start_soon(run_host(tb, h)) for h in hosts]
 
