@@ -63,7 +63,7 @@ help:
 	@echo "                   in build/coverage/; SIM=verilator|icarus  SEED=n (first seed, else random)"
 	@echo "                   and the design parameters below"
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
-	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
+	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
