@@ -21,6 +21,7 @@ WITH_VERILATOR := PY=$(PY) bash scripts/with-verilator
 # --- make sim -----------------------------------------------------------------
 SIM   ?= verilator
 WAVES ?= 0
+PCAP  ?= 0
 DTYPE ?= int32
 SEED  ?=
 ELEMS ?=
@@ -64,7 +65,7 @@ help:
 	@echo "                   and the design parameters below"
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
-	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
+	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
@@ -105,7 +106,7 @@ regress: $(STAMP)
 	    $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
 
 sim: $(STAMP)
-	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \
+	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --pcap $(PCAP) --dtype $(DTYPE) \
 	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
