@@ -70,7 +70,8 @@ help:
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
-	@echo "  make docs      regenerate docs/registers.md from the register map (hw/aggswitch/regmap.py)"
+	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json and docs/aggswitch_regs.h"
+	@echo "                   from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), core in a 5-pin wrapper) into $(SYNTH_DIR)/"
 	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
@@ -112,7 +113,7 @@ sim: $(STAMP)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
-	$(PY) -m aggswitch.regmap -o docs/registers.md
+	$(PY) -m aggswitch.regmap -o docs/registers.md --json docs/aggswitch_regs.json --c-header docs/aggswitch_regs.h
 
 verilog: $(STAMP)
 	@out=$(RTL_PATH); \
