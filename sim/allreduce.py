@@ -1,6 +1,6 @@
 """`make sim`: an AllReduce through the exported switch, with a summary.
 
-    python -m sim.allreduce [--sim verilator|icarus] [--waves 0|1] [--seed N] [--dtype int32]
+    python -m sim.allreduce [--sim verilator|icarus] [--waves 0|1] [--pcap 0|1] [--seed N] [--dtype int32]
                             [--elems N] [--ports N] [--data-width N] [--slots N]
                             [--slot-elems N] [--jobs N]
 
@@ -9,7 +9,8 @@ One worker per port all-reduces a random tensor of `--elems` elements, chunked i
 test tb/cocotb/test_allreduce.py describes the protocol). Every element is checked against
 a NumPy sum and every RESULT frame against the golden model. Prints elements, frames,
 cycles, throughput as a fraction of line rate, latency and mismatches; exits non-zero on
-any mismatch or failure. Outputs (log, summary JSON, waves) go to
+any mismatch or failure. Outputs (log, summary JSON, waves, and with --pcap 1 the capture
+test_allreduce.pcapng of every frame on every port, tb/pcap.py) go to
 sim/out/<params>/<sim>/test_allreduce/test_allreduce/.
 """
 
@@ -36,6 +37,8 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m sim.allreduce", description=__doc__.split("\n\n")[0])
     ap.add_argument("--sim", choices=SIMULATORS, default="verilator")
     ap.add_argument("--waves", type=int, choices=(0, 1), default=0, help="record waveforms")
+    ap.add_argument("--pcap", type=int, choices=(0, 1), default=0,
+                    help="capture every frame of every port as pcapng (tb/pcap.py)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default $AGGSWITCH_SEED or 1)")
     ap.add_argument("--dtype", choices=DTYPE_NAMES, default="int32")
     ap.add_argument("--elems", type=_positive, default=65536, help="elements per worker")
@@ -82,7 +85,7 @@ def format_summary(s: dict) -> str:
 
 def main(argv=None) -> int:
     a = parse_args(argv)
-    env = {"AGGSWITCH_ELEMS": a.elems, "AGGSWITCH_DTYPE": a.dtype}
+    env = {"AGGSWITCH_ELEMS": a.elems, "AGGSWITCH_DTYPE": a.dtype, "AGGSWITCH_PCAP": a.pcap}
     t0 = time.monotonic()
     res = build_and_run(a.params, a.sim, "tb.cocotb.test_allreduce", testcase="test_allreduce",
                         extra_env=env, seed=a.seed, waves=bool(a.waves))
@@ -101,6 +104,9 @@ def main(argv=None) -> int:
     if a.waves:
         waves = [f for f in (res.out_dir / "dump.vcd", res.out_dir / "aggswitch.fst") if f.exists()]
         print(f"  {'waves':<15}  {waves[0] if waves else '(none written)'}")
+    if a.pcap:
+        pcap = res.out_dir / "test_allreduce.pcapng"
+        print(f"  {'capture':<15}  {pcap if pcap.exists() else '(none written)'}")
     if not res.ok:
         print(res.summary(), file=sys.stderr)
         return 1

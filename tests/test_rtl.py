@@ -1,5 +1,6 @@
 """RTL regression: the cocotb tests of tb/cocotb/ (test_switch, test_tenants, test_dtypes)
-on every available simulator, for the default parameter set and two small non-default
+on every available simulator (Icarus with cocotb's default -g2012; test_switch also with
+-g2005), for the default parameter set and two small non-default
 ones (128-bit without MX; 256-bit with three ports for the compression datapath).
 
 The slowest tests at the default parameters on Icarus (ICARUS_REGRESS, about two thirds
@@ -86,6 +87,20 @@ RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim
 @pytest.mark.parametrize("sim,params,module,test", RUNS)
 def test_rtl(sim, params, module, test):
     res = build_and_run(params, sim, module, testcase=test)
+    assert res.ok, res.summary()
+
+
+# "icarus" above compiles with cocotb's default flags (-g2012, as a user's cocotb flow does);
+# the export must simulate the same in Verilog-2005 mode (hw/aggswitch/export.py), so the
+# main tests also run under -g2005, at the small parameter set.
+G2005_CASES = [(SMALL, TEST_MODULE, t) for t in TESTS if t in SMALL_TESTS]
+
+
+@pytest.mark.skipif("icarus" not in SIMS, reason="Icarus Verilog (iverilog) not installed")
+@pytest.mark.parametrize("params,module,test", G2005_CASES,
+                         ids=[f"{p.name()}-{t}" for p, _, t in G2005_CASES])
+def test_rtl_icarus_g2005(params, module, test):
+    res = build_and_run(params, "icarus-g2005", module, testcase=test)
     assert res.ok, res.summary()
 
 

