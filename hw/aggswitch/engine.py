@@ -213,10 +213,14 @@ class AggregationEngine(wiring.Component):
 
         # ======================= decide stage ========================================
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
-        order = [getattr(self, f"head{n}_order") for n in range(P)]
         # The oldest queued frame of all. Taken once its descriptor shows.
         eligible = Signal(P)                 # heads PICK may take (all, unless frames are held)
-        any_queued, _, winner = oldest([(hvalid[n] & eligible[n], order[n], n) for n in range(P)], P)
+        # Arrival order by the frames' 32-bit tlast cycles, not by the short commit tags:
+        # frames held back by a stalled destination (below) can stay queued while tags
+        # wrap, and a modular compare of cycle stamps is exact over 2**31 cycles. A head
+        # whose descriptor is not shown yet may be the oldest, so PICK waits for it.
+        any_queued, _, winner = oldest([(fvalid[n] & eligible[n], fdesc[n].t_last, n)
+                                        for n in range(P)], P)
         winner_shown = Signal()
         winner_desc = Signal(frame_descriptor(p))
         with m.Switch(winner):
@@ -480,7 +484,7 @@ class AggregationEngine(wiring.Component):
                 m.d.comb += read_desc.eq(winner_desc)
                 # While frames are held, the oldest eligible frame, once every queued
                 # head's job is known.
-                with m.If(any_queued & winner_shown & (~holding | ((held_steps == 0) & ~unshown))):
+                with m.If(any_queued & winner_shown & ~unshown & (~holding | (held_steps == 0))):
                     m.d.sync += port.eq(winner)
                     m.next = "DECIDE"
 
