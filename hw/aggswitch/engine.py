@@ -10,11 +10,12 @@ time per port and every port at once (docs/engine-v2.md).
              pass job on the frame's own port. COMMIT waits while the port's job queue or
              a destination's egress is full (a destination past the pause watchdog is
              dropped instead, docs/SPEC.md §10.10).
-    pass     per port (passes.PortPass): from the scheduled start, one accumulator line per
-             cycle through the rotating accumulator banks (passes.AccumulatorBanks);
+    pass     per port (passes.PortPass): from the scheduled start, one payload beat per
+             cycle in every dtype through the rotating accumulator banks
+             (passes.AccumulatorBanks);
              a completing or resent frame's sums go to the result emitter
              (emitter.ResultEmitter), which encodes them into the destinations' egress
-             FIFOs. A dropped frame is a one-line job that only frees its buffer, so every
+             FIFOs. A dropped frame is a one-beat job that only frees its buffer, so every
              port's buffer is freed in order.
 
 The schedule (schedule.py) keeps the sums exact without any arbitration: passes on one
@@ -32,7 +33,7 @@ from .params import (Params, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
                      FLAG_BANK, FLAG_UNICAST, FLAG_NAN, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      MX_SCALE_BYTES)
 from .frame import *
-from .codec import is_mx
+from .codec import is_mx, elem_shift
 from .schedule import start_phase, advance, first_period, start_after
 from .passes import RMW_GAP, JOB_LEAD, bank_rows, port_job, PortPass, AccumulatorBanks
 from .emitter import ResultEmitter
@@ -40,10 +41,12 @@ from .emitter import ResultEmitter
 from amaranth.lib.memory import Memory
 
 
-def line_count(p: Params, count):
-    """Accumulator lines of a round of `count` elements (one pass cycle each)."""
-    shift = (p.lanes - 1).bit_length()
-    return (count + (p.lanes - 1)) >> shift
+def beat_count(p: Params, dtype, count):
+    """Payload beats of a round of `count` elements in `dtype` (one pass cycle each)."""
+    lanes = (p.lanes - 1).bit_length()
+    return Mux(is_mx(dtype), (count + (4 * p.lanes - 1)) >> (lanes + 2),
+               Mux(dtype == DTYPE_BF16, (count + (2 * p.lanes - 1)) >> (lanes + 1),
+                   (count + (p.lanes - 1)) >> lanes))
 
 
 def payload_bytes(dtype, count):
@@ -195,7 +198,7 @@ class AggregationEngine(wiring.Component):
             em = ResultEmitter(p)
             m.submodules[f"emitter{n}"] = em
             emitters.append(em)
-            m.d.comb += [em.line_in.eq(passes[n].emit), self.ev_result[n].eq(em.ev_result),
+            m.d.comb += [em.beat_in.eq(passes[n].emit), self.ev_result[n].eq(em.ev_result),
                          self.ev_overflow[n].eq(em.ev_overflow), self.ev_nan[n].eq(em.ev_nan)]
         for d in range(P):
             def offered(value, en):
@@ -322,13 +325,20 @@ class AggregationEngine(wiring.Component):
             ]
 
         # --- the pass schedule (docs/engine-v2.md) -----------------------------------
-        lines = Signal(range(p.slot_lines + 1))
-        m.d.comb += lines.eq(Mux(dropping, 1, line_count(p, round_count)))
+        beats = Signal(range(p.slot_lines + 1))
+        m.d.comb += beats.eq(Mux(dropping, 1, beat_count(p, round_dtype, round_count)))
         # After the port's previous pass.
         port_free_e = Array(Signal(32, name=f"free_e{n}") for n in range(P))
         port_free_r = Array(Signal(range(P), name=f"free_r{n}") for n in range(P))
-        # RMW_GAP after the slot's previous pass (a drop does not touch the slot).
-        gap_e, gap_r = advance(mb.last_e, mb.last_r, RMW_GAP, RMW_GAP, P)
+        # RMW_GAP after the start of the slot's previous pass (a drop does not touch the
+        # slot). Passes of one round have one dtype and handle each word at the same offset
+        # from their starts. A new round in a denser dtype (more lines per beat) reaches
+        # the words sooner than the previous round's passes did, so it starts after the
+        # previous pass has ended (docs/engine-v2.md).
+        denser = act_new & (elem_shift(lead.dtype) > elem_shift(mb.dtype))
+        slot_gap = Signal(range(p.slot_lines + RMW_GAP + 1))
+        m.d.comb += slot_gap.eq(Mux(denser, beat_count(p, mb.dtype, mb.count) + RMW_GAP, RMW_GAP))
+        gap_e, gap_r = advance(mb.last_e, mb.last_r, slot_gap, p.slot_lines + RMW_GAP, P)
         # After the previous RESULT to each destination has been emitted.
         dest_free_e = [Signal(32, name=f"dest_free_e{n}") for n in range(P)]
         dest_free_r = [Signal(range(P), name=f"dest_free_r{n}") for n in range(P)]
@@ -338,7 +348,7 @@ class AggregationEngine(wiring.Component):
 
         job = Signal(port_job(p))            # computed in DECIDE, registered as c_job
         m.d.comb += [
-            job.lines.eq(lines),
+            job.beats.eq(beats),
             job.row_base.eq((lead.gslot * 2 + lead.bank) * bank_rows(p)),
             job.start.eq(lead.start), job.scales.eq(lead.scales),
             job.dtype.eq(round_dtype), job.scale.eq(round_scale), job.count.eq(round_count),
@@ -409,7 +419,7 @@ class AggregationEngine(wiring.Component):
                      push_job.dest.eq(c.job.dest & ~c_lost)]
         for n in range(P):
             m.d.comb += passes[n].job.eq(push_job)
-        end_e, end_r = advance(start_e, c.phase, c.job.lines, p.slot_lines, P)
+        end_e, end_r = advance(start_e, c.phase, c.job.beats, p.slot_lines, P)
 
         commit = Signal()
         with m.If(commit):
