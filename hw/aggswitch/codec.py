@@ -18,7 +18,7 @@ from .params import (Params, encoder_latency, DTYPE_INT32, DTYPE_FP32, DTYPE_BF1
 from .numerics import (ElementToFixed, FixedToFloatAny, MxBlockMagnitude, MxBlockScale,
                        MxLineEncoder, MX_BLOCK_INFO, sat_abs)
 
-__all__ = ["bswap32", "is_mx", "elem_shift", "elems_shift", "block_parts", "BeatDecoder",
+__all__ = ["bswap32", "is_mx", "elem_shift", "elems_shift", "beat_count", "block_parts", "BeatDecoder",
            "BeatEncoder"]
 
 
@@ -44,6 +44,15 @@ def mx_fmt(dtype):
 def elems_shift(p: Params, dtype):
     """log2 of the elements a beat carries in `dtype`: lanes, 2 x lanes or 4 x lanes."""
     return (p.lanes - 1).bit_length() + elem_shift(dtype)
+
+
+def beat_count(p: Params, dtype, count):
+    """Payload beats of `count` elements in `dtype` (the MX scale line not counted): one
+    pass cycle each."""
+    lanes = (p.lanes - 1).bit_length()
+    return Mux(is_mx(dtype), (count + (4 * p.lanes - 1)) >> (lanes + 2),
+               Mux(dtype == DTYPE_BF16, (count + (2 * p.lanes - 1)) >> (lanes + 1),
+                   (count + (p.lanes - 1)) >> lanes))
 
 
 def block_parts(p: Params):
