@@ -1,15 +1,17 @@
 """Aggregation engine: the shadow-bank slot memory of SPEC §5, one port's frames at a
 time per port and every port at once (docs/engine-v2.md).
 
-    decide   one frame at a time, in arrival order (docs/SPEC.md §10.3): PICK the oldest
-             queued frame over all ports (ties to the lowest port) and read both banks'
-             metadata of its slot and the learned addresses of its job; DECIDE its outcome
-             (new round / join / resend / duplicate / mismatch) and its pass schedule into
-             registers; COMMIT it: write the metadata and the learned address, pop the
-             descriptor, hand each destination port its RESULT descriptor, and queue the
-             pass job on the frame's own port. COMMIT waits while the port's job queue or
-             a destination's egress is full (a destination past the pause watchdog is
-             dropped instead, docs/SPEC.md §10.10).
+    decide   one frame at a time, in arrival order (docs/SPEC.md §10.3), in a three-stage
+             pipeline that takes a frame per cycle: PICK the oldest queued frame over all
+             ports (ties to the lowest port) into its port's lookahead queue and read both
+             banks' metadata of its slot and the learned addresses of its job; DECIDE its
+             outcome (new round / join / resend / duplicate / mismatch) and its pass
+             schedule, with COMMIT's writes forwarded; COMMIT it: write the metadata and
+             the learned address, hand each destination port its RESULT descriptor, and
+             queue the pass job on the frame's own port. COMMIT waits while the port's job
+             queue is full; a full destination abandons the decision and flushes the
+             stages behind it (a destination past the pause watchdog is dropped instead,
+             docs/SPEC.md §10.10).
     pass     per port (passes.PortPass): from the scheduled start, one payload beat per
              cycle in every dtype through the rotating accumulator banks
              (passes.AccumulatorBanks);
