@@ -169,7 +169,21 @@ def test_peakrdl_header_compiles_and_matches_map(tmp_path):
     p = Params()
     regs = register_map(p)
     regmap_rdl.c_header(RDL, tmp_path / "aggswitch_rdl.h")
-    program = c_program(regs, p)
+    # plus the README's example, run on a buffer standing for the register window
+    program = c_program(regs, p).replace("int main(void) { return 0; }", """\
+#include <stdint.h>
+
+static uint32_t example(volatile aggswitch_t *sw) {
+    sw->JOB1.PORT_MASK = 0xA & AGGSWITCH__JOB1__PORT_MASK__VALUE_bm;
+    return sw->PORT[2].DROP_WORKER;
+}
+
+int main(void) {
+    static uint32_t window[sizeof(aggswitch_t) / 4];
+    window[0x10A0 / 4] = 7;
+    uint32_t drops = example((volatile aggswitch_t *)window);
+    return !(drops == 7 && window[0x114 / 4] == 0xA);
+}""")
     assert program.count("_Static_assert") == 6 * len(regs) + 1
     build = cc_compile(tmp_path, program)
     assert build.returncode == 0, build.stderr
