@@ -416,7 +416,8 @@ def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: 
 
     test_args, plusargs = [], []
     if waves:
-        (odir / WAVES_FILE).unlink(missing_ok=True)
+        for stale in (WAVES_FILE, GTKW_FILE):
+            (odir / stale).unlink(missing_ok=True)
         if sim == "verilator":
             test_args = ["--trace-file", str(odir / WAVES_FILE)]
         else:
