@@ -104,22 +104,29 @@ def contribution(dtype: int, x, scale: int) -> np.ndarray:
     return decode(dtype, encode(dtype, x, count, scale), count, scale)[0][:x.size]
 
 
-def reduce_reference(dtype: int, tensors, scale: int, slot_elems: int) -> np.ndarray:
-    """The fixed-point result a correct switch returns for these workers' tensors: per
-    chunk, the contributions summed exactly, encoded as `dtype` and decoded again (int64)."""
-    tensors = [np.asarray(t).reshape(-1) for t in tensors]
-    n = tensors[0].size
+def result_of_sum(dtype: int, acc, scale: int, slot_elems: int) -> np.ndarray:
+    """The fixed-point result a correct switch returns for the exact sums `acc` of the
+    workers' contributions (any integer array): per chunk, saturated to int32, encoded as
+    `dtype` and decoded again (int64). For INT32 only the saturation."""
+    acc = np.asarray(acc).reshape(-1)
+    n = acc.size
     step = chunk_elems(dtype, slot_elems)
     out = np.zeros(n, dtype=np.int64)
     for a in range(0, n, step):
         b = min(n, a + step)
         count = padded(dtype, b - a)
-        acc = np.zeros(count, dtype=object)
-        for t in tensors:
-            acc = acc + decode(dtype, encode(dtype, t[a:b], count, scale), count, scale)[0].astype(object)
-        payload, _ = numerics.encode(dtype, acc, count, scale)
+        chunk = np.zeros(count, dtype=object)
+        chunk[:b - a] = [int(v) for v in acc[a:b]]
+        payload, _ = numerics.encode(dtype, chunk, count, scale)
         out[a:b] = decode(dtype, payload, count, scale)[0][:b - a]
     return out
+
+
+def reduce_reference(dtype: int, tensors, scale: int, slot_elems: int) -> np.ndarray:
+    """The fixed-point result a correct switch returns for these workers' tensors: the
+    contributions summed exactly, then :func:`result_of_sum` (int64)."""
+    acc = sum(contribution(dtype, t, scale).astype(object) for t in tensors)
+    return result_of_sum(dtype, acc, scale, slot_elems)
 
 
 def to_values(q: np.ndarray, scale: int) -> np.ndarray:
