@@ -100,8 +100,15 @@ def contribution(dtype: int, x, scale: int) -> np.ndarray:
     """What the switch adds for this worker's tensor `x` sent as `dtype`: the fixed-point
     values of its payload (int64)."""
     x = np.asarray(x).reshape(-1)
-    count = padded(dtype, x.size)
-    return decode(dtype, encode(dtype, x, count, scale), count, scale)[0][:x.size]
+    # An element's contribution depends only on itself (MX: on its 32-element block), so
+    # any cut into whole blocks gives the same; a payload holds at most MX_MAX_COUNT.
+    step = chunk_elems(dtype, F.MX_MAX_COUNT)
+    out = np.zeros(x.size, dtype=np.int64)
+    for a in range(0, x.size, step):
+        b = min(x.size, a + step)
+        count = padded(dtype, b - a)
+        out[a:b] = decode(dtype, encode(dtype, x[a:b], count, scale), count, scale)[0][:b - a]
+    return out
 
 
 def result_of_sum(dtype: int, acc, scale: int, slot_elems: int) -> np.ndarray:
