@@ -60,13 +60,17 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
+# --- make train -----------------------------------------------------------------
+STEPS ?=
+TORCH_PYTHON ?= /usr/bin/python3
+
 # --- make bench -----------------------------------------------------------------
 BENCH_FRAMES   ?=
 BENCH_PATTERNS ?=
 BENCH_DTYPES   ?=
 BENCH_STALL    ?=
 
-.PHONY: help venv test regress sim serve bench verilog docs lint synth clean distclean
+.PHONY: help venv test regress sim serve train bench verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -85,6 +89,12 @@ help:
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
 	@echo "                   SIM= SEED= and the design parameters below; prints the counters at exit"
+	@echo "  make train     PyTorch DDP on a small MLP, 1 worker process per port (TORCH_PYTHON, default"
+	@echo "                   $(TORCH_PYTHON): python3-torch, python3-sklearn): gloo float all-reduce vs the"
+	@echo "                   hook's quantisation summed by gloo on int64 vs the hook through the simulated"
+	@echo "                   switch; loss, accuracy, cycles per step, build/train/<dtype>.png"
+	@echo "                   DTYPE=int32|fp32|bf16|mxint8|...  LOSS=fraction  STEPS=n (default 300)  SIM= SEED="
+	@echo "                   design parameters (default PORTS=4 DATA_WIDTH=256 SLOTS=16 SLOT_ELEMS=64 JOBS=1)"
 	@echo "  make bench     traffic patterns x dtypes on the exported RTL: accepted load, latency,"
 	@echo "                   every RESULT checked; table, build/bench/bench.json and bench.png"
 	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
@@ -146,6 +156,10 @@ sim: $(STAMP)
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
 	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
+
+train: $(BENCH_STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.train --sim $(SIM) --dtype $(DTYPE) --loss $(LOSS) --python $(TORCH_PYTHON) \
+	    $(if $(SEED),--seed $(SEED)) $(if $(STEPS),--steps $(STEPS)) $(PARAM_ARGS)
 
 bench: $(BENCH_STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.bench --sim $(SIM) $(if $(SEED),--seed $(SEED)) \
