@@ -70,6 +70,8 @@ def parse_args(argv=None):
                     help="interpreter with torch and scikit-learn for the workers")
     ap.add_argument("--out", default=str(REPO / "build" / "train"))
     ap.add_argument("--print-every", type=int, default=25)
+    ap.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True,
+                    help="plot the loss curves (matplotlib, the `bench` extra)")
     for f, v in DEFAULT_PARAMS.items():
         ap.add_argument(f"--{f.replace('_', '-')}", type=int, default=v)
     a = ap.parse_args(argv)
@@ -278,11 +280,13 @@ def main(argv=None) -> int:
     res = analyse(ranks, summary, a)
     res["wall_seconds"] = time.monotonic() - t0
     (out / f"{tag}.json").write_text(json.dumps(res, indent=1))
-    png = out / f"{tag}.png"
-    plot(res, png)
+    outputs = [out / f"{tag}.json"]
+    if a.plot:
+        outputs.append(out / f"{tag}.png")
+        plot(res, outputs[-1])
     print()
     print(report(res, a.print_every))
-    print(f"\noutputs: {out / (tag + '.json')}, {png} ({res['wall_seconds']:.0f} s in all)")
+    print(f"\noutputs: {', '.join(map(str, outputs))} ({res['wall_seconds']:.0f} s in all)")
     print("PASS" if res["ok"] else "FAIL")
     return 0 if res["ok"] else 1
 
