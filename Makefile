@@ -34,6 +34,7 @@ export SIM WAVES
 SERVE_PORT ?= 16711
 LOSS       ?= 0
 IDLE       ?= 60
+SERVE_JOBS ?=
 
 # --- design parameters (SPEC section 1) -------------------------------------------
 # Only the ones given on the command line are passed on (`make verilog PORTS=2`); the
@@ -88,7 +89,9 @@ help:
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
-	@echo "                   SIM= SEED= and the design parameters below; prints the counters at exit"
+	@echo "                   SERVE_JOBS=\"J:MASK:BASE:COUNT ...\" job-table entries written first (job 0 at reset:"
+	@echo "                   every port, every slot)  SIM= SEED= and the design parameters below; prints the"
+	@echo "                   counters at exit"
 	@echo "  make train     PyTorch DDP on a small MLP, 1 worker process per port (TORCH_PYTHON, default"
 	@echo "                   $(TORCH_PYTHON): python3-torch, python3-sklearn): gloo float all-reduce vs the"
 	@echo "                   hook's quantisation summed by gloo on int64 vs the hook through the simulated"
@@ -155,7 +158,7 @@ sim: $(STAMP)
 
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
-	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
+	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(foreach j,$(SERVE_JOBS),--job $(j)) $(PARAM_ARGS)
 
 train: $(BENCH_STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.train --sim $(SIM) --dtype $(DTYPE) --loss $(LOSS) --python $(TORCH_PYTHON) \
