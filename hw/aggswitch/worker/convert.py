@@ -6,11 +6,11 @@ the job scale carried in every AGG header. A worker holding real values `x`:
 * INT32 sends ``q = RNE(x · 2^scale)``, saturated to int32; an integer tensor is taken as
   already fixed point (its elements must fit int32).
 * FP32 sends ``float32(x)``; the switch rounds it to the fixed-point grid itself.
-* BF16 and the MX dtypes send the encoding of ``q`` (the golden model's egress conversion,
-  `numerics.encode`), so the values sent lie on the job's fixed-point grid; MX chunks are
+* BF16 and the MX dtypes send the encoding of ``q`` (the switch's egress conversion,
+  `payload.encode`), so the values sent lie on the job's fixed-point grid; MX chunks are
   padded with zeros to whole 32-element blocks.
 
-A RESULT payload converts back with the ingress conversion (`numerics.decode`) to the
+A RESULT payload converts back with the ingress conversion (`payload.decode`) to the
 fixed-point sum and from there to reals, ``q · 2^-scale``. For INT32, FP32 and BF16 that
 is exactly the value on the wire; an MX element finer than ``2^-scale`` is rounded to the
 grid.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._golden import frames as F
-from ._golden import numerics
+from . import payload as pl
+from . import wire as F
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -87,13 +87,13 @@ def encode(dtype: int, x, count: int, scale: int) -> bytes:
     q[:x.size] = quantize(x, scale)
     if dtype == F.INT32:
         return q.astype(">i4").tobytes()
-    return numerics.encode(dtype, q, count, scale)[0]
+    return pl.encode(dtype, q, count, scale)[0]
 
 
 def decode(dtype: int, payload: bytes, count: int, scale: int) -> tuple[np.ndarray, bool]:
     """(fixed-point values ``q`` as int64, NaN flag) of a payload (the switch's ingress
     conversion)."""
-    return numerics.decode(dtype, payload, count, scale)
+    return pl.decode(dtype, payload, count, scale)
 
 
 def contribution(dtype: int, x, scale: int) -> np.ndarray:
@@ -124,7 +124,7 @@ def result_of_sum(dtype: int, acc, scale: int, slot_elems: int) -> np.ndarray:
         count = padded(dtype, b - a)
         chunk = np.zeros(count, dtype=object)
         chunk[:b - a] = [int(v) for v in acc[a:b]]
-        payload, _ = numerics.encode(dtype, chunk, count, scale)
+        payload, _ = pl.encode(dtype, chunk, count, scale)
         out[a:b] = decode(dtype, payload, count, scale)[0][:b - a]
     return out
 

@@ -14,7 +14,7 @@ with the same dtype and scale (DDP calls it for the same buckets in the same ord
 ``check=True`` verifies every bucket against the process group (gloo), costing two
 collectives per bucket, and records the outcome in ``state.checks``:
 
-* ``exact``: the switch's sum equals, bit for bit, the golden model's answer for the
+* ``exact``: the switch's sum equals, bit for bit, the answer of docs/SPEC.md §4 for the
   ranks' gradients (all-gathered): each chunk's contributions summed exactly and
   converted (aggswitch.worker.convert.reduce_reference); for INT32 this is the sum of the
   quantised gradients that gloo computes on int64, compared as well;
@@ -41,7 +41,7 @@ import torch.distributed as dist
 
 from . import convert
 from .client import Worker
-from ._golden import frames as F
+from . import wire as F
 
 # Largest rounding error of a result element, relative to the element (FP32, BF16) or to
 # the largest element of the bucket (MX: an element's error is bounded by its block's scale).
