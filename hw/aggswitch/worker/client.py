@@ -260,7 +260,7 @@ class Worker:
         if h.flags & F.FLAG_UNICAST:
             self.stats["unicast_results"] += 1
         q, _ = convert.decode(code, data[F.AGG_HDR_LEN:], c.count, scale)
-        return q, h.flags, int.from_bytes(h.reserved[:4], "big")
+        return q, h.flags, h.timestamp
 
     def _stuck(self, why: str, outstanding: dict) -> str:
         waiting = ", ".join(f"chunk {c.index} (slot {c.slot} bank {c.bank} seq {c.seq}, "
