@@ -160,18 +160,20 @@ def verilog_text(params) -> str:
         return _verilog_cache[params]
     _ensure_paths()
     cache = BUILD_ROOT / params.name() / f"export-{_sources_key(params)}.v"
-    if cache.exists():
-        text = cache.read_text()
-    else:
-        from aggswitch.export import generate
-        text = generate(params)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        for old in cache.parent.glob("export-*.v"):
-            if old != cache:
-                old.unlink(missing_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, cache)
+    # One process exports, the others (pytest-xdist workers) wait for its file: the default
+    # export takes minutes.
+    with _flock(cache.parent / ".export.lock", fcntl.LOCK_EX):
+        if cache.exists():
+            text = cache.read_text()
+        else:
+            from aggswitch.export import generate
+            text = generate(params)
+            for old in cache.parent.glob("export-*.v"):
+                if old != cache:
+                    old.unlink(missing_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, cache)
     _verilog_cache[params] = text
     return text
 
