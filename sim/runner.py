@@ -125,14 +125,16 @@ def build_dir_for(params, sim: str, waves: bool = False) -> Path:
     return BUILD_ROOT / params.name() / (f"{sim}-waves" if waves else sim)
 
 
-def out_dir_for(params, sim: str, test_module: str, testcase=None) -> Path:
+def out_dir_for(params, sim: str, test_module: str, testcase=None, waves: bool = False) -> Path:
+    """sim/out/<params>/<sim>[-waves]/<module>/<cases>: a run with waves has its own
+    directory, as its model has, so it never shares one with the same run without."""
     if testcase is None:
         tag = "all"
     elif isinstance(testcase, str):
         tag = testcase.replace(",", "+")
     else:
         tag = "+".join(testcase)
-    return OUT_ROOT / params.name() / sim / test_module.rsplit(".", 1)[-1] / tag
+    return OUT_ROOT / params.name() / (f"{sim}-waves" if waves else sim) / test_module.rsplit(".", 1)[-1] / tag
 
 
 _verilog_cache: dict = {}
@@ -404,7 +406,7 @@ def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: 
         seed = int(os.environ.get("AGGSWITCH_SEED", DEFAULT_SEED))
     runner = _runner(sim)
     bdir = build(params, sim, waves, runner)
-    odir = out_dir_for(params, sim, test_module, testcase)
+    odir = out_dir_for(params, sim, test_module, testcase, waves)
     odir.mkdir(parents=True, exist_ok=True)
     results_xml = odir / "results.xml"
     log_file = odir / "sim.log"
