@@ -39,6 +39,6 @@ def test_lint_clean(params, tmp_path):
     rtl = tmp_path / f"aggswitch_{params.name()}.v"
     rtl.write_text(verilog_text(params))
     res = lint.lint(rtl)
-    assert res.ok, (f"{len(res.diagnostics)} unwaived Verilator diagnostic(s) on {name} "
+    assert res.ok, (f"{len(res.diagnostics)} unwaived Verilator diagnostic(s) on {rtl.name} "
                     f"(fix the RTL, or add a commented waiver to rtl/lint_waivers.vlt):\n"
                     + res.output[-6000:])
