@@ -49,6 +49,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="only the quick subset (make test)")
     ap.add_argument("--only", help="comma-separated property sets")
     ap.add_argument("--mutants", action="store_true", help="run the mutants, each must FAIL")
+    ap.add_argument("--mutant", help="with --mutants: only these (comma-separated)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args(argv)
 
@@ -82,6 +83,8 @@ def main(argv=None):
         results = []
         for mu in mutants.MUTANTS:
             if args.only and mu.proof not in set(args.only.split(",")):
+                continue
+            if args.mutant and mu.name not in set(args.mutant.split(",")):
                 continue
             module = mutants.load(mu)
             proof, harness = harness_for_mutant(mu, module)

@@ -22,16 +22,15 @@ Environment (Assume):
 import sys
 
 from amaranth import *
-from amaranth.hdl import Assert, Assume, Cover
+from amaranth.hdl import Assert, Assume
 from amaranth.hdl._ast import AnySeq, AnyConst
 from amaranth.lib import data
-from amaranth.lib.memory import Memory
 
 from aggswitch.params import Params
 from aggswitch.engine import AggregationEngine, payload_bytes
 from aggswitch.ingress import supported_dtypes
 from aggswitch.frame import frame_descriptor, job_bits, slot_bits, count_bits
-from aggswitch.passes import PortPass, bank_rows
+from aggswitch.passes import PortPass
 from aggswitch.codec import is_mx
 
 from .common import elaborated, as_submodule, origin

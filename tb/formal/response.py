@@ -21,7 +21,7 @@ from amaranth.hdl import Assert, Assume, Cover
 from aggswitch.params import Params
 from aggswitch.engine import AggregationEngine
 
-from .common import ProofSet, reset_in_first_cycle, probe
+from .common import ProofSet, reset_in_first_cycle
 from .engine_env import EngineEnv, CUT
 
 PARAMS = Params(ports=2, data_width=128, slots=2, slot_elems=32, jobs=1)

@@ -32,18 +32,15 @@ slot within the proof's depth.
 """
 
 from amaranth import *
-from amaranth.hdl import Assert, Assume, Cover
+from amaranth.hdl import Assert, Cover
 from amaranth.lib import data
 
 from aggswitch.params import Params, DROP_MISMATCH, DROP_DUPLICATE
 from aggswitch.engine import AggregationEngine
-from aggswitch.frame import slot_meta
-from aggswitch.passes import bank_rows
+from aggswitch.frame import slot_meta, frame_descriptor, result_descriptor
+from aggswitch.passes import bank_rows, port_job
 
-from aggswitch.frame import frame_descriptor, result_descriptor
-from aggswitch.passes import port_job
-
-from .common import ProofSet, reset_in_first_cycle, past_valid, past, probe, struct_field
+from .common import ProofSet, reset_in_first_cycle, past, probe, struct_field
 from .engine_env import EngineEnv, CUT, LOOKAHEAD, frame_layout
 
 PARAMS = Params(ports=2, data_width=128, slots=2, slot_elems=32, jobs=1)
