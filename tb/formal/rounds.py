@@ -1,4 +1,4 @@
-"""Round bookkeeping of SPEC §5 on the aggregation engine, bounded model check.
+"""Round bookkeeping of SPEC §5 on the aggregation engine, proven by k-induction.
 
 The harness keeps an abstract shadow of every (slot, bank): the worker bitmap, whether its
 round is complete and the round's dtype, count, scale and seq, updated by the rules of
@@ -28,7 +28,12 @@ Properties (Assert), at every decision:
   the shadow's bitmap, completeness and round fields for every (slot, bank).
 
 Cover statements show each rule reachable, and two complete rounds on each bank of every
-slot within the proof's depth.
+slot (reached at step 16).
+
+The `pipeline` group states the invariants that make the induction close: the lookahead
+queues hold the frames the harness saw the engine take, DECIDE and COMMIT hold their
+queues' first frames, the metadata DECIDE sees is the shadow's as COMMIT leaves it, and
+COMMIT's registered decision is SPEC §5's for the shadow. With them, k = 4 suffices.
 """
 
 from amaranth import *
