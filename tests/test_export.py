@@ -24,16 +24,46 @@ def exported(params: Params) -> str:
     return verilog_text(params)
 
 
-@pytest.fixture
-def default_export():
-    return exported(Params())
-
-
-def test_committed_export_is_current(default_export):
+def test_committed_export_is_current():
+    """The committed file's first line names today's hardware sources. The simulation
+    runner uses the file itself when it does (sim/runner.py), so the tests run what a
+    user gets."""
+    from aggswitch.export import is_current, sources_key, stamp_of
     assert COMMITTED.exists(), "rtl/aggswitch.v is missing: run `make verilog` and commit it"
+    first = COMMITTED.read_text().split("\n", 1)[0]
+    assert stamp_of(first) is not None, f"rtl/aggswitch.v has no export stamp: {first[:100]}"
+    assert is_current(COMMITTED, Params()), (
+        f"rtl/aggswitch.v ({stamp_of(first)}) is out of date with hw/ "
+        f"({Params().name()}, {sources_key()}): run `make verilog` and commit the result")
+
+
+def test_sources_key_follows_the_hardware(tmp_path, monkeypatch):
+    """The key changes with a hardware source and with the parameters, not with the host
+    library (hw/aggswitch/worker/)."""
+    import aggswitch.export as export
+    base = export.sources_key(Params())
+    assert export.sources_key(SMALL) != base
+    pkg = tmp_path / "aggswitch"
+    for f in export.PACKAGE.rglob("*.py"):
+        dst = pkg / f.relative_to(export.PACKAGE)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.write_bytes(f.read_bytes())
+    monkeypatch.setattr(export, "PACKAGE", pkg)
+    assert export.sources_key(Params()) == base
+    (pkg / "worker" / "client.py").write_text("# edited\n", encoding="utf-8")
+    assert export.sources_key(Params()) == base
+    (pkg / "engine.py").write_bytes((pkg / "engine.py").read_bytes() + b"\n")
+    assert export.sources_key(Params()) != base
+
+
+# In `make regress`: exporting the defaults again takes minutes. `make test` checks the
+# stamp above, and the reproducibility of the export on the small set below.
+@pytest.mark.regress
+def test_committed_export_regenerates():
+    from aggswitch.export import generate
     # Compare bytes: the file is written with Path.write_text, i.e. UTF-8 and "\n".
-    assert COMMITTED.read_bytes() == default_export.encode(), (
-        "rtl/aggswitch.v is out of date with hw/: run `make verilog` and commit the result")
+    assert COMMITTED.read_bytes() == generate(Params()).encode(), (
+        "rtl/aggswitch.v differs from a fresh export: run `make verilog` and commit the result")
 
 
 def test_export_is_reproducible():

