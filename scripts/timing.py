@@ -351,52 +351,37 @@ class Analysis:
                     k += 1
             indeg[i] = k
         ready = [i for i in comb if indeg[i] == 0]
-        arr = {}               # net -> levels of the deepest path ending on it
-        pred = {}              # comb cell -> the input net on that path
-        ram_arr = {}           # net -> levels from a block-RAM output (absent: none)
-        ram_pred = {}
-        ram_src = {}           # net -> block of the RAM that path starts at
-        for n, (kind, ref) in start.items():
-            if kind == "ram":
-                ram_arr[n] = 0
-                ram_src[n] = self.owner[cells[ref][0]]
-        done = 0
+        order = []
         while ready:
             i = ready.pop()
-            done += 1
-            best, bn, rbest, rbn = 0, None, None, None
-            for n, w in comb_in[i]:
-                a = arr.get(n, 0) + w
-                if bn is None or a > best:
-                    best, bn = a, n
-                r = ram_arr.get(n)
-                if r is not None and (rbest is None or r + w > rbest):
-                    rbest, rbn = r + w, n
-            pred[i] = bn
-            if rbn is not None:
-                ram_pred[i] = rbn
+            order.append(i)
             for n in comb_out[i]:
-                if n < 0:
-                    continue
-                arr[n] = best
-                if rbest is not None:
-                    ram_arr[n] = rbest
-                    ram_src[n] = ram_src[rbn]
                 for u in users.get(n, ()):
                     indeg[u] -= 1
                     if indeg[u] == 0:
                         ready.append(u)
-        if done != len(comb):
+        if len(order) != len(comb):
             loop = [cells[i][1] for i in comb if indeg[i] > 0][:5]
-            raise RuntimeError(f"combinational loop through {len(comb) - done} cells, e.g. {loop}")
-        self.driver, self.start, self.arr, self.pred = driver, start, arr, pred
-        self.ram_arr, self.ram_pred = ram_arr, ram_pred
+            raise RuntimeError(f"combinational loop through {len(comb) - len(order)} cells, e.g. {loop}")
+        self.driver, self.start, self.comb_in, self.comb_out = driver, start, comb_in, comb_out
+        self.order, self.ends = order, ends
+        self.arr, self.pred = self.propagate(None)
+        ram = {n for n, (kind, _) in start.items() if kind == "ram"}
+        self.ram_arr, self.ram_pred = self.propagate(ram)
+        ram_src = {}           # net -> block of the RAM its deepest RAM path starts at
+        for n in ram:
+            ram_src[n] = self.owner[cells[start[n][1]][0]]
+        for i in order:
+            bn = self.ram_pred.get(i)
+            if bn is not None:
+                for n in comb_out[i]:
+                    ram_src[n] = ram_src[bn]
 
         # Deepest path per block of its end register, and from each block's RAM outputs.
         worst = {}
         by_reg = collections.defaultdict(dict)    # block -> end register -> deepest
         for n, i, pin in ends:
-            lv = arr.get(n, 0)
+            lv = self.arr.get(n, 0)
             blk = self.owner[cells[i][0]] if i is not None else ""
             if blk not in worst or lv > worst[blk][0]:
                 worst[blk] = (lv, n, i, pin)
@@ -407,7 +392,7 @@ class Analysis:
         self.by_reg = by_reg
         ram_worst = {}
         for n, i, pin in ends:
-            lv = ram_arr.get(n)
+            lv = self.ram_arr.get(n)
             if lv is None:
                 continue
             src_blk = ram_src[n]
@@ -415,10 +400,72 @@ class Analysis:
                 ram_worst[src_blk] = (lv, n, i, pin)
         self.ram_worst = ram_worst
 
-    def trace(self, net, ram=False):
+    def propagate(self, seeds, inside=None):
+        """Levels of the deepest path to every net: from every path start (seeds None), or
+        only from the nets in `seeds` (nets they do not reach are absent), and only through
+        the cells `inside` accepts (a cell index -> bool; None: all). Returns (arrival by
+        net, the input net of each cell on its deepest path)."""
+        arr, pred = {}, {}
+        if seeds is None:
+            get = lambda n: arr.get(n, 0)           # noqa: E731
+        else:
+            arr = {n: 0 for n in seeds}
+            get = arr.get
+        comb_in, comb_out = self.comb_in, self.comb_out
+        for i in (self.order if inside is None else filter(inside, self.order)):
+            best, bn = None, None
+            for n, w in comb_in[i]:
+                a = get(n)
+                if a is not None and (best is None or a + w > best):
+                    best, bn = a + w, n
+            if bn is None:
+                continue
+            pred[i] = bn
+            for n in comb_out[i]:
+                if n >= 0:
+                    arr[n] = best
+        return arr, pred
+
+    def internal(self, group):
+        """Deepest path that stays in the blocks of one top-level block of group `group`
+        (`ingress#`: ingress0, or ingress1, ...): what that stage's own logic contributes.
+        {block: (levels, net, end cell, pin)} and the predecessor map of the search."""
+        cells = self.d.cells
+        top = lambda blk: blk.split(".")[0] if blk else ""       # noqa: E731
+        seeds = {n for n, (kind, ref) in self.start.items()
+                 if kind in ("ff", "ram") and normalise(top(cells[ref][0])) == group}
+        # a path may not leave the top-level block it started in: cells of another one
+        # (even another copy of the same block) are not crossed
+        home = {}
+        for n in seeds:
+            home[n] = top(cells[self.start[n][1]][0])
+        arr, pred = self.propagate(seeds, inside=lambda i: normalise(top(cells[i][0])) == group)
+        # keep the paths whose cells all sit in the start's own copy
+        origin = dict(home)
+        for i in self.order:
+            bn = pred.get(i)
+            if bn is None:
+                continue
+            o = origin.get(bn)
+            for n in self.comb_out[i]:
+                origin[n] = o if o == top(cells[i][0]) else None
+        worst = {}
+        for n, i, pin in self.ends:
+            if i is None:
+                continue
+            blk = self.owner[cells[i][0]]
+            lv = arr.get(n)
+            if lv is None or origin.get(n) != top(blk):
+                continue
+            if blk not in worst or lv > worst[blk][0]:
+                worst[blk] = (lv, n, i, pin)
+        return worst, pred
+
+    def trace(self, net, ram=False, pred=None):
         """[(start kind, start ref, start net), (cell index, output net)...] of the deepest
         path ending on `net`."""
-        pred = self.ram_pred if ram else self.pred
+        if pred is None:
+            pred = self.ram_pred if ram else self.pred
         steps = []
         n = net
         seen = 0
@@ -459,8 +506,8 @@ class Analysis:
             return f"output {pin}"
         return f"{self.reg_name(i)} ({pin})"
 
-    def path_record(self, levels, net, i, pin, ram=False):
-        steps = self.trace(net, ram=ram)
+    def path_record(self, levels, net, i, pin, ram=False, pred=None):
+        steps = self.trace(net, ram=ram, pred=pred)
         kind, ref, snet = steps[0]
         cells = []
         for ci, onet in steps[1:]:
@@ -480,6 +527,11 @@ def analyse(netlist, top="aggswitch"):
     design = Design(netlist, top)
     a = Analysis(design)
     rows = {}
+    internal = {}
+    for group in sorted({normalise(b.split(".")[0] if b else "") for b in a.owner.values()}):
+        worst, pred = a.internal(group)
+        for blk, w in worst.items():
+            internal[blk] = (w, pred)
     for blk in sorted(set(a.owner.values())):
         key = normalise(blk)
         c = a.counts.get(blk, {})
@@ -488,7 +540,8 @@ def analyse(netlist, top="aggswitch"):
         r = a.ram_worst.get(blk)
         row = rows.setdefault(key, {"block": key, "instances": [], "lut4_eq": 0, "lut4": 0,
                                     "ccu2c": 0, "ff": 0, "ebr": 0, "lutram": 0,
-                                    "levels": None, "path": None, "ram_levels": None,
+                                    "levels": None, "path": None, "internal_levels": None,
+                                    "internal_path": None, "ram_levels": None,
                                     "ram_path": None})
         row["instances"].append(blk or "(top)")
         for field, value in (("lut4_eq", lut), ("lut4", c.get("LUT4", 0)),
@@ -499,6 +552,11 @@ def analyse(netlist, top="aggswitch"):
         if lv and (row["levels"] is None or lv[0] > row["levels"]):
             row["levels"] = lv[0]
             row["path"] = a.path_record(*lv)
+        if blk in internal:
+            (lv_i, n, i, pin), pred = internal[blk]
+            if row["internal_levels"] is None or lv_i > row["internal_levels"]:
+                row["internal_levels"] = lv_i
+                row["internal_path"] = a.path_record(lv_i, n, i, pin, pred=pred)
         for reg, e in a.by_reg.get(blk, {}).items():
             key_reg = normalise(reg)
             if key_reg not in row.setdefault("_regs", {}) or e[0] > row["_regs"][key_reg][0]:
@@ -555,14 +613,14 @@ def _path_line(path, width=None):
 
 
 def table(report):
-    lines = [f"{'block':32} {'n':>2} {'LUT4eq':>7} {'FF':>6} {'EBR':>4} {'LUTRAM':>6} "
-             f"{'levels':>6} {'RAM->':>5}  deepest path (start -> end register)"]
+    lines = [f"{'block':28} {'n':>2} {'LUT4eq':>7} {'FF':>6} {'EBR':>4} {'LUTRAM':>6} "
+             f"{'levels':>6} {'own':>4} {'RAM->':>5}  deepest path (start -> end register)"]
+    blank = lambda v: "" if v is None else v       # noqa: E731
     for r in report["blocks"]:
-        lv = "" if r["levels"] is None else r["levels"]
-        rl = "" if r["ram_levels"] is None else r["ram_levels"]
-        lines.append(f"{r['block']:32} {len(r['instances']):>2} {r['lut4_eq']:>7} {r['ff']:>6} "
-                     f"{r['ebr']:>4} {r['lutram']:>6} {lv!s:>6} {rl!s:>5}  "
-                     f"{_path_line(r['path'], 110)}")
+        lines.append(f"{r['block']:28} {len(r['instances']):>2} {r['lut4_eq']:>7} {r['ff']:>6} "
+                     f"{r['ebr']:>4} {r['lutram']:>6} {blank(r['levels'])!s:>6} "
+                     f"{blank(r['internal_levels'])!s:>4} {blank(r['ram_levels'])!s:>5}  "
+                     f"{_path_line(r['path'], 100)}")
     lines.append("")
     lines.append(f"{'top-level block (subtree)':32} {'n':>2} {'LUT4eq':>7} {'each':>7} {'FF':>7} "
                  f"{'EBR':>4} {'levels':>6}")
@@ -583,14 +641,18 @@ def markdown(report, meta):
            f"Yosys {meta['yosys_version']} `synth_ecp5 -noflatten`, {meta['yosys_seconds']:.0f} s; "
            f"path search {meta['analysis_seconds']:.0f} s (scripts/timing.py; how levels are "
            f"counted: README, \"Logic levels\").", "",
-           "| block | copies | LUT4-eq (each) | FF | EBR | LUTRAM | levels | from RAM | deepest path |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "levels: deepest path to a register of the block; own: of those, the deepest that "
+           "starts in the same top-level block; from RAM: deepest path from a block-RAM "
+           "output of the block (0: registered).", "",
+           "| block | copies | LUT4-eq (each) | FF | EBR | LUTRAM | levels | own | from RAM | deepest path |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    blank = lambda v: "" if v is None else v       # noqa: E731
     for r in report["blocks"]:
         p = r["path"]
         path = f"`{p['from']}` → `{p['to']}`" if p else ""
         out.append(f"| `{r['block']}` | {len(r['instances'])} | {r['lut4_eq']} | {r['ff']} | "
-                   f"{r['ebr']} | {r['lutram']} | {'' if r['levels'] is None else r['levels']} | "
-                   f"{'' if r['ram_levels'] is None else r['ram_levels']} | {path} |")
+                   f"{r['ebr']} | {r['lutram']} | {blank(r['levels'])} | "
+                   f"{blank(r['internal_levels'])} | {blank(r['ram_levels'])} | {path} |")
     out += ["", "| top-level block | copies | LUT4-eq total | each | FF | EBR | LUTRAM | levels |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for t in report["top_blocks"]:

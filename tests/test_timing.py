@@ -195,6 +195,34 @@ def test_hierarchy_is_flattened_into_blocks():
     assert sub_row["path"]["through"] == ["(top)", "sub#"]
 
 
+def test_own_levels_stay_in_one_top_level_block():
+    """`internal_levels` (the report's "own" column): the deepest path that starts and ends
+    in the same copy of a top-level block, not counting what arrives from another one."""
+    n = Net()
+    top = n.module("top", [("clk", "input")])
+    sub = n.module("top.sub", [("clk", "input"), ("i", "input"), ("o", "output")])
+    # inside: ri -> 2 LUTs -> ro; from outside: i -> 1 LUT -> ro (plus the 3 before it)
+    n.ff(sub, "ri", "x", "qi")
+    lut(n, sub, "a1", "n1", "qi")
+    lut(n, sub, "a2", "n2", "n1", "i")
+    n.ff(sub, "ro", "n2", "o")
+    n.ff(top, "r0", "x", "q0")
+    lut(n, top, "l0", "t0", "q0")
+    lut(n, top, "l1", "t1", "t0")
+    lut(n, top, "l2", "t2", "t1")
+    n.cell(top, "sub0", "top.sub", clk="clk", i="t2", o="out0")
+    # a second copy fed by the first one's output: a path between copies is not "own"
+    lut(n, top, "l3", "t3", "out0")
+    lut(n, top, "l4", "t4", "t3")
+    n.cell(top, "sub1", "top.sub", clk="clk", i="t4", o="out1")
+    rep, lv = levels(n)
+    row = {r["block"]: r for r in rep["blocks"]}
+    assert lv["sub#"] == 4                          # l0 l1 l2, then a2
+    assert row["sub#"]["internal_levels"] == 2      # a1 a2, inside one copy
+    assert row["sub#"]["internal_path"]["from"].startswith("sub")
+    assert row["(top)"]["internal_levels"] is None  # no register of the top's own
+
+
 def test_budget_file_and_check(tmp_path):
     f = tmp_path / "budget.txt"
     f.write_text("# comment\n\nengine  17  not yet pipelined\nfifo  8  issue budget\n")
