@@ -1,11 +1,13 @@
 """Amaranth-simulator unit tests of the per-port passes (docs/engine-v2.md).
 
 - The schedule arithmetic (schedule.py) against plain integer arithmetic on cycles.
-- Every port's PortPass on the shared AccumulatorBanks, with random INT32 rounds scheduled
-  as the decision stage schedules them (a port's passes back to back, passes on one slot
-  RMW_GAP cycles apart, emitting passes not overlapping): no two ports ever touch one bank
-  in a cycle, and the sums each completing pass emits are the exact column sums of its
-  round. Breaking the rule that keeps a slot's passes apart (a gap of 0) makes it fail.
+- Every port's PortPass on the shared AccumulatorBanks, with random rounds in INT32, BF16
+  and MXINT8 (1, 2 and 4 lines per beat) scheduled as the decision stage schedules them (a
+  port's passes back to back, passes on one slot RMW_GAP cycles apart, emitting passes not
+  overlapping): no two ports ever touch one bank in a cycle, and the sums each completing
+  pass emits are the exact column sums of its round. Breaking the rule that keeps a
+  slot's passes apart (a gap of 0) makes it fail.
+- The line rotation between beat order and the bank word (to_lines / to_beat).
 """
 
 import random
@@ -14,11 +16,11 @@ import pytest
 from amaranth import *
 from amaranth.sim import Simulator
 
-from aggswitch.params import Params
+from aggswitch.params import Params, DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8
 from aggswitch.schedule import advance, first_period, start_phase, start_after
 from aggswitch.frame import buf_addr_bits
-from aggswitch.passes import (RMW_GAP, JOB_LEAD, PortPass, AccumulatorBanks, bank_rows,
-                              port_job)
+from aggswitch.passes import (RMW_GAP, JOB_LEAD, WORD_LINES, PortPass, AccumulatorBanks,
+                              bank_rows, port_job, to_lines, to_beat)
 
 
 @pytest.mark.parametrize("ports", [2, 3, 4, 5])
@@ -125,11 +127,31 @@ class Passes(Elaboratable):
         return m
 
 
-def _plan(p, rng, rounds, gap):
-    """Random INT32 rounds over a few slots, every port contributing once per round in a
-    random order, scheduled like the decision stage does. Returns the per-port payload
-    beats, the jobs per port (with start cycles) and the expected emits."""
-    P, L = p.ports, p.slot_lines
+# Element codes per dtype: bytes per element, how to encode an integer value, its range.
+# MXINT8 with block scale 127 and scale 6 is the integer byte itself (v = b * 2**-6 * 2**6);
+# BF16 with scale 0 carries small integers exactly.
+def _elem_bytes(dtype, v):
+    if dtype == DTYPE_INT32:
+        return v.to_bytes(4, "big", signed=True)
+    if dtype == DTYPE_BF16:
+        if v == 0:
+            return b"\0\0"
+        sign, mag = (0x8000 if v < 0 else 0), abs(v)
+        e = mag.bit_length() - 1                       # |v| < 2**8: exact in BF16
+        mant = (mag << (7 - e)) & 0x7F
+        return (sign | ((e + 127) << 7) | mant).to_bytes(2, "big")
+    return (v & 0xFF).to_bytes(1, "big")
+
+
+_RANGE = {DTYPE_INT32: (-2**31, 2**31 - 1), DTYPE_BF16: (-255, 255), DTYPE_MXINT8: (-127, 127)}
+_SHIFT = {DTYPE_INT32: 0, DTYPE_BF16: 1, DTYPE_MXINT8: 2}
+
+
+def _plan(p, rng, rounds, gap, dtypes, dense_wait=True):
+    """Random rounds over a few slots, every port contributing once per round in a random
+    order, scheduled like the decision stage does. Returns the per-port payload beats,
+    the jobs per port (with start cycles) and the expected emits (beat-order sums)."""
+    P = p.ports
     payloads = [[] for _ in range(P)]
     jobs = [[] for _ in range(P)]
     expected = []
@@ -140,10 +162,14 @@ def _plan(p, rng, rounds, gap):
     room = 1 << buf_addr_bits(p)                       # beats a port's buffer addresses
     for k in range(rounds):
         gslot, bank = rng.randrange(min(p.slots, 3)), rng.getrandbits(1)
-        lines = rng.randint(1, L)
-        if len(payloads[0]) + lines > room:
+        dtype = rng.choice(dtypes)
+        per_beat = p.lanes << _SHIFT[dtype]
+        scale_beats = p.scale_beats if dtype == DTYPE_MXINT8 else 0
+        beats = rng.randint(1, -(-p.slot_elems // per_beat))
+        if len(payloads[0]) + beats + scale_beats > room:
             break
-        vals = {q: [[rng.randint(-2**31, 2**31 - 1) for _ in range(p.lanes)] for _ in range(lines)]
+        lo, hi = _RANGE[dtype]
+        vals = {q: [[rng.randint(lo, hi) for _ in range(per_beat)] for _ in range(beats)]
                 for q in range(P)}
         order = rng.sample(range(P), P)
         for i, q in enumerate(order):
@@ -151,30 +177,34 @@ def _plan(p, rng, rounds, gap):
             emits = i == P - 1
             t = max(now + JOB_LEAD, port_free[q])
             if (gslot, bank) in slot_last:
-                t = max(t, slot_last[gslot, bank] + gap)
+                last_t, last_beats, last_dtype = slot_last[gslot, bank]
+                # a denser dtype than the slot's last pass waits for that pass's end
+                denser = dense_wait and _SHIFT[dtype] > _SHIFT[last_dtype]
+                t = max(t, last_t + gap + (last_beats if denser else 0))
             if emits:
                 t = max(t, emit_free)
             t += (start_phase(q, P) - t) % P           # the port's phase
-            port_free[q] = t + lines
-            slot_last[gslot, bank] = t
+            port_free[q] = t + beats
+            slot_last[gslot, bank] = (t, beats, dtype)
             if emits:
-                emit_free = t + lines
+                emit_free = t + beats
             start = len(payloads[q])
+            payloads[q] += [0] * scale_beats           # the MX scale line (scales below)
             for line in vals[q]:
                 # big-endian elements, byte 0 of the beat in bits 7..0 (SPEC §2, §3)
-                beat = b"".join(v.to_bytes(4, "big", signed=True) for v in line)
+                beat = b"".join(_elem_bytes(dtype, v) for v in line)
                 payloads[q].append(int.from_bytes(beat, "little"))
-            jobs[q].append(dict(t=t, start=start, lines=lines, gslot=gslot, bank=bank,
-                                replace=i == 0, emit=emits))
-        sums = [[sum(vals[q][line][j] for q in range(P)) for j in range(p.lanes)]
-                for line in range(lines)]
+            jobs[q].append(dict(t=t, start=start, beats=beats, gslot=gslot, bank=bank,
+                                replace=i == 0, emit=emits, dtype=dtype))
+        sums = [[sum(vals[q][b][j] for q in range(P)) for j in range(per_beat)]
+                for b in range(beats)]
         expected.append((order[-1], sums))
     return payloads, jobs, expected
 
 
-def _run_passes(p, seed, gap):
+def _run_passes(p, seed, gap, dtypes=(DTYPE_INT32,), dense_wait=True):
     rng = random.Random(seed)
-    payloads, jobs, expected = _plan(p, rng, rounds=12, gap=gap)
+    payloads, jobs, expected = _plan(p, rng, rounds=12, gap=gap, dtypes=dtypes, dense_wait=dense_wait)
     depth = 1 << max(1, (max(len(b) for b in payloads) - 1).bit_length())
     payloads = [b + [0] * (depth - len(b)) for b in payloads]
     dut = Passes(p, payloads)
@@ -186,20 +216,24 @@ def _run_passes(p, seed, gap):
         # Each port's jobs go into its queue in order, as early as the queue takes them:
         # a job waits in the queue for its start cycle.
         queues = [list(jobs[q]) for q in range(P)]
-        end = max(j["t"] + j["lines"] for q in range(P) for j in jobs[q]) + 16
+        end = max(j["t"] + j["beats"] for q in range(P) for j in jobs[q]) + 16
         for cycle in range(end):
             for q in range(P):
                 ps = dut.passes[q]
                 ctx.set(ps.job_valid, 0)
                 if queues[q] and ctx.get(ps.job_ready):
                     j = queues[q].pop(0)
+                    mx = j["dtype"] == DTYPE_MXINT8
                     ctx.set(ps.job, port_job(p).const({
-                        "e": j["t"] // P, "lines": j["lines"],
+                        "e": j["t"] // P, "beats": j["beats"],
                         "row_base": (j["gslot"] * 2 + j["bank"]) * bank_rows(p),
-                        "start": j["start"], "dtype": 0, "scale": 0,
-                        "count": j["lines"] * p.lanes, "replace": int(j["replace"]),
+                        "start": j["start"], "dtype": j["dtype"], "scale": 6 if mx else 0,
+                        # every MX block scale 127 (2**0)
+                        "scales": int.from_bytes(bytes([127] * p.mx_blocks), "little") if mx else 0,
+                        "count": j["beats"] * (p.lanes << _SHIFT[j["dtype"]]),
+                        "replace": int(j["replace"]),
                         "write": 1, "emit": int(j["emit"]), "result": int(j["emit"]),
-                        "dest": 1, "release_beats": j["lines"]}))
+                        "dest": 1, "release_beats": j["beats"]}))
                     ctx.set(ps.job_valid, 1)
             # bank usage in this cycle: one reader and one writer per bank at most
             rd = [ctx.get(dut.passes[n].rd_bank) for n in range(P) if ctx.get(dut.passes[n].rd_valid)]
@@ -209,7 +243,8 @@ def _run_passes(p, seed, gap):
             for n in range(P):
                 e = dut.passes[n].emit
                 if ctx.get(e.valid):
-                    got.append((n, ctx.get(e.line), [ctx.get(e.sums[i]) for i in range(p.lanes)]))
+                    per_beat = p.lanes << _SHIFT[ctx.get(e.dtype)]
+                    got.append((n, ctx.get(e.beat), [ctx.get(e.sums[i]) for i in range(per_beat)]))
             await ctx.tick()
 
     sim = Simulator(dut)
@@ -217,10 +252,10 @@ def _run_passes(p, seed, gap):
     sim.add_testbench(feeder)
     sim.run()
     assert not errors, errors[:4]
-    # Emitted lines, grouped by round in emit order.
+    # Emitted beats, grouped by round in emit order.
     rounds = []
-    for n, line, sums in got:
-        if line == 0:
+    for n, beat, sums in got:
+        if beat == 0:
             rounds.append((n, []))
         rounds[-1][1].append(sums)
     return rounds, expected
@@ -237,9 +272,59 @@ def test_rotating_passes_exact(p):
         assert sums == exp_sums
 
 
+@pytest.mark.parametrize("p", [Params(ports=3, data_width=256, slots=4, slot_elems=128, jobs=1),
+                               Params(ports=2, data_width=256, slots=4, slot_elems=64, jobs=1)],
+                         ids=lambda p: p.name())
+@pytest.mark.parametrize("seed", [1, 2])
+def test_rotating_passes_every_width(p, seed):
+    """Rounds of 1, 2 and 4 lines per beat on the same slots: a beat's lines land side
+    by side in the bank words, and a round in one dtype never disturbs the lines of the
+    beats it does not own."""
+    rounds, expected = _run_passes(p, seed=seed, gap=RMW_GAP,
+                                   dtypes=(DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8))
+    assert len(expected) >= 6 and len(rounds) == len(expected)
+    for (port, sums), (exp_port, exp_sums) in zip(rounds, expected):
+        assert port == exp_port
+        assert sums == exp_sums
+
+
+def test_denser_round_must_wait():
+    """Without the wait for the previous pass's end, a round in a denser dtype overtakes
+    the previous round's passes on the slot's words, and the sums come out wrong (the
+    same seed as test_rotating_passes_every_width, which passes with the wait)."""
+    p = Params(ports=3, data_width=256, slots=4, slot_elems=128, jobs=1)
+    rounds, expected = _run_passes(p, seed=1, gap=RMW_GAP, dtypes=(DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8),
+                                   dense_wait=False)
+    assert [s for _, s in rounds] != [s for _, s in expected]
+
+
 def test_slot_gap_is_needed():
     """Without the gap between a slot's passes, a pass reads lines before the one before
     it has written them back, and the sums come out wrong."""
     p = Params(ports=4, data_width=128, slots=4, slot_elems=32, jobs=1)
     rounds, expected = _run_passes(p, seed=1, gap=0)
     assert [s for _, s in rounds] != [s for _, s in expected]
+
+
+def test_line_rotation():
+    """A beat of s lines at word line f (a multiple of s): to_lines puts its group g at line
+    f + g, and to_beat brings line f + g back to group g."""
+    m = Module()
+    first = Signal(2)
+    groups = [Signal(8, name=f"g{i}") for i in range(WORD_LINES)]
+    lines = to_lines(groups, first)
+    back = to_beat(lines, first)
+    m.d.comb += Signal().eq(0)
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for i, g in enumerate(groups):
+            ctx.set(g, 10 + i)
+        for s in (1, 2, 4):
+            for f in range(0, WORD_LINES, s):
+                ctx.set(first, f)
+                for g in range(s):
+                    assert ctx.get(lines[f + g]) == 10 + g, (s, f, g)
+                    assert ctx.get(back[g]) == 10 + g, (s, f, g)
+    sim.add_testbench(bench)
+    sim.run()

@@ -18,6 +18,7 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from .params import Params, latency, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
 from .frame import *
 from .numerics import thermometer
+from .codec import beat_count
 
 RESULT_DESC_DEPTH = 4
 
@@ -85,11 +86,13 @@ class ResultDeparser(wiring.Component):
                      qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en),
                      done.w_data.eq(Cat(self.done_overflow, self.done_scales[:scale_bits])), done.w_en.eq(self.done_en)]
         # A RESULT is decided (desc_en) well before its payload is written: the engine may
-        # have scheduled several. Each decided RESULT reserves a whole slot's worth of
-        # beats until its `done`, so the payloads of all of them always fit.
+        # have scheduled several. Each decided RESULT reserves its payload's beats until
+        # they are written, so the payloads of all of them always fit; room means room for
+        # a full slot more.
         L = p.slot_lines
         reserved = Signal(range(depth + L + 1))
-        m.d.sync += reserved.eq(reserved + Mux(self.desc_en, L, 0) - Mux(self.done_en, L, 0))
+        m.d.sync += reserved.eq(reserved + Mux(self.desc_en, beat_count(p, self.desc_in.dtype, self.desc_in.count), 0)
+                                - self.data_en)
         m.d.comb += self.room.eq((dfifo.level + reserved + L <= depth)
                                  & (qfifo.level < RESULT_DESC_DEPTH))
 

@@ -1,11 +1,11 @@
-"""Result emitter: the sums of a completing (or resent) round, one accumulator line per
-cycle from one port's passes, encoded in the round's dtype and packed into payload beats
-for the destination ports' egress FIFOs.
+"""Result emitter: the sums of a completing (or resent) round, one payload beat per cycle
+from one port's passes, encoded in the round's dtype for the destination ports' egress
+FIFOs.
 
 Every port has one. The decision stage never lets two emitting passes that share a
 destination overlap, so each egress FIFO takes beats from at most one emitter per cycle
-(the engine ORs them). A round's lines arrive on consecutive cycles, which the MX block
-window of the encoder relies on.
+(the engine ORs them). A round's beats arrive on consecutive cycles, which the MX block
+window of the encoder relies on (data_width 128).
 """
 
 from amaranth import *
@@ -13,20 +13,19 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from .params import Params, encoder_latency
-from .codec import LineEncoder, elem_shift
+from .codec import BeatEncoder, elems_shift, block_parts
 from .numerics import thermometer
-from .passes import emit_line
+from .passes import emit_beat
 
 __all__ = ["ResultEmitter"]
 
 
-def _line_ctl(p: Params):
-    """What travels with a line through the result encoder."""
+def _beat_ctl(p: Params):
+    """What travels with a beat through the result encoder."""
     return data.StructLayout({
         "valid": 1,
-        "line": range(p.slot_lines),
+        "beat": range(p.slot_lines),
         "last": 1,
-        "dtype": 3,
         "result": 1,
         "nan": 1,
         "dest": p.ports,
@@ -37,7 +36,7 @@ class ResultEmitter(wiring.Component):
     def __init__(self, p: Params):
         self.p = p
         super().__init__({
-            "line_in": In(emit_line(p)),
+            "beat_in": In(emit_beat(p)),
             "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
             "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
             "eg_done_scales": Out(8 * p.mx_blocks),
@@ -47,67 +46,61 @@ class ResultEmitter(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.p
+        emitting = self.beat_in
 
-        emitting = self.line_in
-
-        m.submodules.encoder = enc = LineEncoder(p)
-        # Lanes below `count`: line k is full below the count's line, partial on it.
-        lane_bits = (p.lanes - 1).bit_length()
-        count_line, count_lane = emitting.count[lane_bits:], emitting.count[:lane_bits]
-        valid_lanes = Mux(count_line > emitting.line, (1 << p.lanes) - 1,
-                          Mux(count_line == emitting.line, thermometer(count_lane, p.lanes), 0))
+        m.submodules.encoder = enc = BeatEncoder(p)
+        # Lanes below `count`: element i of beat k is k * per_beat + i, and a dtype's
+        # beat has per_beat = lanes << elem_shift elements.
+        shift = Signal(range(8))
+        m.d.comb += shift.eq(elems_shift(p, emitting.dtype))
+        before = Signal(range(p.slot_lines * p.beat_lanes))   # the round's elements before this beat
+        m.d.comb += before.eq(emitting.beat << shift)
+        left = Signal(len(emitting.count))
+        m.d.comb += left.eq(Mux(emitting.count > before, emitting.count - before, 0))
+        per_beat = Signal(range(p.beat_lanes + 1))
+        m.d.comb += per_beat.eq(1 << shift)
+        valid_lanes = thermometer(Mux(left < per_beat, left, per_beat), p.beat_lanes)
         m.d.comb += [enc.valid.eq(emitting.valid), enc.dtype.eq(emitting.dtype), enc.scale.eq(emitting.scale),
-                     enc.line.eq(emitting.line), enc.valid_lanes.eq(valid_lanes)]
-        for i in range(p.lanes):
+                     enc.beat.eq(emitting.beat), enc.valid_lanes.eq(valid_lanes)]
+        for i in range(p.beat_lanes):
             m.d.comb += enc.acc[i].eq(emitting.sums[i])
-        ctl = Signal(_line_ctl(p))
-        m.d.comb += [ctl.valid.eq(emitting.valid), ctl.line.eq(emitting.line), ctl.last.eq(emitting.last),
-                     ctl.dtype.eq(emitting.dtype), ctl.result.eq(emitting.result), ctl.nan.eq(emitting.nan),
-                     ctl.dest.eq(emitting.dest)]
+        ctl = Signal(_beat_ctl(p))
+        m.d.comb += [ctl.valid.eq(emitting.valid), ctl.beat.eq(emitting.beat), ctl.last.eq(emitting.last),
+                     ctl.result.eq(emitting.result), ctl.nan.eq(emitting.nan), ctl.dest.eq(emitting.dest)]
         for j in range(encoder_latency(p)):
-            nxt = Signal(_line_ctl(p), name=f"ctl{j}")
+            nxt = Signal(_beat_ctl(p), name=f"ctl{j}")
             m.d.sync += nxt.eq(ctl)
             ctl = nxt
 
-        # Pack: a beat holds 1 << elem_shift lines; it goes to the egress FIFOs when full
-        # or at the round's last line. Bytes past the frame's end are zeroed by the egress.
-        sh = elem_shift(ctl.dtype)
-        pos = ctl.line & ((1 << sh) - 1)
-        packing = Signal(p.data_width)
-        quarter = p.data_width // 4
-        merged = []
-        for qn in range(4):
-            mine = Mux(sh == 2, pos == qn, Mux(sh == 1, pos == qn // 2, 1))
-            src_q = Mux(sh == 2, 0, Mux(sh == 1, qn % 2, qn))
-            merged.append(Mux(mine, enc.bytes.word_select(src_q, quarter),
-                              packing.word_select(qn, quarter)))
-        beat = Cat(*merged)
-        flush = ctl.valid & ((pos == (1 << sh) - 1) | ctl.last)
-        with m.If(ctl.valid):
-            m.d.sync += packing.eq(beat)
-
-        overflow = Signal()            # OVERFLOW over the round's earlier lines
+        overflow = Signal()            # OVERFLOW over the round's earlier beats
         job_overflow = overflow | enc.overflow
         with m.If(ctl.valid):
             m.d.sync += overflow.eq(Mux(ctl.last, 0, job_overflow))
+        # The MX scale line: each block's scale byte as its first beat is encoded. The done
+        # record takes the line with the round's last beat's scales in.
+        finishing = ctl.valid & ctl.last
         scales = Signal(8 * p.mx_blocks)
         if p.mx_ok:
-            blk_shift = (p.block_lines - 1).bit_length()
-            with m.If(ctl.valid & enc.scale_valid):
-                m.d.sync += scales.word_select(ctl.line >> blk_shift, 8).eq(enc.scale_byte)
-        finishing = ctl.valid & ctl.last
+            parts, _ = block_parts(p)
+            words = Signal(8 * -(-p.mx_blocks // parts) * parts)   # whole beats of scales
+            with_beat = Signal.like(words)
+            m.d.comb += with_beat.eq(words)
+            per_block = (p.block_beats - 1).bit_length()
+            at = ctl.beat if parts > 1 else ctl.beat >> per_block
+            with m.If(ctl.valid & enc.scale_valid.any()):
+                m.d.comb += with_beat.word_select(at, 8 * parts).eq(
+                    Cat(*(Mux(enc.scale_valid[j], enc.scale_byte[j], 0) for j in range(parts))))
+            # the scale line ends in zero bytes (SPEC §3): start each round from zero
+            m.d.sync += words.eq(Mux(finishing, 0, with_beat))
+            m.d.comb += scales.eq(with_beat)
         m.d.sync += [
-            self.eg_data.eq(beat),
-            self.eg_data_en.eq(Mux(flush, ctl.dest, 0)),
+            self.eg_data.eq(enc.bytes),
+            self.eg_data_en.eq(Mux(ctl.valid, ctl.dest, 0)),
             self.eg_done_en.eq(Mux(finishing, ctl.dest, 0)),
             self.eg_done_overflow.eq(job_overflow),
             self.ev_result.eq(finishing & ctl.result),
             self.ev_overflow.eq(finishing & ctl.result & job_overflow),
             self.ev_nan.eq(finishing & ctl.result & ctl.nan),
         ]
-        with m.If(finishing):
-            m.d.sync += scales.eq(0)        # the scale line ends in zero bytes (SPEC §3)
-        # A block has at least two lines, so the last scale is in before the last line.
-        assert not p.mx_ok or p.block_lines >= 2
         m.d.sync += self.eg_done_scales.eq(scales)
         return m

@@ -1,20 +1,23 @@
 """Aggregation engine: the shadow-bank slot memory of SPEC §5, one port's frames at a
 time per port and every port at once (docs/engine-v2.md).
 
-    decide   one frame at a time, in arrival order (docs/SPEC.md §10.3): PICK the oldest
-             queued frame over all ports (ties to the lowest port) and read both banks'
-             metadata of its slot and the learned addresses of its job; DECIDE its outcome
-             (new round / join / resend / duplicate / mismatch) and its pass schedule into
-             registers; COMMIT it: write the metadata and the learned address, pop the
-             descriptor, hand each destination port its RESULT descriptor, and queue the
-             pass job on the frame's own port. COMMIT waits while the port's job queue or
-             a destination's egress is full (a destination past the pause watchdog is
-             dropped instead, docs/SPEC.md §10.10).
-    pass     per port (passes.PortPass): from the scheduled start, one accumulator line per
-             cycle through the rotating accumulator banks (passes.AccumulatorBanks);
+    decide   one frame at a time, in arrival order (docs/SPEC.md §10.3), in a three-stage
+             pipeline that takes a frame per cycle: PICK the oldest queued frame over all
+             ports (ties to the lowest port) into its port's lookahead queue and read both
+             banks' metadata of its slot and the learned addresses of its job; DECIDE its
+             outcome (new round / join / resend / duplicate / mismatch) and its pass
+             schedule, with COMMIT's writes forwarded; COMMIT it: write the metadata and
+             the learned address, hand each destination port its RESULT descriptor, and
+             queue the pass job on the frame's own port. COMMIT waits while the port's job
+             queue is full; a full destination abandons the decision and flushes the
+             stages behind it (a destination past the pause watchdog is dropped instead,
+             docs/SPEC.md §10.10).
+    pass     per port (passes.PortPass): from the scheduled start, one payload beat per
+             cycle in every dtype through the rotating accumulator banks
+             (passes.AccumulatorBanks);
              a completing or resent frame's sums go to the result emitter
              (emitter.ResultEmitter), which encodes them into the destinations' egress
-             FIFOs. A dropped frame is a one-line job that only frees its buffer, so every
+             FIFOs. A dropped frame is a one-beat job that only frees its buffer, so every
              port's buffer is freed in order.
 
 The schedule (schedule.py) keeps the sums exact without any arbitration: passes on one
@@ -32,18 +35,12 @@ from .params import (Params, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
                      FLAG_BANK, FLAG_UNICAST, FLAG_NAN, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      MX_SCALE_BYTES)
 from .frame import *
-from .codec import is_mx
+from .codec import is_mx, elem_shift, beat_count
 from .schedule import start_phase, advance, first_period, start_after
 from .passes import RMW_GAP, JOB_LEAD, bank_rows, port_job, PortPass, AccumulatorBanks
 from .emitter import ResultEmitter
 
 from amaranth.lib.memory import Memory
-
-
-def line_count(p: Params, count):
-    """Accumulator lines of a round of `count` elements (one pass cycle each)."""
-    shift = (p.lanes - 1).bit_length()
-    return (count + (p.lanes - 1)) >> shift
 
 
 def payload_bytes(dtype, count):
@@ -150,14 +147,15 @@ class AggregationEngine(wiring.Component):
             mem = Memory(shape=meta_layout, depth=p.slots, init=[])
             m.submodules[f"meta_bank{b}"] = mem
             meta_wr.append(mem.write_port())
-            meta_rd.append(mem.read_port())
+            # a read in the cycle of a write returns the new data (PICK while COMMIT)
+            meta_rd.append(mem.read_port(transparent_for=(meta_wr[-1],)))
         addr_layout = learned_address()
         learned_rd, learned_wr = [], []
         for n in range(P):
             mem = Memory(shape=addr_layout, depth=p.jobs, init=[])
             m.submodules[f"learned{n}"] = mem
             learned_wr.append(mem.write_port())
-            learned_rd.append(mem.read_port())
+            learned_rd.append(mem.read_port(transparent_for=(learned_wr[-1],)))
 
         # --- per-port passes, accumulator banks, result emitter -----------------------
         m.submodules.banks = banks = AccumulatorBanks(p)
@@ -195,7 +193,7 @@ class AggregationEngine(wiring.Component):
             em = ResultEmitter(p)
             m.submodules[f"emitter{n}"] = em
             emitters.append(em)
-            m.d.comb += [em.line_in.eq(passes[n].emit), self.ev_result[n].eq(em.ev_result),
+            m.d.comb += [em.beat_in.eq(passes[n].emit), self.ev_result[n].eq(em.ev_result),
                          self.ev_overflow[n].eq(em.ev_overflow), self.ev_nan[n].eq(em.ev_nan)]
         for d in range(P):
             def offered(value, en):
@@ -213,29 +211,54 @@ class AggregationEngine(wiring.Component):
 
         # ======================= decide stage ========================================
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
-        # The oldest queued frame of all. Taken once its descriptor shows.
-        eligible = Signal(P)                 # heads PICK may take (all, unless frames are held)
-        # Arrival order by the frames' 32-bit tlast cycles, not by the short commit tags:
-        # frames held back by a stalled destination (below) can stay queued while tags
-        # wrap, and a modular compare of cycle stamps is exact over 2**31 cycles. A head
-        # whose descriptor is not shown yet may be the oldest, so PICK waits for it.
-        any_queued, _, winner = oldest([(fvalid[n] & eligible[n], fdesc[n].t_last, n)
+        fd = frame_descriptor(p)
+
+        # Decide is a pipeline of three stages, one frame per cycle each: PICK chooses the
+        # oldest frame and reads its slot's metadata and its job's learned addresses,
+        # DECIDE works out the outcome and the schedule, COMMIT writes the metadata, hands
+        # over the pass job and the RESULT descriptors. DECIDE sees COMMIT's writes through
+        # forwarding, PICK's reads see them through the memories' transparency.
+        #
+        # Each port's descriptors leave its ingress FIFO when picked, into a lookahead
+        # queue of LOOKAHEAD entries that holds them until COMMIT: a port can have a frame
+        # in every stage, and when COMMIT must abandon a decision (a full destination,
+        # below) the frames behind it are picked again from the queue.
+        LOOKAHEAD = 3                        # DECIDE, COMMIT and the frame being picked
+        look = [[Signal(fd, name=f"look{n}_{k}") for k in range(LOOKAHEAD)] for n in range(P)]
+        look_n = [Signal(range(LOOKAHEAD + 1), name=f"look{n}_n") for n in range(P)]     # held
+        picked = [Signal(range(LOOKAHEAD + 1), name=f"look{n}_picked") for n in range(P)]  # in flight
+        cand = [Signal(fd, name=f"cand{n}") for n in range(P)]
+        cand_valid = Signal(P)
+        from_fifo = Signal(P)                # the candidate is the FIFO's head
+        unshown = Signal(P)                  # the port's next frame is queued but not shown yet
+        for n in range(P):
+            queued = picked[n] < look_n[n]
+            m.d.comb += [
+                from_fifo[n].eq(~queued),
+                cand[n].eq(Mux(queued, Array(look[n])[picked[n]], fdesc[n])),
+                cand_valid[n].eq(queued | fvalid[n]),
+                unshown[n].eq(~queued & hvalid[n] & ~fvalid[n]),
+            ]
+
+        # The oldest candidate, by the frames' 32-bit tlast cycles, not by the short
+        # commit tags: frames held back by a stalled destination (below) can stay queued
+        # while tags wrap, and a modular compare of cycle stamps is exact over 2**31
+        # cycles. A port whose next frame is not shown yet may have the oldest, so PICK
+        # waits for it.
+        eligible = Signal(P)                 # ports PICK may take from (all, unless frames are held)
+        any_queued, _, winner = oldest([(cand_valid[n] & eligible[n], cand[n].t_last, n)
                                         for n in range(P)], P)
-        winner_shown = Signal()
-        winner_desc = Signal(frame_descriptor(p))
+        winner_desc = Signal(fd)
         with m.Switch(winner):
             for n in range(P):
                 with m.Case(n):
-                    m.d.comb += [winner_desc.eq(fdesc[n]), winner_shown.eq(fvalid[n])]
+                    m.d.comb += winner_desc.eq(cand[n])
 
-        port = Signal(range(P))              # the frame's port, from PICK on
+        d_valid = Signal()                   # DECIDE holds a frame
+        port = Signal(range(P))              # its port
         port_bit = Signal(P)
         m.d.comb += port_bit.eq(1 << port)
-        lead = Signal(frame_descriptor(p))   # its descriptor, still at the head of its FIFO
-        with m.Switch(port):
-            for n in range(P):
-                with m.Case(n):
-                    m.d.comb += lead.eq(fdesc[n])
+        lead = Signal(fd)                    # its descriptor
         my_phase = Signal(range(P))          # the phase its port's passes start in
         with m.Switch(port):
             for n in range(P):
@@ -248,19 +271,21 @@ class AggregationEngine(wiring.Component):
                 with m.Case(j):
                     m.d.comb += mask.eq(self.job_mask.word_select(j, P))
 
-        # Metadata of both banks of the frame's slot: `mb` its bank, `mo` the other. Read
-        # addresses follow the frame (the winner while picking), so the data is there in
-        # DECIDE; learned addresses likewise by job.
-        read_desc = Signal(frame_descriptor(p))
+        # Metadata of both banks of the frame's slot, and the learned addresses of its
+        # job, read in PICK (the winner's) or again for the frame DECIDE keeps.
+        read_desc = Signal(fd)
         m.d.comb += read_desc.eq(lead)
         for b in range(2):
             m.d.comb += meta_rd[b].addr.eq(read_desc.gslot)
         for n in range(P):
             m.d.comb += learned_rd[n].addr.eq(read_desc.job)
+        # As COMMIT leaves them (forwarded below when COMMIT holds a frame).
+        meta_now = [Signal(meta_layout, name=f"meta_now{b}") for b in range(2)]
+        learned_now = [Signal(addr_layout, name=f"learned_now{n}") for n in range(P)]
         mb = Signal(meta_layout)
         mo = Signal(meta_layout)
-        m.d.comb += [mb.eq(Mux(lead.bank, meta_rd[1].data, meta_rd[0].data)),
-                     mo.eq(Mux(lead.bank, meta_rd[0].data, meta_rd[1].data))]
+        m.d.comb += [mb.eq(Mux(lead.bank, meta_now[1], meta_now[0])),
+                     mo.eq(Mux(lead.bank, meta_now[0], meta_now[1]))]
 
         # The frame's outcome (SPEC §5).
         bit_set = (mb.bitmap & port_bit).any()
@@ -304,7 +329,7 @@ class AggregationEngine(wiring.Component):
         for n in range(P):
             rdsc = Signal(rd, name=f"rdesc{n}")
             rdescs.append(rdsc)
-            la = addr_layout(learned_rd[n].data)
+            la = learned_now[n]
             own = port_bit[n]
             m.d.comb += [
                 rdsc.job.eq(lead.job), rdsc.slot.eq(lead.slot),
@@ -322,23 +347,34 @@ class AggregationEngine(wiring.Component):
             ]
 
         # --- the pass schedule (docs/engine-v2.md) -----------------------------------
-        lines = Signal(range(p.slot_lines + 1))
-        m.d.comb += lines.eq(Mux(dropping, 1, line_count(p, round_count)))
+        beats = Signal(range(p.slot_lines + 1))
+        m.d.comb += beats.eq(Mux(dropping, 1, beat_count(p, round_dtype, round_count)))
         # After the port's previous pass.
         port_free_e = Array(Signal(32, name=f"free_e{n}") for n in range(P))
         port_free_r = Array(Signal(range(P), name=f"free_r{n}") for n in range(P))
-        # RMW_GAP after the slot's previous pass (a drop does not touch the slot).
-        gap_e, gap_r = advance(mb.last_e, mb.last_r, RMW_GAP, RMW_GAP, P)
+        # RMW_GAP after the start of the slot's previous pass (a drop does not touch the
+        # slot). Passes of one round have one dtype and handle each word at the same offset
+        # from their starts. A new round in a denser dtype (more lines per beat) reaches
+        # the words sooner than the previous round's passes did, so it starts after the
+        # previous pass has ended (docs/engine-v2.md).
+        denser = act_new & (elem_shift(lead.dtype) > elem_shift(mb.dtype))
+        slot_gap = Signal(range(p.slot_lines + RMW_GAP + 1))
+        m.d.comb += slot_gap.eq(Mux(denser, beat_count(p, mb.dtype, mb.count) + RMW_GAP, RMW_GAP))
+        gap_e, gap_r = advance(mb.last_e, mb.last_r, slot_gap, p.slot_lines + RMW_GAP, P)
         # After the previous RESULT to each destination has been emitted.
         dest_free_e = [Signal(32, name=f"dest_free_e{n}") for n in range(P)]
         dest_free_r = [Signal(range(P), name=f"dest_free_r{n}") for n in range(P)]
-        after_port = first_period(port_free_e[port], port_free_r[port], my_phase)
+        # As COMMIT leaves them (forwarded below).
+        port_now_e, port_now_r = Signal(32), Signal(range(P))
+        dest_now_e = [Signal(32, name=f"dest_now_e{n}") for n in range(P)]
+        dest_now_r = [Signal(range(P), name=f"dest_now_r{n}") for n in range(P)]
+        after_port = first_period(port_now_e, port_now_r, my_phase)
         after_slot = first_period(gap_e, gap_r, my_phase)
-        after_dest = [first_period(dest_free_e[d], dest_free_r[d], my_phase) for d in range(P)]
+        after_dest = [first_period(dest_now_e[d], dest_now_r[d], my_phase) for d in range(P)]
 
         job = Signal(port_job(p))            # computed in DECIDE, registered as c_job
         m.d.comb += [
-            job.lines.eq(lines),
+            job.beats.eq(beats),
             job.row_base.eq((lead.gslot * 2 + lead.bank) * bank_rows(p)),
             job.start.eq(lead.start), job.scales.eq(lead.scales),
             job.dtype.eq(round_dtype), job.scale.eq(round_scale), job.count.eq(round_count),
@@ -384,6 +420,7 @@ class AggregationEngine(wiring.Component):
         for n in range(P):
             m.d.comb += [fresh.after_dest[n].eq(after_dest[n]), fresh.rdesc[n].eq(rdescs[n])]
         c = Signal(decision)                 # in COMMIT
+        c_valid = Signal()
         for n in range(P):
             m.d.comb += getattr(self, f"eg_desc{n}").eq(c.rdesc[n])
 
@@ -409,11 +446,10 @@ class AggregationEngine(wiring.Component):
                      push_job.dest.eq(c.job.dest & ~c_lost)]
         for n in range(P):
             m.d.comb += passes[n].job.eq(push_job)
-        end_e, end_r = advance(start_e, c.phase, c.job.lines, p.slot_lines, P)
+        end_e, end_r = advance(start_e, c.phase, c.job.beats, p.slot_lines, P)
 
         commit = Signal()
         with m.If(commit):
-            m.d.comb += fready.eq(c.port_bit)
             for n in range(P):
                 m.d.comb += passes[n].job_valid.eq(c.port_bit[n])
             m.d.sync += [port_free_e[c.port].eq(end_e), port_free_r[c.port].eq(end_r)]
@@ -464,43 +500,81 @@ class AggregationEngine(wiring.Component):
         with m.If(held_for.any() & ((held_for & ~self.eg_room & ~self.eg_expired) != held_for)):
             m.d.sync += [held.eq(0), held_steps.eq(0), held_for.eq(0)]
         holding = held.any()
-        unshown = (hvalid & ~fvalid).any()
         for n in range(P):
-            mask_n = self.job_mask.word_select(fdesc[n].job, P)
+            mask_n = self.job_mask.word_select(cand[n].job, P)
             m.d.comb += eligible[n].eq(~held[n] & ((mask_n & held) == 0))
 
         # ======================= decide control =====================================
+        # COMMIT either commits, or abandons a decision whose destination is full (the
+        # frames behind it are flushed and picked again), or waits for its port's job
+        # queue (everything behind it waits too).
+        abandon = Signal()
+        stall = Signal()
+        m.d.comb += [commit.eq(c_valid & can_commit),
+                     abandon.eq(c_valid & ~can_commit & c.emits & ~c_room),
+                     stall.eq(c_valid & ~can_commit & ~(c.emits & ~c_room))]
+        with m.If(abandon):
+            m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
+                         held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
+
+        # Forwarding: DECIDE sees the slot, learned addresses and free times as COMMIT
+        # leaves them. (If COMMIT does not commit, DECIDE's result is flushed or waits.)
+        c_writes = c_valid & ~c.dropping
+        c_upd = Signal(meta_layout)
+        m.d.comb += [c_upd.eq(c.upd), c_upd.last_e.eq(start_e), c_upd.last_r.eq(c.phase)]
+        same_slot = c_writes & (c.gslot == lead.gslot)
+        for b in range(2):
+            m.d.comb += meta_now[b].eq(Mux(same_slot, Mux(c.bank == b, c_upd, c.other),
+                                            meta_rd[b].data))
+        for n in range(P):
+            m.d.comb += learned_now[n].eq(Mux(c_writes & c.port_bit[n] & (c.job_id == lead.job),
+                                               c.source, learned_rd[n].data))
+        with m.If(c_valid & (c.port == port)):
+            m.d.comb += [port_now_e.eq(end_e), port_now_r.eq(end_r)]
+        with m.Else():
+            m.d.comb += [port_now_e.eq(port_free_e[port]), port_now_r.eq(port_free_r[port])]
+        for d in range(P):
+            with m.If(c_valid & c.emits & c.dest[d]):
+                m.d.comb += [dest_now_e[d].eq(end_e), dest_now_r[d].eq(end_r)]
+            with m.Else():
+                m.d.comb += [dest_now_e[d].eq(dest_free_e[d]), dest_now_r[d].eq(dest_free_r[d])]
+
         init_idx = Signal(range(p.slots + 1))
-        with m.FSM(init="INIT") as fsm:
-            with m.State("INIT"):
-                # Reset empties every slot (SPEC §2).
-                for b in range(2):
-                    m.d.comb += [meta_wr[b].addr.eq(init_idx), meta_wr[b].data.eq(0), meta_wr[b].en.eq(1)]
-                m.d.sync += init_idx.eq(init_idx + 1)
-                with m.If(init_idx == p.slots - 1):
-                    m.next = "PICK"
+        running = Signal()
+        with m.If(~running):
+            # Reset empties every slot (SPEC §2).
+            for b in range(2):
+                m.d.comb += [meta_wr[b].addr.eq(init_idx), meta_wr[b].data.eq(0), meta_wr[b].en.eq(1)]
+            m.d.sync += init_idx.eq(init_idx + 1)
+            with m.If(init_idx == p.slots - 1):
+                m.d.sync += running.eq(1)
+        m.d.comb += self.ready.eq(running)
 
-            with m.State("PICK"):
-                m.d.comb += read_desc.eq(winner_desc)
-                # While frames are held, the oldest eligible frame, once every queued
-                # head's job is known.
-                with m.If(any_queued & winner_shown & ~unshown & (~holding | (held_steps == 0))):
-                    m.d.sync += port.eq(winner)
-                    m.next = "DECIDE"
-
-            with m.State("DECIDE"):
-                m.d.sync += c.eq(fresh)
-                m.next = "COMMIT"
-
-            with m.State("COMMIT"):
-                # The frame's descriptor stays at the head of its FIFO until popped here,
-                # so the decision still holds.
-                with m.If(can_commit):
-                    m.d.comb += commit.eq(1)
-                    m.next = "PICK"
-                with m.Elif(c.emits & ~c_room):
-                    m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
-                                 held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
-                    m.next = "PICK"
-        m.d.comb += self.ready.eq(~fsm.ongoing("INIT"))
+        # PICK: the oldest eligible frame, once every port's next frame is known (and,
+        # while frames are held, once the hold has grown).
+        advance_d = ~stall & ~abandon        # DECIDE's frame moves on (or there is none)
+        go = Signal()
+        m.d.comb += go.eq(running & advance_d & any_queued & ~unshown.any()
+                          & (~holding | (held_steps == 0)))
+        with m.If(advance_d):
+            m.d.comb += read_desc.eq(winner_desc)
+            m.d.sync += [c_valid.eq(d_valid), c.eq(fresh), d_valid.eq(go),
+                         port.eq(winner), lead.eq(winner_desc)]
+        with m.If(abandon):
+            m.d.sync += [c_valid.eq(0), d_valid.eq(0)]
+        for n in range(P):
+            done = commit & c.port_bit[n]    # its oldest frame in flight leaves
+            take = go & (winner == n)
+            pop = take & from_fifo[n]
+            m.d.comb += fready[n].eq(pop)
+            with m.If(done):
+                for k in range(LOOKAHEAD - 1):
+                    m.d.sync += look[n][k].eq(look[n][k + 1])
+            with m.If(pop):
+                m.d.sync += Array(look[n])[look_n[n] - done].eq(fdesc[n])
+            m.d.sync += look_n[n].eq(look_n[n] - done + pop)
+            with m.If(abandon):
+                m.d.sync += picked[n].eq(0)
+            with m.Else():
+                m.d.sync += picked[n].eq(picked[n] - done + take)
         return m

@@ -75,8 +75,14 @@ class Params:
 
     @property
     def lanes(self):
-        """Accumulator lanes: INT32 elements carried by one beat."""
+        """INT32 (or FP32) elements carried by one beat: an accumulator *line*."""
         return self.data_width // 32
+
+    @property
+    def beat_lanes(self):
+        """Elements of the densest dtype (MX, one byte each) in one beat: the lanes of a
+        pass's decoders and adders, which take one whole beat per cycle in every dtype."""
+        return self.data_width // 8
 
     @property
     def acc_width(self):
@@ -103,10 +109,10 @@ class Params:
 
     @property
     def pass_slack(self):
-        """Lines in flight between the engine's decision and the egress FIFO write: issue,
-        decode (2 stages), accumulate, the result encoder (encoder_latency) and the beat
-        packer."""
-        return self.block_lines + 2 + 4
+        """Beats in flight between the engine's decision and the egress FIFO write: issue,
+        decode (2 stages), accumulate, the result encoder (encoder_latency) and the
+        emitter's output register."""
+        return self.block_beats + 2 + 4
 
     @property
     def egress_beats(self):
@@ -125,9 +131,9 @@ class Params:
 
     @property
     def slot_lines(self):
-        """Accumulator memory lines per (slot, bank). The engine processes one line of
-        `lanes` elements per cycle whatever the dtype, so this is also the length of the
-        pass over a full slot."""
+        """Accumulator lines (of `lanes` elements) per (slot, bank). A pass takes one beat
+        per cycle, which is one line of INT32 or FP32 elements, two of BF16 and four of MX
+        elements, so this is also the longest pass: a full slot of 32-bit elements."""
         return -(-self.slot_elems // self.lanes)
 
     @property
@@ -146,20 +152,20 @@ class Params:
         return max(1, MX_SCALE_BYTES // self.beat_bytes)
 
     @property
-    def block_lines(self):
-        """Accumulator lines per MX block (1 when this build has no MX dtypes)."""
-        return max(1, MX_BLOCK // self.lanes) if self.mx_ok else 1
+    def block_beats(self):
+        """Payload beats per MX block (1 when this build has no MX dtypes)."""
+        return max(1, MX_BLOCK // self.beat_lanes) if self.mx_ok else 1
 
     def name(self):
         return f"p{self.ports}_w{self.data_width}_s{self.slots}_e{self.slot_elems}_j{self.jobs}"
 
 
 def encoder_latency(params: Params = Params()) -> int:
-    """Cycles through the result encoder (aggswitch.codec.LineEncoder): an input register,
-    a window of `block_lines` lines so that an MX block's shared exponent sees the whole
-    block before its first line is encoded, and an output register. The same for every
+    """Cycles through the result encoder (aggswitch.codec.BeatEncoder): an input register,
+    a window of `block_beats` beats so that an MX block's shared exponent sees the whole
+    block before its first element is encoded, and an output register. The same for every
     dtype."""
-    return params.block_lines + 2
+    return params.block_beats + 2
 
 
 def latency(params: Params = Params()) -> int:
@@ -169,10 +175,11 @@ def latency(params: Params = Params()) -> int:
 
     The idle path is `slot_lines + encoder_latency + 13`: 2 ingress stages (beat
     register, verdict), 2 through the descriptor FIFO, engine PICK, DECIDE and COMMIT, the
-    pass (one cycle per accumulator line, then 2 decode stages and accumulate), the result
-    encoder, the beat packer, 2 through the egress `done` FIFO and the output register.
-    Shorter payloads are padded to the longest (a full slot), so the constant holds for
-    every dtype and count. The pass of the frame's port starts between 3 cycles after the
+    pass (one cycle per payload beat, then 2 decode stages and accumulate), the result
+    encoder, the emitter's output register, 2 through the egress `done` FIFO and the
+    output register. The longest pass is a full slot of 32-bit elements (`slot_lines`
+    beats); shorter ones are padded to it, so the constant holds for every dtype and
+    count. The pass of the frame's port starts between 3 cycles after the
     decision (its job queue) and `ports - 1` more (the port's phase in the bank rotation,
     docs/engine-v2.md): `ports + 2` cycles on the longest path. docs/ARCHITECTURE.md has
     the cycle-by-cycle table.

@@ -1,27 +1,36 @@
 """Per-port passes over the accumulator banks (docs/engine-v2.md).
 
 Each port has its own pass engine: it takes the jobs the decision stage schedules for the
-port's frames, and from a job's start cycle it handles one accumulator line per cycle,
-without ever stalling: read the payload beat from the port's ingress buffer, decode the
-line's elements to exact fixed point, add them into the accumulator line (or replace it,
-for the first frame of a round), and, for a frame that completes a round or triggers a
+port's frames, and from a job's start cycle it handles one payload beat per cycle in
+every dtype, without ever stalling: read the beat from the port's ingress buffer, decode
+its elements to exact fixed point, add them into the accumulators (or replace them, for
+the first frame of a round), and, for a frame that completes a round or triggers a
 resend, hand the sums to the result emitter.
 
-The accumulators are split into `ports` banks; line k of a round lives in bank
+The accumulators are split into `ports` banks; beat k of a round lives in bank
 k mod ports. A pass of port p starts only in phase `start_phase(p)`, so in any cycle the
 ports are at pairwise different banks (AccumulatorBanks needs no arbitration), and every
-line of every pass is handled at `start + k`. The decision stage starts the passes of
-one (slot, bank) at least `RMW_GAP` cycles apart, so a pass reads every line after the
-pass before it has written it back: that is what keeps the sums exact
+beat of every pass is handled at `start + k`. The decision stage starts the passes of
+one (slot, bank) at least `RMW_GAP` cycles apart, so a pass reads every beat's sums after
+the pass before it has written them back: that is what keeps the sums exact
 (docs/engine-v2.md, "Order of passes on one slot").
 
-Stages of a line (a job loads in its start cycle; its line 0 is in S0 the cycle after):
+A bank word holds four *lines* of `lanes` accumulators (one beat of MX elements, two of
+BF16, four of INT32 or FP32) with a write enable per line. A round in a dtype with s
+lines per beat (1, 2 or 4) puts the beats of each bank side by side: the bank's i-th beat
+of the round takes lines [s*i, s*i + s) of the (slot, bank) region, counted across its
+words. So a slot needs the same memory in every dtype, and a beat is one word access.
+The decoder and the encoder work in *beat order* (lane i = element i of the beat); the
+contributions are rotated to the beat's lines in the word on the way in, and the sums
+back on the way out.
+
+Stages of a beat (a job loads in its start cycle; its beat 0 is in S0 the cycle after):
 
     S0  payload buffer address
-    S1  beat from the buffer into the decoder's field registers; the last line frees
+    S1  beat from the buffer into the decoder's field registers; the last beat frees
         the frame's buffer
-    S2  decoded contributions (registered); accumulator read (bank k mod ports)
-    S3  accumulator line + contributions, written back; the sums to the emitter
+    S2  decoded contributions, rotated to their lines (registered); accumulator read
+    S3  accumulator word + contributions, written back; the sums to the emitter
 """
 
 from amaranth import *
@@ -32,31 +41,39 @@ from amaranth.lib.memory import Memory
 
 from .params import Params
 from .frame import buf_addr_bits, beats_bits, count_bits
-from .codec import LineDecoder, is_mx, elem_shift
+from .codec import BeatDecoder, is_mx, elem_shift, block_parts
 from .schedule import start_phase, not_before
 
-__all__ = ["RMW_GAP", "JOB_QUEUE_DEPTH", "bank_rows", "port_job", "emit_line", "PortPass",
-           "AccumulatorBanks"]
+__all__ = ["RMW_GAP", "JOB_QUEUE_DEPTH", "WORD_LINES", "bank_rows", "port_job", "emit_beat",
+           "to_lines", "to_beat", "PortPass", "AccumulatorBanks"]
 
-# Cycles between the starts of two passes on one (slot, bank): line k is read in S2 of
+# Cycles between the starts of two passes on one (slot, bank): beat k is read in S2 of
 # one pass and written in S3, so the next pass may read it (its S2) one cycle after that.
 RMW_GAP = 2
 # Jobs a port may have decided but not started.
 JOB_QUEUE_DEPTH = 4
 # Cycles from the decision's commit to the earliest start the queue can show the job in.
 JOB_LEAD = 3
+# Lines of `lanes` accumulators per bank word: one beat of MX elements.
+WORD_LINES = 4
 
 
 def bank_rows(p: Params):
-    """Rows of one (slot, bank) region in each accumulator bank."""
-    return -(-p.slot_lines // p.ports)
+    """Words of one (slot, bank) region in each accumulator bank: enough for the round's
+    beats of that bank, side by side, in every dtype (s lines per beat)."""
+    rows = 0
+    for s in (1, 2, 4) if p.mx_ok else (1, 2):
+        beats = -(-p.slot_lines // s)
+        per_bank = -(-beats // p.ports)
+        rows = max(rows, -(-per_bank * s // WORD_LINES))
+    return rows
 
 
 def port_job(p: Params):
     """A pass job, as the decision stage hands it to a port."""
     return data.StructLayout({
         "e": 32,                                   # start period (phase: start_phase(port))
-        "lines": range(p.slot_lines + 1),          # lines to handle (>= 1)
+        "beats": range(p.slot_lines + 1),          # payload beats to handle (>= 1)
         "row_base": range(p.slots * 2 * bank_rows(p)),
         "start": buf_addr_bits(p),                 # first payload beat in the ingress buffer
         "scales": 8 * p.mx_blocks if p.mx_ok else 0,
@@ -73,12 +90,12 @@ def port_job(p: Params):
     })
 
 
-def emit_line(p: Params):
-    """One line of sums on its way to the result emitter."""
+def emit_beat(p: Params):
+    """One beat of sums (beat order) on its way to the result emitter."""
     return data.StructLayout({
         "valid": 1,
-        "sums": data.ArrayLayout(signed(p.acc_width), p.lanes),
-        "line": range(p.slot_lines),
+        "sums": data.ArrayLayout(signed(p.acc_width), p.beat_lanes),
+        "beat": range(p.slot_lines),
         "last": 1,
         "dtype": 3,
         "scale": 8,
@@ -89,15 +106,42 @@ def emit_line(p: Params):
     })
 
 
-def _line_stage(p: Params):
+def _beat_stage(p: Params):
     return data.StructLayout({
         "valid": 1,
-        "line": range(p.slot_lines),
+        "beat": range(p.slot_lines),
         "bank": range(p.ports),
         "row": range(p.slots * 2 * bank_rows(p)),
+        "first_line": range(WORD_LINES),           # the beat's first line in the word
+        "lines": WORD_LINES,                       # the word's lines the beat covers
         "last": 1,
         "job": port_job(p),
     })
+
+
+def to_lines(groups, first_line):
+    """Word line j <- beat-order group j - first_line. A beat of s lines starts at a
+    multiple of s, so only the lines it covers matter; the others get any group (their
+    write enables are off)."""
+    out = []
+    for j in range(WORD_LINES):
+        v = groups[j]
+        for f in range(1, j + 1):
+            v = Mux(first_line == f, groups[j - f], v)
+        out.append(v)
+    return out
+
+
+def to_beat(lines, first_line):
+    """Beat-order group g <- word line first_line + g (the inverse of `to_lines` on the
+    lines a beat covers)."""
+    out = []
+    for g in range(WORD_LINES):
+        v = lines[g]
+        for f in range(1, WORD_LINES - g):
+            v = Mux(first_line == f, lines[g + f], v)
+        out.append(v)
+    return out
 
 
 class PortPass(wiring.Component):
@@ -105,6 +149,7 @@ class PortPass(wiring.Component):
         self.p = p
         self.port = port
         rows = p.slots * 2 * bank_rows(p)
+        word = WORD_LINES * p.lanes * p.acc_width
         super().__init__({
             "job": In(port_job(p)), "job_valid": In(1), "job_ready": Out(1),
             "e_now": In(32), "phase": In(range(p.ports)),
@@ -113,17 +158,18 @@ class PortPass(wiring.Component):
             "release": Out(1), "release_beats": Out(beats_bits(p)),
             # accumulator banks: read in S2, data and write in S3
             "rd_valid": Out(1), "rd_bank": Out(range(p.ports)), "rd_row": Out(range(rows)),
-            "rd_data": In(p.lanes * p.acc_width),
-            "wr_en": Out(1), "wr_bank": Out(range(p.ports)), "wr_row": Out(range(rows)),
-            "wr_data": Out(p.lanes * p.acc_width),
-            # S3: sums of a line that goes into a RESULT
-            "emit": Out(emit_line(p)),
+            "rd_data": In(word),
+            "wr_en": Out(WORD_LINES), "wr_bank": Out(range(p.ports)), "wr_row": Out(range(rows)),
+            "wr_data": Out(word),
+            # S3: sums of a beat that goes into a RESULT
+            "emit": Out(emit_beat(p)),
         })
 
     def elaborate(self, platform):
         m = Module()
         p = self.p
         P = p.ports
+        L = p.lanes
         layout = port_job(p)
 
         m.submodules.queue = queue = SyncFIFOBuffered(width=layout.size, depth=JOB_QUEUE_DEPTH)
@@ -131,91 +177,110 @@ class PortPass(wiring.Component):
                      self.job_ready.eq(queue.w_rdy)]
         head = layout(queue.r_data)
 
-        # --- load and issue: one line per cycle from the job's start ------------------
+        # --- load and issue: one beat per cycle from the job's start ------------------
         cur = Signal(layout)
         busy = Signal()
         k = Signal(range(p.slot_lines))
         bank = Signal(range(P))
-        row = Signal(range(bank_rows(p)))
-        last = busy & (k == cur.lines - 1)
+        # The bank's beats so far, in lines: s per beat (1, 2 or 4 by dtype).
+        line_pos = Signal(range(bank_rows(p) * WORD_LINES + WORD_LINES))
+        s_lines = Signal(range(WORD_LINES + 1))
+        m.d.comb += s_lines.eq(1 << elem_shift(cur.dtype))
+        last = busy & (k == cur.beats - 1)
         starting = (queue.r_rdy & ~(busy & ~last) & (self.phase == start_phase(self.port, P))
                     & not_before(self.e_now, head.e))
         with m.If(busy):
             m.d.sync += k.eq(k + 1)
             with m.If(bank == P - 1):
-                m.d.sync += [bank.eq(0), row.eq(row + 1)]
+                m.d.sync += [bank.eq(0), line_pos.eq(line_pos + s_lines)]
             with m.Else():
                 m.d.sync += bank.eq(bank + 1)
             with m.If(last):
                 m.d.sync += busy.eq(0)
         with m.If(starting):
             m.d.comb += queue.r_en.eq(1)
-            m.d.sync += [cur.eq(head), busy.eq(1), k.eq(0), bank.eq(0), row.eq(0)]
+            m.d.sync += [cur.eq(head), busy.eq(1), k.eq(0), bank.eq(0), line_pos.eq(0)]
 
-        s0 = Signal(_line_stage(p))
-        m.d.comb += [s0.valid.eq(busy), s0.line.eq(k), s0.bank.eq(bank),
-                     s0.row.eq(cur.row_base + row), s0.last.eq(last), s0.job.eq(cur)]
-        # Line k of the round is in payload beat k >> elem_shift, after the MX scale line.
-        beat_k = (k >> elem_shift(cur.dtype)) + Mux(is_mx(cur.dtype), p.scale_beats if p.mx_ok else 0, 0)
-        m.d.comb += self.buf_addr.eq(cur.start + beat_k)
+        s0 = Signal(_beat_stage(p))
+        covered = Mux(s_lines == 4, 0b1111, Mux(s_lines == 2, 0b11, 0b1))
+        first_line = line_pos[:2]
+        m.d.comb += [s0.valid.eq(busy), s0.beat.eq(k), s0.bank.eq(bank),
+                     s0.row.eq(cur.row_base + (line_pos >> 2)), s0.first_line.eq(first_line),
+                     s0.lines.eq((covered << first_line)[:WORD_LINES]),
+                     s0.last.eq(last), s0.job.eq(cur)]
+        # Beat k of the round is payload beat k, after the MX scale line.
+        m.d.comb += self.buf_addr.eq(cur.start + k + Mux(is_mx(cur.dtype), p.scale_beats if p.mx_ok else 0, 0))
 
         # --- S1: the beat, into the decoder -------------------------------------------
-        s1 = Signal(_line_stage(p))
+        s1 = Signal(_beat_stage(p))
         m.d.sync += s1.eq(s0)
         m.d.comb += [self.release.eq(s1.valid & s1.last), self.release_beats.eq(s1.job.release_beats)]
-        m.submodules.decoder = dec = LineDecoder(p)
-        assert LineDecoder.LATENCY == 1
-        m.d.comb += [dec.beat.eq(self.buf_data), dec.dtype.eq(s1.job.dtype),
-                     dec.sub.eq(s1.line[:2] & ((1 << elem_shift(s1.job.dtype)) - 1)),
-                     dec.scale.eq(s1.job.scale)]
+        m.submodules.decoder = dec = BeatDecoder(p)
+        assert BeatDecoder.LATENCY == 1
+        m.d.comb += [dec.beat.eq(self.buf_data), dec.dtype.eq(s1.job.dtype), dec.scale.eq(s1.job.scale)]
         if p.mx_ok:
-            blk_shift = (p.block_lines - 1).bit_length()
-            m.d.comb += dec.block_scale.eq(s1.job.scales.word_select(s1.line >> blk_shift, 8))
+            parts, per_part = block_parts(p)
+            if parts > 1:
+                scales = s1.job.scales.word_select(s1.beat, 8 * parts) if p.mx_blocks % parts == 0 \
+                    else Cat(s1.job.scales, C(0, 8 * parts)).word_select(s1.beat, 8 * parts)
+                for j in range(parts):
+                    m.d.comb += dec.block_scale[j].eq(scales.word_select(j, 8))
+            else:
+                per_block = (p.block_beats - 1).bit_length()
+                m.d.comb += dec.block_scale[0].eq(s1.job.scales.word_select(s1.beat >> per_block, 8))
 
-        # --- S2: contributions; accumulator read ---------------------------------------
-        s2 = Signal(_line_stage(p))
+        # --- S2: contributions, rotated to the word's lines; accumulator read ---------------
+        s2 = Signal(_beat_stage(p))
         m.d.sync += s2.eq(s1)
-        contrib = [Signal(signed(32), name=f"contrib{i}") for i in range(p.lanes)]
-        for i in range(p.lanes):
-            m.d.sync += contrib[i].eq(Mux(s2.job.write, dec.q[i], 0))
+        groups = [Cat(*(dec.q[g * L + i] for i in range(L))) for g in range(WORD_LINES)]
+        contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{j}") for j in range(WORD_LINES)]
+        for j, line in enumerate(to_lines(groups, s2.first_line)):
+            m.d.sync += contrib[j].eq(line)
         m.d.comb += [self.rd_valid.eq(s2.valid & (s2.job.write | s2.job.emit)),
                      self.rd_bank.eq(s2.bank), self.rd_row.eq(s2.row)]
 
         # --- S3: add, write back, emit ---------------------------------------------------
-        s3 = Signal(_line_stage(p))
+        s3 = Signal(_beat_stage(p))
         m.d.sync += s3.eq(s2)
-        sums = []
-        for i in range(p.lanes):
-            old = self.rd_data.word_select(i, p.acc_width).as_signed()
-            s = Signal(signed(p.acc_width), name=f"sum{i}")
-            m.d.comb += s.eq(Mux(~s3.job.write, old, Mux(s3.job.replace, 0, old) + contrib[i]))
-            sums.append(s)
-        m.d.comb += [self.wr_en.eq(s3.valid & s3.job.write), self.wr_bank.eq(s3.bank),
-                     self.wr_row.eq(s3.row), self.wr_data.eq(Cat(*sums))]
+        line_sums = []
+        for j in range(WORD_LINES):
+            sums = Signal(data.ArrayLayout(signed(p.acc_width), L), name=f"sum{j}")
+            for i in range(L):
+                old = self.rd_data.word_select(j * L + i, p.acc_width).as_signed()
+                m.d.comb += sums[i].eq(Mux(~s3.job.write, old,
+                                           Mux(s3.job.replace, 0, old) + contrib[j][i]))
+            line_sums.append(sums.as_value())
+        m.d.comb += [self.wr_en.eq(Mux(s3.valid & s3.job.write, s3.lines, 0)),
+                     self.wr_bank.eq(s3.bank), self.wr_row.eq(s3.row),
+                     self.wr_data.eq(Cat(*line_sums))]
+        # Back to beat order: group g is line first_line + g.
+        out_groups = to_beat(line_sums, s3.first_line)
         e = self.emit
-        m.d.comb += [e.valid.eq(s3.valid & s3.job.emit), e.line.eq(s3.line), e.last.eq(s3.last),
+        m.d.comb += [e.valid.eq(s3.valid & s3.job.emit), e.beat.eq(s3.beat), e.last.eq(s3.last),
                      e.dtype.eq(s3.job.dtype), e.scale.eq(s3.job.scale), e.count.eq(s3.job.count),
                      e.result.eq(s3.job.result), e.nan.eq(s3.job.nan), e.dest.eq(s3.job.dest)]
-        for i in range(p.lanes):
-            m.d.comb += e.sums[i].eq(sums[i])
+        for g in range(WORD_LINES):
+            for i in range(L):
+                m.d.comb += e.sums[g * L + i].eq(out_groups[g].word_select(i, p.acc_width))
         return m
 
 
 class AccumulatorBanks(wiring.Component):
-    """`ports` banks of accumulator lines, each read and written by whichever port's turn
-    it is: the rotation guarantees at most one reader and one writer per bank per cycle,
-    so an AND-OR of the ports' requests selects it."""
+    """`ports` banks of accumulator words (WORD_LINES lines of `lanes` accumulators, a
+    write enable per line), each read and written by whichever port's turn it is: the
+    rotation guarantees at most one reader and one writer per bank per cycle, so an
+    AND-OR of the ports' requests selects it."""
 
     def __init__(self, p: Params):
         self.p = p
         rows = p.slots * 2 * bank_rows(p)
-        width = p.lanes * p.acc_width
+        width = WORD_LINES * p.lanes * p.acc_width
         members = {}
         for n in range(p.ports):
             members.update({
                 f"rd_valid{n}": In(1), f"rd_bank{n}": In(range(p.ports)), f"rd_row{n}": In(range(rows)),
                 f"rd_data{n}": Out(width),
-                f"wr_en{n}": In(1), f"wr_bank{n}": In(range(p.ports)), f"wr_row{n}": In(range(rows)),
+                f"wr_en{n}": In(WORD_LINES), f"wr_bank{n}": In(range(p.ports)), f"wr_row{n}": In(range(rows)),
                 f"wr_data{n}": In(width),
             })
         super().__init__(members)
@@ -225,21 +290,21 @@ class AccumulatorBanks(wiring.Component):
         p = self.p
         P = p.ports
         rows = p.slots * 2 * bank_rows(p)
-        width = p.lanes * p.acc_width
+        width = WORD_LINES * p.lanes * p.acc_width
         g = lambda name, n: getattr(self, f"{name}{n}")
         data_out = []
         for b in range(P):
             mem = Memory(shape=width, depth=rows, init=[])
             m.submodules[f"bank{b}"] = mem
             rp = mem.read_port()
-            wp = mem.write_port()
+            wp = mem.write_port(granularity=p.lanes * p.acc_width)
             rd_sel = [g("rd_valid", n) & (g("rd_bank", n) == b) for n in range(P)]
-            wr_sel = [g("wr_en", n) & (g("wr_bank", n) == b) for n in range(P)]
+            wr_sel = [g("wr_en", n).any() & (g("wr_bank", n) == b) for n in range(P)]
             m.d.comb += [
                 rp.addr.eq(_or_all([Mux(rd_sel[n], g("rd_row", n), 0) for n in range(P)])),
                 wp.addr.eq(_or_all([Mux(wr_sel[n], g("wr_row", n), 0) for n in range(P)])),
                 wp.data.eq(_or_all([Mux(wr_sel[n], g("wr_data", n), 0) for n in range(P)])),
-                wp.en.eq(Cat(*wr_sel).any()),
+                wp.en.eq(_or_all([Mux(wr_sel[n], g("wr_en", n), 0) for n in range(P)])),
             ]
             data_out.append(rp.data)
         # Each port's data comes from the bank it read (the bank index one cycle later).
