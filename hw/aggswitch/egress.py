@@ -144,7 +144,13 @@ class ResultDeparser(wiring.Component):
                      queued_next.eq(queued - (qfifo.r_en & qfifo.r_rdy))]
         m.d.sync += [slack.eq(Mux(self.desc_en, slack_taken, slack_next)),
                      queued.eq(Mux(self.desc_en, queued_next + 1, queued_next))]
-        m.d.comb += self.room.eq((slack >= 0) & (queued < RESULT_DESC_DEPTH))
+        # `room` is itself a register, `(slack >= 0) & (queued < RESULT_DESC_DEPTH)` of the
+        # values just registered, compared before desc_en selects them: the engine's
+        # COMMIT sees a flip-flop, not a compare.
+        room = Signal(init=depth - L >= 0)
+        m.d.sync += room.eq(Mux(self.desc_en, (slack_taken >= 0) & (queued_next + 1 < RESULT_DESC_DEPTH),
+                                (slack_next >= 0) & (queued_next < RESULT_DESC_DEPTH)))
+        m.d.comb += self.room.eq(room)
 
         # The payload FIFO's block-RAM output is registered once more, in `pay`, before any
         # logic: the beat under the head is fetched while the one in `pay` waits.
