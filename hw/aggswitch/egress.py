@@ -127,7 +127,7 @@ class ResultDeparser(wiring.Component):
         # beats until they are written, so the payloads of all of them always fit: room for
         # a full slot more is `beats held + beats reserved + L <= depth`, with fewer than
         # RESULT_DESC_DEPTH descriptors queued. Both are counted as they change, into
-        # registers, so that `room` is one gate for the engine's decision. A written beat
+        # registers, so that `room` is a register for the engine's decision. A written beat
         # moves from reserved to held, so only a beat leaving `pay` and a decision count.
         L = p.slot_lines
         pop = Signal()                      # a payload beat leaves for the output register
