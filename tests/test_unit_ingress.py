@@ -122,6 +122,12 @@ def crafted_frames(p, rng):
             pl = bytearray(payload_for(p, rng, dtype, 32))
             pl[1:64] = b"\xff" * 63
             out.append((v(dtype=dtype, count=32, payload=bytes(pl)), None))
+            # a NaN block scale, then at once a short frame without NaN: the scale check
+            # of the one must not flag the other
+            pl = bytearray(payload_for(p, rng, dtype, 32))
+            pl[0] = 0xFF
+            out.append((v(dtype=dtype, count=32, payload=bytes(pl)), None))
+            out.append((v(count=1, payload=F.int32_payload([7])), None))
     # random header byte flips
     for _ in range(40):
         f = bytearray(v())

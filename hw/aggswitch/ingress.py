@@ -421,7 +421,9 @@ class IngressParser(wiring.Component):
                      s2_len_ok.eq((nb >= H) & (nb == exp_nb) & (s1_keep == exp_keep)),
                      s2_beats.eq(frame_beats + write), s2_t_last.eq(s1_cycle)]
         s2_nan = Signal()
-        m.d.comb += s2_nan.eq(frame_nan | nan_words.any() | scale_nan)
+        # scale_nan is two registers behind the header: right after an MX frame it still
+        # holds that frame's check, so it counts only for an MX frame (fmt is this one's)
+        m.d.comb += s2_nan.eq(frame_nan | nan_words.any() | (scale_nan & fmt.mx))
         with m.If(s2_valid):
             m.d.sync += frame_nan.eq(0)
         with m.Else():
