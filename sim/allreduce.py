@@ -9,9 +9,9 @@ One worker per port all-reduces a random tensor of `--elems` elements, chunked i
 test tb/cocotb/test_allreduce.py describes the protocol). Every element is checked against
 a NumPy sum and every RESULT frame against the golden model. Prints elements, frames,
 cycles, throughput as a fraction of line rate, latency and mismatches; exits non-zero on
-any mismatch or failure. Outputs (log, summary JSON, waves, and with --pcap 1 the capture
-test_allreduce.pcapng of every frame on every port, tb/pcap.py) go to
-sim/out/<params>/<sim>/test_allreduce/test_allreduce/.
+any mismatch or failure. Outputs (log, summary JSON, with --waves 1 the FST waveform and its
+GTKWave save file, with --pcap 1 the capture test_allreduce.pcapng of every frame on every
+port, tb/pcap.py) go to sim/out/<params>/<sim>/test_allreduce/test_allreduce/.
 """
 
 import argparse
@@ -19,7 +19,8 @@ import json
 import sys
 import time
 
-from sim.runner import SIMULATORS, _ensure_paths, add_param_args, build_and_run, params_from_args
+from sim.runner import (GTKW_FILE, SIMULATORS, WAVES_FILE, _ensure_paths, add_param_args, build_and_run,
+                        params_from_args)
 
 # dtype names of SPEC §4 (codes 0..5, in this order).
 DTYPE_NAMES = ("int32", "fp32", "bf16", "mxint8", "mxfp8_e4m3", "mxfp8_e5m2")
@@ -102,8 +103,8 @@ def main(argv=None) -> int:
     print(f"  {'wall time':<15}  {wall:.1f} s")
     print(f"  {'log':<15}  {res.log_file}")
     if a.waves:
-        waves = [f for f in (res.out_dir / "dump.vcd", res.out_dir / "aggswitch.fst") if f.exists()]
-        print(f"  {'waves':<15}  {waves[0] if waves else '(none written)'}")
+        for what, f in (("waves", res.out_dir / WAVES_FILE), ("gtkwave", res.out_dir / GTKW_FILE)):
+            print(f"  {what:<15}  {f if f.exists() else '(none written)'}")
     if a.pcap:
         pcap = res.out_dir / "test_allreduce.pcapng"
         print(f"  {'capture':<15}  {pcap if pcap.exists() else '(none written)'}")

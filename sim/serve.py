@@ -2,11 +2,14 @@
 
     python -m sim.serve [--sim verilator|icarus] [--base-port N] [--host 127.0.0.1]
                         [--loss F] [--idle S] [--seed N] [--ready-file F] [--summary-file F]
-                        [--ports N] [--data-width N] [--slots N] [--slot-elems N] [--jobs N]
+                        [--job J:MASK:BASE:COUNT ...] [--ports N] [--data-width N] [--slots N] [--slot-elems N] [--jobs N]
 
 Switch port p listens on UDP host:(base-port + p) (`--base-port 0`: ephemeral ports, see
 the ready file). Workers (aggswitch.worker.Worker) send AGG datagrams there and get their
-RESULTs back; tb/cocotb/serve.py describes the device. `--loss` drops that fraction of
+RESULTs back; tb/cocotb/serve.py describes the device. At reset job 0 is enabled on every
+port over every slot; each `--job J:MASK:BASE:COUNT` (numbers in Python syntax, e.g.
+`--job 1:0b1100:32:32`) writes job J's entry over AXI4-Lite before the ports open: port
+mask, first slot and slot count (docs/control-plane.md). `--loss` drops that fraction of
 DATA and RESULT frames at random (seeded by `--seed`). The server stops after `--idle`
 seconds without a datagram, on SIGINT/SIGTERM, or when the stop file appears, and then
 prints every port's counters (read over AXI4-Lite) and exits non-zero if the RTL
@@ -41,6 +44,22 @@ def counter_table(counters: dict) -> str:
     return "\n".join(lines)
 
 
+def parse_job(spec: str, params) -> tuple:
+    """(job, port_mask, slot_base, slot_count) of a `--job J:MASK:BASE:COUNT` option,
+    checked against the parameters (ValueError)."""
+    try:
+        job, mask, base, count = (int(v, 0) for v in spec.split(":"))
+    except ValueError:
+        raise ValueError(f"--job {spec}: expected J:MASK:BASE:COUNT (integers)") from None
+    if not 0 <= job < params.jobs:
+        raise ValueError(f"--job {spec}: job {job} outside 0..{params.jobs - 1}")
+    if not 0 < mask < 1 << params.ports:
+        raise ValueError(f"--job {spec}: port mask {mask:#x} invalid for {params.ports} ports")
+    if base < 0 or count < 1 or base + count > params.slots:
+        raise ValueError(f"--job {spec}: slots {base}..{base + count - 1} outside 0..{params.slots - 1}")
+    return job, mask, base, count
+
+
 def parse_args(argv=None):
     _ensure_paths()
     from aggswitch.worker.bridge import loopback_host
@@ -56,9 +75,16 @@ def parse_args(argv=None):
     ap.add_argument("--ready-file", default=None,
                     help="JSON written once every port listens (addresses); default in the run's output directory")
     ap.add_argument("--summary-file", default=None, help="JSON of the counters at the end")
+    ap.add_argument("--job", action="append", default=[], metavar="J:MASK:BASE:COUNT",
+                    help="configure job J (enabled) on the ports of MASK over slots "
+                         "BASE..BASE+COUNT-1 before serving; repeatable")
     add_param_args(ap)
     a = ap.parse_args(argv)
     a.params = params_from_args(ap, a)
+    try:
+        a.jobs_table = [parse_job(j, a.params) for j in a.job]
+    except ValueError as e:
+        ap.error(str(e))
     try:
         loopback_host(a.host)
     except ValueError as e:
@@ -83,7 +109,8 @@ def main(argv=None) -> int:
     env = {"AGGSWITCH_SERVE_HOST": a.host, "AGGSWITCH_SERVE_BASE_PORT": a.base_port,
            "AGGSWITCH_SERVE_LOSS": a.loss, "AGGSWITCH_SERVE_IDLE": a.idle,
            "AGGSWITCH_SERVE_READY": ready, "AGGSWITCH_SERVE_SUMMARY": summary,
-           "AGGSWITCH_SERVE_STOP": stop}
+           "AGGSWITCH_SERVE_STOP": stop,
+           "AGGSWITCH_SERVE_JOBS": ",".join(":".join(map(str, j)) for j in a.jobs_table)}
 
     # A signal here only asks the simulation to stop (it reads the counters first).
     def ask_stop(num, frame):
@@ -105,6 +132,9 @@ def main(argv=None) -> int:
             info = json.loads(open(ready).read())
             for p, (host, port) in enumerate(info["ports"]):
                 print(f"  switch port {p}: udp {host}:{port}", flush=True)
+            for job, mask, base, count in a.jobs_table:
+                print(f"  job {job}: ports {[p for p in range(a.ports) if mask >> p & 1]}, "
+                      f"slots {base}..{base + count - 1}", flush=True)
             print(f"  latency {info['latency']} cycles; loss {a.loss:g}; stops after "
                   f"{a.idle:g} s idle or on SIGINT/SIGTERM (ready in "
                   f"{time.monotonic() - t0:.1f} s)", flush=True)
@@ -158,11 +188,12 @@ class Server:
 
 @contextlib.contextmanager
 def running(params, sim: str, workdir, *, loss: float = 0.0, seed: int = 1, idle: float = 60.0,
-            ready_timeout: float = 900.0):
+            ready_timeout: float = 900.0, jobs=()):
     """Start `python -m sim.serve` for `params` on ephemeral loopback ports in its own
     process group (files in `workdir`), wait until its ports listen (building first if
     needed, up to `ready_timeout` seconds), yield a :class:`Server`, and stop it on the way
-    out (use ``Server.stop()`` first to see the exit status and summary)."""
+    out (use ``Server.stop()`` first to see the exit status and summary). `jobs`:
+    (job, port_mask, slot_base, slot_count) entries written before serving (`--job`)."""
     workdir = os.path.abspath(workdir)
     os.makedirs(workdir, exist_ok=True)
     ready, summary = os.path.join(workdir, "ready.json"), os.path.join(workdir, "summary.json")
@@ -176,6 +207,8 @@ def running(params, sim: str, workdir, *, loss: float = 0.0, seed: int = 1, idle
            "--ports", str(params.ports), "--data-width", str(params.data_width),
            "--slots", str(params.slots), "--slot-elems", str(params.slot_elems),
            "--jobs", str(params.jobs)]
+    for j in jobs:
+        cmd += ["--job", ":".join(str(v) for v in j)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "hw")]))
     with open(log, "w") as logf:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT, env=env,

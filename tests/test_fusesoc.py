@@ -46,7 +46,10 @@ def test_lint_target(tmp_path):
     assert res.returncode == 0, out[-6000:]
     vc = next((tmp_path / "build").rglob("*.vc")).read_text()
     assert "lint_waivers.vlt" in vc and "rtl/aggswitch.v" in vc
-    assert "--lint-only" in (next((tmp_path / "build").rglob("Makefile")).read_text())
+    mk = next((tmp_path / "build").rglob("Makefile")).read_text()
+    options = next((tmp_path / "build").rglob("config.mk")).read_text()
+    # the same lint as tests/test_lint.py, which leaves the default export to this test
+    assert "--lint-only" in mk and "-Wall" in options
 
 
 @pytest.mark.skipif(shutil.which("iverilog") is None, reason="Icarus Verilog not installed")

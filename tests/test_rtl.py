@@ -4,8 +4,9 @@ on every available simulator (Icarus with cocotb's default -g2012; test_switch a
 ones (128-bit without MX; 256-bit with three ports for the compression datapath).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
-export is large: one cocotb run of it takes Icarus 30-300 s); every other default-parameter
-Icarus case carries the pytest marker `regress`, and `make regress` runs it. `make test`
+export is large: one cocotb run of it takes Icarus 30-300 s), at the MX set only
+ICARUS_MX_SMALL; every other Icarus case of those sets carries the pytest marker
+`regress`, and `make regress` runs it. `make test`
 still runs each of them at the default parameters on Verilator, and the ones in
 SMALL_TESTS at the small parameter set on Icarus too (test_regress_duplicates_stay_covered
 checks that); with Verilator missing they stay in.
@@ -60,6 +61,9 @@ MX_SMALL_TESTS = ("test_every_dtype", "test_dtype_mix", "test_static_drops")
 # the default parameter set's tests that `make test` runs on Icarus as well as Verilator;
 # the others are marked `regress` there and run by `make regress`
 ICARUS_DEFAULT = ("test_single_round",)
+# likewise for the MX set: Icarus runs the compression tests there; test_static_drops runs
+# on Icarus at the small set (both modes) and at the MX set on Verilator
+ICARUS_MX_SMALL = ("test_every_dtype", "test_dtype_mix")
 
 SIMS = available_simulators()
 TESTS = cocotb_tests()
@@ -74,8 +78,9 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
 
 
 def regress_only(sim, params, test) -> bool:
-    return (sim == "icarus" and params == DEFAULT and test not in ICARUS_DEFAULT
-            and "verilator" in SIMS)
+    return (sim == "icarus" and "verilator" in SIMS
+            and ((params == DEFAULT and test not in ICARUS_DEFAULT)
+                 or (params == MX_SMALL and test not in ICARUS_MX_SMALL)))
 
 
 RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",
@@ -113,20 +118,21 @@ def test_cocotb_tests_found():
 
 
 def test_regress_duplicates_stay_covered():
-    """Every test `make test` leaves to `make regress` still runs in `make test` at the
-    default parameters on Verilator, and on Icarus at the small set if it is one of the
-    small set's tests; the default export runs on Icarus in `make test` too."""
+    """Every run `make test` leaves to `make regress` still runs in `make test` at its
+    parameters on Verilator, and on Icarus at the small set if it is one of the small
+    set's tests; the default export and MX run on Icarus in `make test` too."""
     names = {t for tests in MODULE_TESTS.values() for t in tests}
     kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not p.marks}
-    left = {p.values[3] for p in RUNS if p.marks}
-    assert set(ICARUS_DEFAULT) <= names
-    for test in left:
+    left = {(p.values[1], p.values[3]) for p in RUNS if p.marks}
+    assert set(ICARUS_DEFAULT) <= names and set(ICARUS_MX_SMALL) <= set(MX_SMALL_TESTS)
+    for params, test in left:
         if "verilator" in SIMS:
-            assert ("verilator", DEFAULT, test) in kept, test
+            assert ("verilator", params, test) in kept, test
         if "icarus" in SIMS and test in SMALL_TESTS:
             assert ("icarus", SMALL, test) in kept, test
     if "icarus" in SIMS:
         assert all(("icarus", DEFAULT, t) in kept for t in ICARUS_DEFAULT)
+        assert all(("icarus", MX_SMALL, t) in kept for t in ICARUS_MX_SMALL)
 
 
 @pytest.mark.skipif("verilator" not in SIMS, reason="Verilator not installed")

@@ -153,3 +153,20 @@ def test_no_answer_fails_in_bounded_time():
 def test_only_loopback():
     with pytest.raises(ValueError):
         UdpPorts(1, host="0.0.0.0")
+
+
+@pytest.mark.parametrize("dtype", F.DTYPE_NAMES)
+def test_contribution_any_length(dtype):
+    """convert.contribution of a tensor longer than one MX payload (2048 elements) equals,
+    element for element, the contributions of the 64-element chunks a worker sends (what
+    the DDP comparison hook sums with gloo); alone in its job a worker gets its
+    contribution back (result_of_sum re-encodes values the dtype already holds)."""
+    rng = np.random.default_rng(4)
+    code = convert.dtype_code(dtype)
+    x = rng.normal(0, 1, 5000).astype(np.float32)
+    whole = convert.contribution(code, x, 16)
+    chunks = np.concatenate([convert.contribution(code, x[a:a + 64], 16)
+                             for a in range(0, x.size, 64)])
+    np.testing.assert_array_equal(whole, chunks)
+    assert np.abs(convert.to_values(whole, 16) - x).max() < 1.0
+    np.testing.assert_array_equal(convert.result_of_sum(code, whole, 16, 64), whole)

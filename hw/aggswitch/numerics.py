@@ -117,6 +117,20 @@ DTYPE_FORMAT = {DTYPE_FP32: "fp32", DTYPE_BF16: "bf16", DTYPE_MXINT8: "mxint8",
 # --------------------------------------------------------------------------
 # helpers: build logic into module `m`, return the Signals (or expressions) made
 # --------------------------------------------------------------------------
+def as_signal(m, x, name):
+    """`x` as a Signal of its shape: `x` itself if it is one, else a new Signal driven by it.
+
+    Helpers that slice their input bit by bit (a tree, a shifter) take it through this: a
+    slice of an operator expression re-emits the operator for every slice in the netlist
+    (the export grew by a copy of `a | b` per bit of a leading-zero count), a slice of a
+    Signal costs nothing."""
+    if isinstance(x, Signal):
+        return x
+    s = Signal(x.shape(), name=name)
+    m.d.comb += s.eq(x)
+    return s
+
+
 def or_tree(values):
     """OR of many values as a balanced tree (a Python fold would build a chain)."""
     values = list(values)
@@ -133,6 +147,7 @@ def lzc(m, x, name="lzc"):
     meaningful only when `zero` (x == 0) is low. The input is padded at the LSB side to
     a power of two, which leaves the count of a non-zero x unchanged. The tree nodes
     are shared expression objects (the netlist emits each once)."""
+    x = as_signal(m, x, f"{name}_in")
     width = len(x)
     size = 1 << max(0, (width - 1).bit_length())
     v = Cat(Const(0, size - width), x)
@@ -161,6 +176,8 @@ def rne_shr_parts(m, x, amount, name="rne", width=None):
     the sticky mask is decoded from `amount` alone, in parallel with the shift.
     `width`: bits of the quotient to keep, when the caller knows it is that narrow
     (e.g. a significand); only those leave the shifter and reach the incrementer."""
+    x = as_signal(m, x, f"{name}_in")
+    amount = as_signal(m, amount, f"{name}_amount")
     xw = len(x)
     q = Signal(xw if width is None else width, name=f"{name}_q")
     up = Signal(name=f"{name}_up")
@@ -227,6 +244,8 @@ def shr_window(m, x, amount, width, name="win", gran=8):
     coarse amount), those inside it a `gran`-bit mask; no shifter output is spent on them."""
     fb = (gran - 1).bit_length()
     assert gran == 1 << fb and len(amount) > fb
+    x = as_signal(m, x, f"{name}_in")
+    amount = as_signal(m, amount, f"{name}_amount")
     xe = Cat(Const(0, 1), x)                          # xe[j] = x[j-1]: the guard of amount j
     ncoarse = min(len(xe) // gran + 1, 1 << (len(amount) - fb))
     span = gran + width + 1
@@ -1142,8 +1161,8 @@ class MxLineEncoder(wiring.Component):
             # (subnormal -> normal, 1.11..1 -> next binade).
             def packed(f, s):
                 return Cat(s[:f.mbits], Mux(s[f.mbits], expf[:f.ebits + 1], 0))
-            p43 = packed(f43, s43)
-            p52 = packed(f52, s52)
+            p43 = as_signal(m, packed(f43, s43), f"p43_{i}")
+            p52 = as_signal(m, packed(f52, s52), f"p52_{i}")
             opnd = Signal(8, name=f"opnd{i}")
             cin = Signal(name=f"cin{i}")
             total = Signal(8, name=f"sum{i}")

@@ -21,7 +21,11 @@ the file AGGSWITCH_SERVE_STOP appears; then it reads every counter over AXI4-Lit
 per-port counters and writes them to AGGSWITCH_SERVE_SUMMARY (JSON). The test fails on
 any difference from the golden model.
 
-Environment (set by sim/serve.py): AGGSWITCH_SERVE_HOST, AGGSWITCH_SERVE_BASE_PORT (0:
+Before the ports open, the job-table entries of AGGSWITCH_SERVE_JOBS
+("J:MASK:BASE:COUNT,...", from `--job`) are written over AXI4-Lite (the golden model's
+table follows, tb.configure_job).
+
+Environment (set by sim/serve.py): AGGSWITCH_SERVE_HOST, AGGSWITCH_SERVE_JOBS, AGGSWITCH_SERVE_BASE_PORT (0:
 ephemeral ports), AGGSWITCH_SERVE_LOSS, AGGSWITCH_SERVE_IDLE, AGGSWITCH_SERVE_READY (JSON
 written once the ports listen: their addresses), AGGSWITCH_SERVE_STOP,
 AGGSWITCH_SERVE_SUMMARY.
@@ -57,6 +61,10 @@ async def serve(dut):
     idle_s = float(env.get("AGGSWITCH_SERVE_IDLE", "30"))
     stop_file = env.get("AGGSWITCH_SERVE_STOP", "")
     tb = await start(dut, "serve")
+    for spec in filter(None, env.get("AGGSWITCH_SERVE_JOBS", "").split(",")):
+        job, mask, base, count = (int(v) for v in spec.split(":"))
+        await tb.configure_job(job, port_mask=mask, slot_base=base, slot_count=count)
+        tb.log.info("job %d: ports 0x%X, slots %d..%d", job, mask, base, base + count - 1)
     net = UdpPorts(tb.ports, host=env.get("AGGSWITCH_SERVE_HOST", "127.0.0.1"),
                    base_port=int(env.get("AGGSWITCH_SERVE_BASE_PORT", "0")),
                    loss=float(env.get("AGGSWITCH_SERVE_LOSS", "0")), seed=tb.seed)

@@ -23,7 +23,7 @@ import random
 import select
 import socket
 
-from ._golden import frames as F
+from . import wire as F
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 
@@ -47,14 +47,8 @@ def frame_from_datagram(data: bytes, src, *, switch_mac: int = F.DEFAULT_MAC,
     the switch's address. Any datagram becomes a frame, malformed or not: admission is the
     switch's job (SPEC §10.2)."""
     ip = int(ipaddress.IPv4Address(src[0]))
-    head = F.build_frame(src_mac=worker_mac(ip, src[1]), dst_mac=switch_mac, src_ip=ip,
-                         dst_ip=switch_ip, src_port=src[1], dst_port=agg_port,
-                         hdr=F.AggHeader(), payload=b"")[:F.AGG_OFF]
-    f = bytearray(head + bytes(data))
-    f[F.IP_OFF + 2:F.IP_OFF + 4] = (len(f) - F.IP_OFF).to_bytes(2, "big")
-    f[F.UDP_OFF + 4:F.UDP_OFF + 6] = (len(f) - F.UDP_OFF).to_bytes(2, "big")
-    f[F.IP_OFF + 10:F.IP_OFF + 12] = F.ipv4_checksum(bytes(f[F.IP_OFF:F.UDP_OFF])).to_bytes(2, "big")
-    return bytes(f)
+    return F.udp_frame(data, src_mac=worker_mac(ip, src[1]), dst_mac=switch_mac, src_ip=ip,
+                       dst_ip=switch_ip, src_port=src[1], dst_port=agg_port)
 
 
 def datagram_from_frame(frame: bytes):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import convert
-from ._golden import frames as F
+from . import wire as F
 
 
 class AllReduceError(RuntimeError):
@@ -64,6 +64,10 @@ class CallInfo:
     nan: bool = False         # some RESULT had NAN
     seconds: float = 0.0
     stats: dict = field(default_factory=dict)
+    # The switch's cycle counter in the RESULTs taken (bytes 15..18, docs/SPEC.md §10.4:
+    # the cycle the round completed), first and last; None before any RESULT.
+    first_timestamp: int | None = None
+    last_timestamp: int | None = None
 
 
 class Worker:
@@ -182,8 +186,12 @@ class Worker:
                     c = self._match(data, outstanding, code, scale)
                     if c is None:
                         continue
-                    q, flags = self._result(c, data, code, scale)
+                    q, flags, ts = self._result(c, data, code, scale)
                     out[c.lo:c.hi] = q[:c.hi - c.lo]
+                    info.first_timestamp = ts if info.first_timestamp is None else \
+                        min(info.first_timestamp, ts)
+                    info.last_timestamp = ts if info.last_timestamp is None else \
+                        max(info.last_timestamp, ts)
                     info.overflow |= bool(flags & F.FLAG_OVERFLOW)
                     info.nan |= bool(flags & F.FLAG_NAN)
                     del outstanding[c.slot]
@@ -252,7 +260,7 @@ class Worker:
         if h.flags & F.FLAG_UNICAST:
             self.stats["unicast_results"] += 1
         q, _ = convert.decode(code, data[F.AGG_HDR_LEN:], c.count, scale)
-        return q, h.flags
+        return q, h.flags, h.timestamp
 
     def _stuck(self, why: str, outstanding: dict) -> str:
         waiting = ", ".join(f"chunk {c.index} (slot {c.slot} bank {c.bank} seq {c.seq}, "

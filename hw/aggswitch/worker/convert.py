@@ -6,11 +6,11 @@ the job scale carried in every AGG header. A worker holding real values `x`:
 * INT32 sends ``q = RNE(x · 2^scale)``, saturated to int32; an integer tensor is taken as
   already fixed point (its elements must fit int32).
 * FP32 sends ``float32(x)``; the switch rounds it to the fixed-point grid itself.
-* BF16 and the MX dtypes send the encoding of ``q`` (the golden model's egress conversion,
-  `numerics.encode`), so the values sent lie on the job's fixed-point grid; MX chunks are
+* BF16 and the MX dtypes send the encoding of ``q`` (the switch's egress conversion,
+  `payload.encode`), so the values sent lie on the job's fixed-point grid; MX chunks are
   padded with zeros to whole 32-element blocks.
 
-A RESULT payload converts back with the ingress conversion (`numerics.decode`) to the
+A RESULT payload converts back with the ingress conversion (`payload.decode`) to the
 fixed-point sum and from there to reals, ``q · 2^-scale``. For INT32, FP32 and BF16 that
 is exactly the value on the wire; an MX element finer than ``2^-scale`` is rounded to the
 grid.
@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._golden import frames as F
-from ._golden import numerics
+from . import payload as pl
+from . import wire as F
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -87,39 +87,53 @@ def encode(dtype: int, x, count: int, scale: int) -> bytes:
     q[:x.size] = quantize(x, scale)
     if dtype == F.INT32:
         return q.astype(">i4").tobytes()
-    return numerics.encode(dtype, q, count, scale)[0]
+    return pl.encode(dtype, q, count, scale)[0]
 
 
 def decode(dtype: int, payload: bytes, count: int, scale: int) -> tuple[np.ndarray, bool]:
     """(fixed-point values ``q`` as int64, NaN flag) of a payload (the switch's ingress
     conversion)."""
-    return numerics.decode(dtype, payload, count, scale)
+    return pl.decode(dtype, payload, count, scale)
 
 
 def contribution(dtype: int, x, scale: int) -> np.ndarray:
     """What the switch adds for this worker's tensor `x` sent as `dtype`: the fixed-point
     values of its payload (int64)."""
     x = np.asarray(x).reshape(-1)
-    count = padded(dtype, x.size)
-    return decode(dtype, encode(dtype, x, count, scale), count, scale)[0][:x.size]
+    # An element's contribution depends only on itself (MX: on its 32-element block), so
+    # any cut into whole blocks gives the same; a payload holds at most MX_MAX_COUNT.
+    step = chunk_elems(dtype, F.MX_MAX_COUNT)
+    out = np.zeros(x.size, dtype=np.int64)
+    for a in range(0, x.size, step):
+        b = min(x.size, a + step)
+        count = padded(dtype, b - a)
+        out[a:b] = decode(dtype, encode(dtype, x[a:b], count, scale), count, scale)[0][:b - a]
+    return out
 
 
-def reduce_reference(dtype: int, tensors, scale: int, slot_elems: int) -> np.ndarray:
-    """The fixed-point result a correct switch returns for these workers' tensors: per
-    chunk, the contributions summed exactly, encoded as `dtype` and decoded again (int64)."""
-    tensors = [np.asarray(t).reshape(-1) for t in tensors]
-    n = tensors[0].size
+def result_of_sum(dtype: int, acc, scale: int, slot_elems: int) -> np.ndarray:
+    """The fixed-point result a correct switch returns for the exact sums `acc` of the
+    workers' contributions (any integer array): per chunk, saturated to int32, encoded as
+    `dtype` and decoded again (int64). For INT32 only the saturation."""
+    acc = np.asarray(acc).reshape(-1)
+    n = acc.size
     step = chunk_elems(dtype, slot_elems)
     out = np.zeros(n, dtype=np.int64)
     for a in range(0, n, step):
         b = min(n, a + step)
         count = padded(dtype, b - a)
-        acc = np.zeros(count, dtype=object)
-        for t in tensors:
-            acc = acc + decode(dtype, encode(dtype, t[a:b], count, scale), count, scale)[0].astype(object)
-        payload, _ = numerics.encode(dtype, acc, count, scale)
+        chunk = np.zeros(count, dtype=object)
+        chunk[:b - a] = [int(v) for v in acc[a:b]]
+        payload, _ = pl.encode(dtype, chunk, count, scale)
         out[a:b] = decode(dtype, payload, count, scale)[0][:b - a]
     return out
+
+
+def reduce_reference(dtype: int, tensors, scale: int, slot_elems: int) -> np.ndarray:
+    """The fixed-point result a correct switch returns for these workers' tensors: the
+    contributions summed exactly, then :func:`result_of_sum` (int64)."""
+    acc = sum(contribution(dtype, t, scale).astype(object) for t in tensors)
+    return result_of_sum(dtype, acc, scale, slot_elems)
 
 
 def to_values(q: np.ndarray, scale: int) -> np.ndarray:

@@ -14,13 +14,21 @@ with the same dtype and scale (DDP calls it for the same buckets in the same ord
 ``check=True`` verifies every bucket against the process group (gloo), costing two
 collectives per bucket, and records the outcome in ``state.checks``:
 
-* ``exact``: the switch's sum equals, bit for bit, the golden model's answer for the
+* ``exact``: the switch's sum equals, bit for bit, the answer of docs/SPEC.md §4 for the
   ranks' gradients (all-gathered): each chunk's contributions summed exactly and
   converted (aggswitch.worker.convert.reduce_reference); for INT32 this is the sum of the
   quantised gradients that gloo computes on int64, compared as well;
 * ``max_err`` / ``tol``: the largest difference from gloo's float all-reduce, and the
   bound set by the dtype's rounding (each contribution rounded to the 2^-scale grid, the
   result's rounding in the dtype, and float32 rounding in gloo's own sum).
+
+:func:`quantized_gloo_hook` is the same arithmetic without the switch, for comparison
+(run 2 of `make train`): each rank's bucket is quantised exactly as the worker library
+sends it (aggswitch.worker.convert.contribution), gloo sums the fixed-point values exactly
+on int64, and the sum is rounded as the switch rounds its result
+(aggswitch.worker.convert.result_of_sum: int32 saturation, then the dtype). Its averaged
+gradients, and so the parameters after the optimiser step, must equal the switch hook's
+bit for bit in every dtype, lost frames or not.
 
 Only torch and NumPy are needed (Debian's python3-torch works with its python3-numpy).
 """
@@ -33,7 +41,7 @@ import torch.distributed as dist
 
 from . import convert
 from .client import Worker
-from ._golden import frames as F
+from . import wire as F
 
 # Largest rounding error of a result element, relative to the element (FP32, BF16) or to
 # the largest element of the bucket (MX: an element's error is bounded by its block's scale).
@@ -49,9 +57,34 @@ class SwitchHookState:
     check: bool = False
     checks: list = field(default_factory=list)
     buckets: int = 0
+    # the switch's cycle counter when the last round of the latest bucket completed
+    # (a RESULT's timestamp, docs/SPEC.md §10.4)
+    last_timestamp: int | None = None
 
     def __post_init__(self):
         self.code = convert.dtype_code(self.dtype)
+
+
+@dataclass
+class QuantizedGlooState:
+    """State of :func:`quantized_gloo_hook`: the same dtype, scale and slot_elems as the
+    switch hook it stands in for."""
+    dtype: object = "int32"
+    scale: int = 16
+    slot_elems: int = 256
+    buckets: int = 0
+
+    def __post_init__(self):
+        self.code = convert.dtype_code(self.dtype)
+
+
+def _averaged(buf: torch.Tensor, total: np.ndarray, world: int) -> torch.futures.Future[torch.Tensor]:
+    """Write the sum `total` (float64) divided by the world size into the bucket and
+    return it as a completed future (the one conversion both hooks share)."""
+    buf.copy_(torch.from_numpy((total / world).astype(np.float32)).view_as(buf))
+    fut = torch.futures.Future()
+    fut.set_result(buf)
+    return fut
 
 
 def switch_allreduce_hook(state: SwitchHookState,
@@ -62,14 +95,26 @@ def switch_allreduce_hook(state: SwitchHookState,
     buf = bucket.buffer()
     x = buf.detach().cpu().numpy().astype(np.float32, copy=False).reshape(-1)
     total = state.worker.allreduce(x, state.code, state.scale)
+    state.last_timestamp = state.worker.last.last_timestamp
     world = dist.get_world_size()
     if state.check:
         state.checks.append(_check(state, x, total, world))
     state.buckets += 1
-    buf.copy_(torch.from_numpy((total / world).astype(np.float32)).view_as(buf))
-    fut = torch.futures.Future()
-    fut.set_result(buf)
-    return fut
+    return _averaged(buf, total, world)
+
+
+def quantized_gloo_hook(state: QuantizedGlooState,
+                        bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """DDP communication hook: the switch hook's arithmetic with gloo summing exactly on
+    int64 instead of the switch (see the module docstring)."""
+    buf = bucket.buffer()
+    x = buf.detach().cpu().numpy().astype(np.float32, copy=False).reshape(-1)
+    q = torch.from_numpy(convert.contribution(state.code, x, state.scale))
+    dist.all_reduce(q)                                   # gloo, exactly, on int64
+    total = convert.to_values(
+        convert.result_of_sum(state.code, q.numpy(), state.scale, state.slot_elems), state.scale)
+    state.buckets += 1
+    return _averaged(buf, total, dist.get_world_size())
 
 
 def _check(state: SwitchHookState, x: np.ndarray, total: np.ndarray, world: int) -> dict:
