@@ -283,6 +283,9 @@ def small_report(tmp_path_factory):
     return report
 
 
+# In `make regress`: synthesising the export takes about 80 s of CPU, too much for
+# `make test`'s budget; the counting rules above stay in `make test`.
+@pytest.mark.regress
 def test_level_budget(small_report):
     """Every block at most as deep as tests/timing_budget.txt allows (8, the issue's budget,
     for a block without an entry). A block that got shallower prints how far its budget
