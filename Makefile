@@ -64,6 +64,10 @@ PNR        ?= 1
 SYNTH_TIMEOUT ?= 60
 SYNTH_OPTS ?=
 
+# --- make timing --------------------------------------------------------------
+TIMING_DIR ?= build/timing
+TIMING_OPTS ?=
+
 # --- make train -----------------------------------------------------------------
 STEPS ?=
 TORCH_PYTHON ?= /usr/bin/python3
@@ -77,7 +81,7 @@ BENCH_STALL    ?=
 # --- make formal ----------------------------------------------------------------
 FORMAL_ARGS ?=
 
-.PHONY: help venv test regress sim serve train bench formal verilog docs lint synth clean distclean
+.PHONY: help venv test regress sim serve train bench formal verilog docs lint synth timing clean distclean
 
 help:
 	@echo "aggswitch make targets"
@@ -125,6 +129,10 @@ help:
 	@echo "                   SYNTH_FREQ=MHz target (default $(SYNTH_FREQ))  PNR=0 stops after Yosys"
 	@echo "                   SYNTH_TIMEOUT=minutes of routing before it gives up (default $(SYNTH_TIMEOUT))"
 	@echo "                   SYNTH_OPTS=... more options of scripts/synth.py (--help lists them)"
+	@echo "  make timing    Yosys only (synth_ecp5, hierarchy kept): LUT4-equivalents per block and the deepest"
+	@echo "                   register-to-register path in logic levels, per block and overall, into $(TIMING_DIR)/"
+	@echo "                   (timing.md, timing.json); the design parameters above; TIMING_OPTS=... more"
+	@echo "                   options of scripts/timing.py (--budget tests/timing_budget.txt checks a budget)"
 	@echo "  make venv      create .venv with the pinned dependencies (every target does it first)"
 	@echo "  make clean     remove build and simulation outputs (keeps .venv)"
 	@echo "  make distclean clean, and remove .venv"
@@ -206,6 +214,11 @@ synth: verilog $(SYNTH_STAMP)
 	@out=$(RTL_PATH); \
 	echo "$(PY) scripts/synth.py $$out $(strip $(SYNTH_ARGS))"; \
 	$(PY) scripts/synth.py "$$out" $(SYNTH_ARGS)
+
+timing: verilog
+	@out=$(RTL_PATH); \
+	echo "$(PY) scripts/timing.py $$out -o $(TIMING_DIR) $(TIMING_OPTS)"; \
+	$(PY) scripts/timing.py "$$out" -o $(TIMING_DIR) $(TIMING_OPTS)
 
 # --- housekeeping ---------------------------------------------------------------
 clean:

@@ -23,21 +23,29 @@ from .codec import beat_count
 RESULT_DESC_DEPTH = 4
 
 
-def result_header(p: Params, m, d, switch_mac, switch_ip, agg_port):
-    """The 64 header bytes of a RESULT frame, as a little-endian-packed 512-bit value."""
-    ip_total = Signal(16)
-    udp_len = Signal(16)
-    m.d.comb += [ip_total.eq(d.payload_bytes + (HEADER_BYTES - 14)),
-                 udp_len.eq(d.payload_bytes + (HEADER_BYTES - 34))]
+def ip_header_words(ip_total, dst_ip):
+    """The IPv4 header's 16-bit words that depend on the RESULT (SPEC §6), with its
+    constant ones (version/IHL, TTL/protocol; identification, flags and the checksum are
+    zero); the switch's own address is summed apart (`ones_sum`)."""
+    return [C(0x4500, 16), ip_total, C((64 << 8) | 17, 16), dst_ip[16:], dst_ip[:16]]
+
+
+def ones_sum(m, words, name):
+    """Ones' complement sum of 16-bit words (end-around carry), as a 16-bit Signal."""
+    total = Signal(16 + (len(words) - 1).bit_length(), name=f"{name}_sum")
+    m.d.comb += total.eq(sum(words))
+    folded = Signal(16, name=name)
+    m.d.comb += folded.eq(ones_complement_fold(total, len(total)))
+    return folded
+
+
+def result_header(p: Params, d, ip_total, udp_len, csum, switch_mac, switch_ip, agg_port):
+    """The 64 header bytes of a RESULT frame, as a little-endian-packed 512-bit value.
+    `ip_total`, `udp_len` and the IPv4 header checksum `csum` are computed ahead (below):
+    the header itself is wiring."""
     ip_wo_csum = ([C(0x45, 8), C(0, 8)] + put_be(ip_total, 2) + [C(0, 8)] * 4
                   + [C(64, 8), C(17, 8)])
     ip_addrs = put_be(switch_ip, 4) + put_be(d.dst_ip, 4)
-    words = [Cat(ip_wo_csum[i + 1], ip_wo_csum[i]) for i in range(0, len(ip_wo_csum), 2)]
-    words += [Cat(ip_addrs[i + 1], ip_addrs[i]) for i in range(0, 8, 2)]
-    csum_sum = Signal(20)
-    m.d.comb += csum_sum.eq(sum(words))
-    csum = Signal(16)
-    m.d.comb += csum.eq(~ones_complement_fold(csum_sum, 20))
     hdr_bytes = (
         put_be(d.dst_mac, 6) + put_be(switch_mac, 6) + [C(0x08, 8), C(0x00, 8)]
         + ip_wo_csum + put_be(csum, 2) + ip_addrs
@@ -50,6 +58,17 @@ def result_header(p: Params, m, d, switch_mac, switch_ip, agg_port):
     )
     assert len(hdr_bytes) == HEADER_BYTES
     return Cat(*hdr_bytes)
+
+
+def queued_result(p: Params):
+    """A RESULT descriptor as the deparser queues it: the engine's, with the header
+    fields that follow from it computed on the way in."""
+    return data.StructLayout({
+        "d": result_descriptor(p),
+        "ip_total": 16,
+        "udp_len": 16,
+        "csum_part": 16,    # ones' complement sum of ip_header_words
+    })
 
 
 class ResultDeparser(wiring.Component):
@@ -76,31 +95,83 @@ class ResultDeparser(wiring.Component):
         B = p.beat_bytes
         H = p.header_beats
         rdl = result_descriptor(p)
+        qrl = queued_result(p)
 
         depth = p.egress_beats
         m.submodules.data_fifo = dfifo = SyncFIFOBuffered(width=p.data_width, depth=depth)
-        m.submodules.desc_fifo = qfifo = SyncFIFOBuffered(width=rdl.size, depth=RESULT_DESC_DEPTH)
+        m.submodules.desc_fifo = qfifo = SyncFIFOBuffered(width=qrl.size, depth=RESULT_DESC_DEPTH)
         scale_bits = 8 * p.mx_blocks if p.mx_ok else 0
         m.submodules.done_fifo = done = SyncFIFOBuffered(width=1 + scale_bits, depth=RESULT_DESC_DEPTH)
         m.d.comb += [dfifo.w_data.eq(self.data_in), dfifo.w_en.eq(self.data_en),
-                     qfifo.w_data.eq(self.desc_in), qfifo.w_en.eq(self.desc_en),
                      done.w_data.eq(Cat(self.done_overflow, self.done_scales[:scale_bits])), done.w_en.eq(self.done_en)]
-        # A RESULT is decided (desc_en) well before its payload is written: the engine may
-        # have scheduled several. Each decided RESULT reserves its payload's beats until
-        # they are written, so the payloads of all of them always fit; room means room for
-        # a full slot more.
+
+        # A decided RESULT's descriptor is registered once before it is queued, and the
+        # header fields that follow from it (IPv4 and UDP lengths, the RESULT's part of
+        # the IPv4 checksum) are computed on the way: the descriptor is needed only once
+        # the payload is complete, many cycles later, and the header is then wiring.
+        in_valid = Signal()
+        in_desc = Signal(rdl, reset_less=True)
+        m.d.sync += [in_valid.eq(self.desc_en), in_desc.eq(self.desc_in)]
+        q_in = Signal(qrl)
+        m.d.comb += [q_in.d.eq(in_desc),
+                     q_in.ip_total.eq(in_desc.payload_bytes + (HEADER_BYTES - 14)),
+                     q_in.udp_len.eq(in_desc.payload_bytes + (HEADER_BYTES - 34))]
+        m.d.comb += [q_in.csum_part.eq(ones_sum(m, ip_header_words(q_in.ip_total, in_desc.dst_ip), "csum_part")),
+                     qfifo.w_data.eq(q_in), qfifo.w_en.eq(in_valid)]
+        # The switch's address, summed apart (it is configuration).
+        switch_sum = Signal(16, reset_less=True)
+        m.d.sync += switch_sum.eq(ones_sum(m, [self.switch_ip[16:], self.switch_ip[:16]], "switch_sum_c"))
+
+        # Room: a RESULT is decided (desc_en) well before its payload is written, and the
+        # engine may have scheduled several. Each decided RESULT reserves its payload's
+        # beats until they are written, so the payloads of all of them always fit: room for
+        # a full slot more is `beats held + beats reserved + L <= depth`, with fewer than
+        # RESULT_DESC_DEPTH descriptors queued. Both are counted as they change, into
+        # registers, so that `room` is a register for the engine's decision. A written beat
+        # moves from reserved to held, so only a beat leaving `pay` and a decision count.
         L = p.slot_lines
-        reserved = Signal(range(depth + L + 1))
-        m.d.sync += reserved.eq(reserved + Mux(self.desc_en, beat_count(p, self.desc_in.dtype, self.desc_in.count), 0)
-                                - self.data_en)
-        m.d.comb += self.room.eq((dfifo.level + reserved + L <= depth)
-                                 & (qfifo.level < RESULT_DESC_DEPTH))
+        pop = Signal()                      # a payload beat leaves for the output register
+        # depth - held - reserved - L (held: in the FIFO and in `pay`)
+        slack = Signal(range(-(2 * depth + 2 * L + 2), depth + 1), init=depth - L)
+        queued = Signal(range(RESULT_DESC_DEPTH + 1))
+        # desc_en ends the engine's decision: it only selects between sums made without it
+        # (desc_in is the engine's COMMIT register)
+        slack_next = Signal.like(slack)
+        slack_taken = Signal.like(slack)
+        queued_next = Signal.like(queued)
+        m.d.comb += [slack_next.eq(slack + pop),
+                     slack_taken.eq(slack + pop - beat_count(p, self.desc_in.dtype, self.desc_in.count)),
+                     queued_next.eq(queued - (qfifo.r_en & qfifo.r_rdy))]
+        m.d.sync += [slack.eq(Mux(self.desc_en, slack_taken, slack_next)),
+                     queued.eq(Mux(self.desc_en, queued_next + 1, queued_next))]
+        # `room` is itself a register, `(slack >= 0) & (queued < RESULT_DESC_DEPTH)` of the
+        # values just registered, compared before desc_en selects them: the engine's
+        # COMMIT sees a flip-flop, not a compare.
+        room = Signal(init=depth - L >= 0)
+        m.d.sync += room.eq(Mux(self.desc_en, (slack_taken >= 0) & (queued_next + 1 < RESULT_DESC_DEPTH),
+                                (slack_next >= 0) & (queued_next < RESULT_DESC_DEPTH)))
+        m.d.comb += self.room.eq(room)
 
-        d = Signal(rdl)   # the frame being sent
+        # The payload FIFO's block-RAM output is registered once more, in `pay`, before any
+        # logic: the beat under the head is fetched while the one in `pay` waits.
+        pay_valid = Signal()
+        pay = Signal(p.data_width, reset_less=True)
+        m.d.comb += dfifo.r_en.eq(~pay_valid | pop)
+        with m.If(dfifo.r_rdy & (~pay_valid | pop)):
+            m.d.sync += [pay.eq(dfifo.r_data), pay_valid.eq(1)]
+        with m.Elif(pop):
+            m.d.sync += pay_valid.eq(0)
+
+        d = Signal(rdl, reset_less=True)    # the frame being sent
+        ip_total = Signal(16, reset_less=True)
+        udp_len = Signal(16, reset_less=True)
+        csum = Signal(16, reset_less=True)
         hdr = Signal(HEADER_BYTES * 8)
-        m.d.comb += hdr.eq(result_header(p, m, d, self.switch_mac, self.switch_ip, self.agg_port))
+        m.d.comb += hdr.eq(result_header(p, d, ip_total, udp_len, csum,
+                                         self.switch_mac, self.switch_ip, self.agg_port))
 
-        head = rdl(qfifo.r_data)
+        q_head = qrl(qfifo.r_data)
+        head = q_head.d
         # Load the first beat so that tvalid rises in cycle t_ref + latency: this cycle + 1
         # >= t_ref + latency. `due_base` is this cycle + 1 - latency, made a cycle ahead from
         # the cycle counter (which counts from 0 at reset, as this starts from its init), so
@@ -115,9 +186,9 @@ class ResultDeparser(wiring.Component):
         m.d.sync += self.tx.eq(0)
 
         out_valid = Signal()
-        out_data = Signal(p.data_width)
-        out_keep = Signal(B)
-        out_last = Signal()
+        out_data = Signal(p.data_width, reset_less=True)
+        out_keep = Signal(B, reset_less=True)
+        out_last = Signal(reset_less=True)
         m.d.comb += [self.tvalid.eq(out_valid), self.tdata.eq(out_data),
                      self.tkeep.eq(out_keep), self.tlast.eq(out_last)]
         can_load = ~out_valid | self.tready
@@ -138,12 +209,15 @@ class ResultDeparser(wiring.Component):
 
         hbeat = Signal(range(H + 1))
         scale_beats = p.scale_beats
-        scales = Signal(max(MX_SCALE_BYTES, B) * 8)
+        scales = Signal(max(MX_SCALE_BYTES, B) * 8, reset_less=True)
         sbeat = Signal(range(scale_beats + 1))
-        remaining = Signal(16)      # payload bytes still to send
+        remaining = Signal(16, reset_less=True)     # payload bytes still to send
         keep_last = Signal(B)
         m.d.comb += keep_last.eq(thermometer(remaining, B))
         data_mask = Cat(*[keep_last[i].replicate(8) for i in range(B)])
+
+        head_csum = Signal(16)
+        m.d.comb += head_csum.eq(~ones_sum(m, [q_head.csum_part, switch_sum], "head_sum"))
 
         with m.FSM():
             with m.State("IDLE"):
@@ -153,10 +227,13 @@ class ResultDeparser(wiring.Component):
                     head_flags = Signal(rdl)
                     m.d.comb += [head_flags.eq(head),
                                  head_flags.flags.eq(head.flags | Cat(C(0, 2), done.r_data[0], C(0, 5)))]
-                    m.d.sync += [d.eq(head_flags), scales.eq(done.r_data[1:1 + scale_bits]), sbeat.eq(0),
+                    m.d.sync += [d.eq(head_flags), ip_total.eq(q_head.ip_total),
+                                 udp_len.eq(q_head.udp_len), csum.eq(head_csum),
+                                 scales.eq(done.r_data[1:1 + scale_bits]), sbeat.eq(0),
                                  remaining.eq(head.payload_bytes - Mux(head.mx, MX_SCALE_BYTES, 0)),
                                  hbeat.eq(1), self.tx.eq(1)]
-                    first = result_header(p, m, head_flags, self.switch_mac, self.switch_ip, self.agg_port)
+                    first = result_header(p, head_flags, q_head.ip_total, q_head.udp_len, head_csum,
+                                          self.switch_mac, self.switch_ip, self.agg_port)
                     m.d.sync += [out_valid.eq(1), out_data.eq(first[:p.data_width] if p.data_width < 512 else first),
                                  out_keep.eq((1 << min(B, HEADER_BYTES)) - 1), out_last.eq(0)]
                     if H > 1:
@@ -183,10 +260,10 @@ class ResultDeparser(wiring.Component):
                     with m.If(sbeat == scale_beats - 1):
                         m.next = "PAYLOAD"
             with m.State("PAYLOAD"):
-                with m.If(can_load & dfifo.r_rdy):
-                    m.d.comb += dfifo.r_en.eq(1)
+                with m.If(can_load & pay_valid):
+                    m.d.comb += pop.eq(1)
                     last = remaining <= B
-                    m.d.sync += [out_valid.eq(1), out_data.eq(dfifo.r_data & data_mask),
+                    m.d.sync += [out_valid.eq(1), out_data.eq(pay & data_mask),
                                  out_keep.eq(keep_last), out_last.eq(last),
                                  remaining.eq(remaining - B)]
                     with m.If(last):

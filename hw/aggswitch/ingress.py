@@ -12,6 +12,16 @@ The verdict sits one stage after the last beat so that the registered header che
 include that beat, even for frames shorter than the header. The next frame's first beat is
 a header beat, never written, so the rewind cannot race a payload write.
 
+No path has more than a few LUT levels (issue 12's budget is 8), without a cycle of
+latency more: every rule of the verdict is a register by then. The IPv4 checksum is summed
+per beat as the header arrives; the length rules compare the beat count and single tkeep
+bits, registered with the last beat, against the expected length's last beat and tkeep,
+registered from the header; the checks of header fields and job table are registered
+once more, which they can be as only a frame with payload beats (whose header was complete
+a beat before its last) gets that far. The NaN scan flags each word of a beat in one stage
+and ORs the flags in the next; an admitted frame's kept bytes are its elements, so tkeep
+is the element mask.
+
 The engine reads committed payload beats through `rd_addr`/`rd_data` and frees them with
 `release`/`release_beats`.
 """
@@ -26,6 +36,7 @@ from .params import (Params, HEADER_BYTES, DROP_NOT_AGG, DROP_MALFORMED, DROP_JO
                      DROP_SLOT_RANGE, DROP_WORKER, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2, MX_SCALE_BYTES)
 from .frame import *
+from .numerics import thermometer
 
 
 
@@ -59,29 +70,43 @@ def payload_bytes_expected(dtype, count):
                Mux(dtype == DTYPE_BF16, count << 1, MX_SCALE_BYTES + count))
 
 
-def beat_nan(p: Params, data, dtype, valid_bytes, scale_beat):
-    """Does this payload beat carry a NaN among its valid bytes (SPEC §4)? Elements are
-    big-endian; an MX scale-line beat is NaN where a block's scale byte is 0xFF."""
+def element_nan_words(p: Params, data, keep, fmt):
+    """Per 32-bit word of a payload beat: does an element that starts in it carry a NaN
+    (SPEC §4)? Elements are big-endian; an element counts when its first byte is kept.
+    `fmt` holds one-hot dtype selects (fp32, bf16, e4m3, e5m2), registered per frame. For
+    an admitted frame the kept bytes are exactly its elements (its length is the expected
+    one), so tkeep is the element mask: no count arithmetic on the beat's path."""
     B = p.beat_bytes
     byte = [data.word_select(i, 8) for i in range(B)]
-    valid = [valid_bytes > i for i in range(B)]
-    fp32 = []
-    for i in range(0, B, 4):   # sign.exp8.mant23: exp all ones, mantissa non-zero
+    words = []
+    for w in range(B // 4):
+        terms = []
+        i = 4 * w                                    # sign.exp8.mant23
         exp = Cat(byte[i + 1][7], byte[i][:7])
         mant = Cat(byte[i + 3], byte[i + 2], byte[i + 1][:7])
-        fp32.append(valid[i] & (exp == 0xFF) & (mant != 0))
-    bf16 = []
-    for i in range(0, B, 2):   # sign.exp8.mant7
-        exp = Cat(byte[i + 1][7], byte[i][:7])
-        bf16.append(valid[i] & (exp == 0xFF) & (byte[i + 1][:7] != 0))
-    e4m3 = [valid[i] & (byte[i][:7] == 0x7F) for i in range(B)]
-    e5m2 = [valid[i] & (byte[i][2:7] == 0x1F) & (byte[i][:2] != 0) for i in range(B)]
-    block = [valid[i] & (byte[i] == 0xFF) for i in range(B)]
-    return Mux(is_mx(dtype) & scale_beat, Cat(*block).any(),
-           Mux(dtype == DTYPE_FP32, Cat(*fp32).any(),
-           Mux(dtype == DTYPE_BF16, Cat(*bf16).any(),
-           Mux(dtype == DTYPE_MXFP8_E4M3, Cat(*e4m3).any(),
-           Mux(dtype == DTYPE_MXFP8_E5M2, Cat(*e5m2).any(), 0)))))
+        terms.append(fmt.fp32 & keep[i] & exp.all() & mant.any())
+        for i in (4 * w, 4 * w + 2):                 # sign.exp8.mant7
+            exp = Cat(byte[i + 1][7], byte[i][:7])
+            terms.append(fmt.bf16 & keep[i] & exp.all() & byte[i + 1][:7].any())
+        for i in range(4 * w, 4 * w + 4):
+            terms.append(fmt.e4m3 & keep[i] & byte[i][:7].all())
+            terms.append(fmt.e5m2 & keep[i] & byte[i][2:7].all() & byte[i][:2].any())
+        words.append(Cat(*terms).any())
+    return Cat(*words)
+
+
+def ipv4_partial_sums(p: Params, beat):
+    """{beat index: sum of the IPv4 header's 16-bit words (bytes 14..33) inside that beat},
+    for the beats that hold any. A word never straddles two beats (beats are 16-byte
+    aligned, words 2-byte aligned)."""
+    B = p.beat_bytes
+    sums = {}
+    for w in range(10):
+        off = OFF_IP + 2 * w
+        i, o = divmod(off, B)
+        word = Cat(beat.word_select(o + 1, 8), beat.word_select(o, 8))
+        sums.setdefault(i, []).append(word)
+    return {i: sum(words) for i, words in sums.items()}
 
 
 class IngressParser(wiring.Component):
@@ -165,127 +190,116 @@ class IngressParser(wiring.Component):
                      self.commit.eq(push)]
 
         # --- stage 1: register the beat, capture the header -----------------------
+        # Datapath registers (beat, header, fields, stamps) have no reset: every use is
+        # qualified by a valid bit or a frame counter, which do.
         s1_valid = Signal()
-        s1_data = Signal(dw)
-        s1_keep = Signal(B)
+        s1_data = Signal(dw, reset_less=True)
+        s1_keep = Signal(B, reset_less=True)
         s1_last = Signal()
         s1_payload = Signal()        # beat index >= H
         beat_idx = Signal(range(H + 1))
-        hdr = Signal(HEADER_BYTES * 8)
+        hdr = Signal(HEADER_BYTES * 8, reset_less=True)
 
         handshake = self.tvalid & self.tready
         m.d.sync += [s1_valid.eq(handshake), s1_data.eq(self.tdata), s1_keep.eq(self.tkeep),
                      s1_last.eq(self.tlast), s1_payload.eq(beat_idx == H)]
+        # The IPv4 header checksum is summed from the beats as they are accepted (one
+        # partial sum per header beat), so that only the fold and the compare are left for
+        # the stage after the last header beat: a frame as short as one beat gets its
+        # verdict in time.
+        csum_acc = Signal(20, reset_less=True)
+        partial = ipv4_partial_sums(p, self.tdata)
         with m.If(handshake):
             for i in range(H):
                 with m.If(beat_idx == i):
                     m.d.sync += hdr.word_select(i, min(dw, HEADER_BYTES * 8)).eq(
                         self.tdata[:min(dw, HEADER_BYTES * 8)])
+                    if i == 0:
+                        m.d.sync += csum_acc.eq(partial.get(0, 0))
+                    elif i in partial:
+                        m.d.sync += csum_acc.eq(csum_acc + partial[i])
             with m.If(self.tlast):
                 m.d.sync += beat_idx.eq(0)
             with m.Elif(beat_idx != H):
                 m.d.sync += beat_idx.eq(beat_idx + 1)
-        s1_cycle = Signal(32)
+        s1_cycle = Signal(32, reset_less=True)
         m.d.sync += s1_cycle.eq(self.cycles)
 
         # --- stage 2: payload write, frame length and tkeep rule ------------------
         frame_beats = Signal(beats_bits(p) + 1)   # payload beats written for this frame
         overflowing = Signal()                    # more payload than any valid frame
-        len_bytes = Signal(16)                    # saturating frame length
+        # Beats of this frame before the one in stage 1, header included, saturating above
+        # the longest valid frame. The frame length L is nb * B + the kept bytes of the
+        # last beat (tkeep must be a prefix there, or the frame is MALFORMED anyway), so
+        # the length rules become checks of nb and of single tkeep bits, registered here.
+        nb_sat = (HEADER_BYTES + 4 * ((1 << count_bits(p)) - 1) - 1) // B + 1
+        nb = Signal(range(nb_sat + 1))
         keep_bad = Signal()
         full_keep = (1 << B) - 1
-        keep_count = Signal(range(B + 1))
-        m.d.comb += keep_count.eq(sum(s1_keep[i] for i in range(B)))
-        keep_contig = (s1_keep != 0) & ((s1_keep & (s1_keep + 1)) == 0)
+        # a non-empty prefix of ones: bit 0 set, and no 0 below a 1
+        keep_contig = s1_keep[0] & Cat(*[s1_keep[i] | ~s1_keep[i + 1] for i in range(B - 1)]).all()
 
         write = s1_valid & s1_payload & ~overflowing
         m.d.comb += [wport.addr.eq(wp[:-1]), wport.data.eq(s1_data), wport.en.eq(write)]
 
-        max_len = (1 << 16) - 1
-        beat_len = Mux(s1_last, keep_count, B)
-        new_len = Signal(17)
-        m.d.comb += new_len.eq(len_bytes + beat_len)
-        cur_len = Signal(16)                       # length including this beat (saturated)
-        m.d.comb += cur_len.eq(Mux(new_len > max_len, max_len, new_len))
         cur_keep_bad = keep_bad | Mux(s1_last, ~keep_contig, s1_keep != full_keep)
 
-        dtype = Signal(8)        # header fields, registered below
-        count = Signal(16)
+        def length_below(k):
+            """L < k for the frame whose last beat is in stage 1 (a prefix tkeep)."""
+            terms = []
+            for n in range(-(-k // B)):
+                rest = k - n * B              # L < k  <=>  kept bytes < rest
+                terms.append((nb == n) & (1 if rest > B else ~s1_keep[rest - 1]))
+            return Cat(*terms).any()
 
-        # NaN scan of the payload (the engine needs the flag when it decides the round).
-        # Valid bytes of this payload beat: elements (or, for an MX scale-line beat, block
-        # scales) below `count`.
-        scale_beats = p.scale_beats
-        mx = is_mx(dtype[:3])
-        scale_beat = mx & (frame_beats < scale_beats)
-        data_bytes = Signal(range(4 * p.slot_elems + 1))
-        m.d.comb += data_bytes.eq(Mux(mx, Mux(scale_beat, count >> 5, count),
-                                      payload_bytes_expected(dtype[:3], count)))
-        offset = Signal(range(p.max_payload_beats * B + 1))
-        m.d.comb += offset.eq(Mux(mx & ~scale_beat, frame_beats - scale_beats, frame_beats) * B)
-        valid_bytes = Signal(range(B + 1))
-        m.d.comb += valid_bytes.eq(Mux(data_bytes <= offset, 0,
-                                       Mux(data_bytes - offset >= B, B, data_bytes - offset)))
-        frame_nan = Signal()
-        cur_nan = frame_nan | (write & beat_nan(p, s1_data, dtype[:3], valid_bytes, scale_beat))
-
-        # MX block scales, captured from the scale line for the descriptor. They are read
-        # at the verdict, before the next frame's first payload beat can overwrite them.
-        frame_scales = Signal(8 * p.mx_blocks if p.mx_ok else 0)
-        if p.mx_ok:
-            for j in range(p.scale_beats):
-                lo, hi = j * B, min(p.mx_blocks, (j + 1) * B)
-                if lo >= hi:
-                    break
-                with m.If(write & scale_beat & (frame_beats == j)):
-                    m.d.sync += frame_scales[8 * lo:8 * hi].eq(s1_data[:8 * (hi - lo)])
-
-        with m.If(s1_valid):
-            with m.If(s1_last):
-                m.d.sync += [len_bytes.eq(0), keep_bad.eq(0), frame_beats.eq(0), overflowing.eq(0),
-                             frame_nan.eq(0)]
-            with m.Else():
-                m.d.sync += [len_bytes.eq(cur_len), keep_bad.eq(cur_keep_bad), frame_nan.eq(cur_nan)]
-                with m.If(write):
-                    m.d.sync += frame_beats.eq(frame_beats + 1)
-                    with m.If(frame_beats + 1 == p.max_payload_beats):
-                        m.d.sync += overflowing.eq(1)
-        with m.If(write):
-            m.d.sync += wp.eq(wp + 1)
-
-        # Header checks, registered from the captured header every cycle. They only look at
-        # bytes the length guards of §10.2 vouch for, so a short frame's stale header bytes
-        # never decide its verdict.
+        # Header fields, registered from the captured header every cycle. They only decide
+        # a verdict where the length rules of §10.2 vouch for the bytes they come from, so
+        # a short frame's stale header bytes never do.
         h = hdr
-        ethertype_ok = Signal()
-        ip_ok = Signal()         # version 4, IHL 5, checksum valid
-        proto_ok = Signal()
-        udp_port_ok = Signal()
-        ip_total = Signal(16)
-        udp_len = Signal(16)
-        ver_op_ok = Signal()
-        job = Signal(16)
-        slot = Signal(16)
-        worker = Signal(8)
-        flags = Signal(8)
-        seq = Signal(32)
-        scale = Signal(8)
-        src_mac = Signal(48)
-        src_ip = Signal(32)
-        src_port = Signal(16)
-        words = [get_be(h, OFF_IP + 2 * i, 2) for i in range(10)]
-        csum = Signal(20)
-        m.d.comb += csum.eq(sum(words))
+        dtype = Signal(8, reset_less=True)
+        count = Signal(16, reset_less=True)
+        ethertype_ok = Signal(reset_less=True)
+        ip_ok = Signal(reset_less=True)         # version 4, IHL 5, checksum valid
+        proto_ok = Signal(reset_less=True)
+        udp_port_ok = Signal(reset_less=True)
+        ver_op_ok = Signal(reset_less=True)
+        job = Signal(16, reset_less=True)
+        slot = Signal(16, reset_less=True)
+        worker = Signal(8, reset_less=True)
+        flags = Signal(8, reset_less=True)
+        seq = Signal(32, reset_less=True)
+        scale = Signal(8, reset_less=True)
+        src_mac = Signal(48, reset_less=True)
+        src_ip = Signal(32, reset_less=True)
+        src_port = Signal(16, reset_less=True)
+        fmt = Signal(data.StructLayout({"fp32": 1, "bf16": 1, "e4m3": 1, "e5m2": 1, "mx": 1}),
+                     reset_less=True)
+        # The expected frame length `64 + payload bytes` as (nb of its last beat, tkeep of
+        # its last beat): L == expected  <=>  nb == exp_nb and tkeep == exp_keep. Only a
+        # count the build admits matters (count_ok below), so count is cut to its width.
+        h_dtype = header_byte(h, OFF_DTYPE)[:3]
+        h_count = get_be(h, OFF_COUNT, 2)
+        h_payload = Signal(count_bits(p) + 2)
+        m.d.comb += h_payload.eq(payload_bytes_expected(h_dtype, h_count[:count_bits(p)]))
+        kb = B.bit_length() - 1                  # log2(B)
+        exp_nb = Signal(range(nb_sat + 1), reset_less=True)
+        exp_keep = Signal(B, reset_less=True)
+        # the last kept byte, (payload - 1) mod B: the low bits of the payload length only
+        last_byte = Signal(kb)
+        m.d.comb += last_byte.eq(payload_bytes_expected(h_dtype, h_count[:kb])[:kb] - 1)
+        # IPv4 and UDP lengths against the payload: 64 + payload - 14 and - 34, per layout
+        ip50 = Signal(signed(17), reset_less=True)
+        udp30 = Signal(signed(17), reset_less=True)
+        ip114 = Signal(signed(17), reset_less=True)
+        udp94 = Signal(signed(17), reset_less=True)
         m.d.sync += [
             ethertype_ok.eq(get_be(h, OFF_ETHERTYPE, 2) == 0x0800),
-            ip_ok.eq((header_byte(h, OFF_IP) == 0x45) & (ones_complement_fold(csum, 20) == 0xFFFF)),
+            ip_ok.eq((header_byte(h, OFF_IP) == 0x45) & (ones_complement_fold(csum_acc, 20) == 0xFFFF)),
             proto_ok.eq(header_byte(h, OFF_IP_PROTO) == 17),
             udp_port_ok.eq(get_be(h, OFF_UDP_DST, 2) == self.agg_port),
-            ip_total.eq(get_be(h, OFF_IP_TOTAL_LEN, 2)),
-            udp_len.eq(get_be(h, OFF_UDP_LEN, 2)),
             ver_op_ok.eq(header_byte(h, OFF_VER_OP) == 0x10),
             dtype.eq(header_byte(h, OFF_DTYPE)),
-            count.eq(get_be(h, OFF_COUNT, 2)),
+            count.eq(h_count),
             job.eq(get_be(h, OFF_JOB, 2)),
             slot.eq(get_be(h, OFF_SLOT, 2)),
             worker.eq(header_byte(h, OFF_WORKER)),
@@ -295,27 +309,68 @@ class IngressParser(wiring.Component):
             src_mac.eq(get_be(h, OFF_SRC_MAC, 6)),
             src_ip.eq(get_be(h, OFF_IP_SRC, 4)),
             src_port.eq(get_be(h, OFF_UDP_SRC, 2)),
+            fmt.fp32.eq(h_dtype == DTYPE_FP32), fmt.bf16.eq(h_dtype == DTYPE_BF16),
+            fmt.e4m3.eq(h_dtype == DTYPE_MXFP8_E4M3), fmt.e5m2.eq(h_dtype == DTYPE_MXFP8_E5M2),
+            fmt.mx.eq(is_mx(h_dtype)),
+            exp_nb.eq((h_payload + HEADER_BYTES - 1) >> kb),
+            # kept bytes of the last beat: bytes 0 .. (payload - 1) mod B (64 is a multiple of B)
+            exp_keep.eq(Cat(C(1, 1), thermometer(last_byte, B - 1))),
+            ip50.eq(get_be(h, OFF_IP_TOTAL_LEN, 2) - (HEADER_BYTES - 14)),
+            udp30.eq(get_be(h, OFF_UDP_LEN, 2) - (HEADER_BYTES - 34)),
+            ip114.eq(get_be(h, OFF_IP_TOTAL_LEN, 2) - (HEADER_BYTES + MX_SCALE_BYTES - 14)),
+            udp94.eq(get_be(h, OFF_UDP_LEN, 2) - (HEADER_BYTES + MX_SCALE_BYTES - 34)),
         ]
 
-        # --- stage 2: verdict on the whole frame ----------------------------------
-        s2_valid = Signal()
-        s2_len = Signal(16)
-        s2_keep_bad = Signal()
-        s2_beats = Signal(beats_bits(p) + 1)
-        s2_t_last = Signal(32)
-        s2_nan = Signal()
-        m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_len.eq(cur_len),
-                     s2_keep_bad.eq(cur_keep_bad), s2_beats.eq(frame_beats + write), s2_nan.eq(cur_nan),
-                     s2_t_last.eq(s1_cycle)]
-        L = s2_len
-        dtype_ok = Cat(*[dtype == d for d in self.dtypes]).any()
-        count_ok = (count != 0) & (count <= p.slot_elems) & (~is_mx(dtype[:3]) | (count[:5] == 0))
-        expected_len = Signal(17)
-        m.d.comb += expected_len.eq(HEADER_BYTES + payload_bytes_expected(dtype[:3], count))
-        agg_ok = ((L >= HEADER_BYTES) & (ip_total == L - 14) & (udp_len == L - 34) & ver_op_ok
-                  & dtype_ok & count_ok & (expected_len == L))
+        # NaN scan of the payload (the engine needs the flag when it decides the round), in
+        # two steps: stage 1 flags each 32-bit word of an element beat that holds a NaN
+        # element; the stage after ORs the flags into the frame's. The verdict adds the last
+        # beat's flags itself. An MX frame's block scales are checked from the captured
+        # scale line against the block count.
+        scale_beats = p.scale_beats
+        scale_beat = fmt.mx & (frame_beats < scale_beats)
+        nan_words = Signal(B // 4)          # stage 1's flags, for the beat before
+        m.d.sync += nan_words.eq(Mux(write & ~scale_beat,
+                                     element_nan_words(p, s1_data, s1_keep, fmt), 0))
+        frame_nan = Signal()                # the frame's beats before the one in nan_words
 
-        job_in_range = job < p.jobs
+        # MX block scales, captured from the scale line for the descriptor. They are read
+        # at the verdict, before the next frame's first payload beat can overwrite them.
+        frame_scales = Signal(8 * p.mx_blocks if p.mx_ok else 0, reset_less=True)
+        scale_nan = Signal(reset_less=True)     # a NaN (0xFF) scale among the frame's blocks
+        if p.mx_ok:
+            block_ff = Signal(p.mx_blocks, reset_less=True)
+            block_valid = Signal(p.mx_blocks, reset_less=True)   # block < count / 32
+            for j in range(p.scale_beats):
+                lo, hi = j * B, min(p.mx_blocks, (j + 1) * B)
+                if lo >= hi:
+                    break
+                with m.If(write & scale_beat & (frame_beats == j)):
+                    m.d.sync += [frame_scales[8 * lo:8 * hi].eq(s1_data[:8 * (hi - lo)]),
+                                 block_ff[lo:hi].eq(Cat(*[s1_data.word_select(i, 8).all()
+                                                          for i in range(hi - lo)]))]
+            m.d.sync += [block_valid.eq(Mux(fmt.mx, thermometer(count[5:], p.mx_blocks), 0)),
+                         scale_nan.eq((block_ff & block_valid).any())]
+        else:
+            m.d.comb += scale_nan.eq(0)
+
+        with m.If(s1_valid):
+            with m.If(s1_last):
+                m.d.sync += [nb.eq(0), keep_bad.eq(0), frame_beats.eq(0), overflowing.eq(0)]
+            with m.Else():
+                m.d.sync += [keep_bad.eq(cur_keep_bad)]
+                with m.If(nb != nb_sat):
+                    m.d.sync += nb.eq(nb + 1)
+                with m.If(write):
+                    m.d.sync += frame_beats.eq(frame_beats + 1)
+                    with m.If(frame_beats + 1 == p.max_payload_beats):
+                        m.d.sync += overflowing.eq(1)
+        with m.If(write):
+            m.d.sync += wp.eq(wp + 1)
+
+        # Checks that need the header fields above, registered once more: they are needed
+        # only for a frame with payload beats, whose header was complete at least one beat
+        # before its last, so they are ready at its verdict. Frames of header beats only
+        # are dropped before any of them counts (their length never matches).
         job_idx = job[:job_bits(p)]
         job_en = Signal()
         mask = Signal(p.ports)
@@ -330,33 +385,76 @@ class IngressParser(wiring.Component):
                                  slot_count.eq(self.job_count.word_select(j, sb))]
         port_bit = mask[self.port]
         rank = sum(mask[i] for i in range(self.port)) if self.port else C(0)
+        dtype_ok = Cat(*[dtype == d for d in self.dtypes]).any()
+        count_ok = (count != 0) & (count <= p.slot_elems) & (~fmt.mx | (count[:5] == 0))
+        # §10.2 rule 7 but for L == 64 + payload bytes, which the length check below adds:
+        # L >= 64 follows from it, and the IPv4 and UDP lengths are checked against the
+        # payload, one comparison per payload layout.
+        lengths_ok = Mux(fmt.mx, (ip114 == count) & (udp94 == count),
+                     Mux(fmt.bf16, (ip50 == count << 1) & (udp30 == count << 1),
+                         (ip50 == count << 2) & (udp30 == count << 2)))
+        fields_ok = Signal(reset_less=True)
+        job_off = Signal(reset_less=True)
+        slot_out = Signal(reset_less=True)
+        worker_bad = Signal(reset_less=True)
+        gslot = Signal(slot_bits(p), reset_less=True)
+        m.d.sync += [
+            fields_ok.eq(ver_op_ok & dtype_ok & count_ok & lengths_ok),
+            job_off.eq((job >= p.jobs) | ~job_en),
+            slot_out.eq((slot >= slot_count) | (base + slot >= p.slots)),
+            worker_bad.eq(~port_bit | (worker != rank)),
+            gslot.eq(base + slot),
+        ]
+
+        # --- stage 2: verdict on the whole frame ----------------------------------
+        s2_valid = Signal()
+        s2_keep_bad = Signal(reset_less=True)
+        s2_lt14 = Signal(reset_less=True)
+        s2_lt34 = Signal(reset_less=True)
+        s2_lt42 = Signal(reset_less=True)
+        s2_len_ok = Signal(reset_less=True)     # L == the expected length (of a frame with payload)
+        s2_beats = Signal(beats_bits(p) + 1, reset_less=True)
+        s2_t_last = Signal(32, reset_less=True)
+        m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_keep_bad.eq(cur_keep_bad),
+                     s2_lt14.eq(length_below(14)), s2_lt34.eq(length_below(34)),
+                     s2_lt42.eq(length_below(42)),
+                     s2_len_ok.eq((nb >= H) & (nb == exp_nb) & (s1_keep == exp_keep)),
+                     s2_beats.eq(frame_beats + write), s2_t_last.eq(s1_cycle)]
+        s2_nan = Signal()
+        # scale_nan is two registers behind the header: right after an MX frame it still
+        # holds that frame's check, so it counts only for an MX frame (fmt is this one's)
+        m.d.comb += s2_nan.eq(frame_nan | nan_words.any() | (scale_nan & fmt.mx))
+        with m.If(s2_valid):
+            m.d.sync += frame_nan.eq(0)
+        with m.Else():
+            m.d.sync += frame_nan.eq(frame_nan | nan_words.any())
 
         reason = Signal(3)
         drop = Signal()
-        with m.If(s2_keep_bad | (L < 14)):
+        with m.If(s2_keep_bad | s2_lt14):
             m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
         with m.Elif(~ethertype_ok):
             m.d.comb += [drop.eq(1), reason.eq(DROP_NOT_AGG)]
-        with m.Elif((L < 34) | ~ip_ok):
+        with m.Elif(s2_lt34 | ~ip_ok):
             m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
         with m.Elif(~proto_ok):
             m.d.comb += [drop.eq(1), reason.eq(DROP_NOT_AGG)]
-        with m.Elif(L < 42):
+        with m.Elif(s2_lt42):
             m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
         with m.Elif(~udp_port_ok):
             m.d.comb += [drop.eq(1), reason.eq(DROP_NOT_AGG)]
-        with m.Elif(~agg_ok):
+        with m.Elif(~(s2_len_ok & fields_ok)):
             m.d.comb += [drop.eq(1), reason.eq(DROP_MALFORMED)]
-        with m.Elif(~job_in_range | ~job_en):
+        with m.Elif(job_off):
             m.d.comb += [drop.eq(1), reason.eq(DROP_JOB_DISABLED)]
-        with m.Elif((slot >= slot_count) | (base + slot >= p.slots)):
+        with m.Elif(slot_out):
             m.d.comb += [drop.eq(1), reason.eq(DROP_SLOT_RANGE)]
-        with m.Elif(~port_bit | (worker != rank)):
+        with m.Elif(worker_bad):
             m.d.comb += [drop.eq(1), reason.eq(DROP_WORKER)]
 
         verdict = s2_valid
         m.d.comb += [
-            d.job.eq(job_idx), d.gslot.eq(base + slot), d.slot.eq(slot), d.bank.eq(flags[0]),
+            d.job.eq(job_idx), d.gslot.eq(gslot), d.slot.eq(slot), d.bank.eq(flags[0]),
             d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),
             d.src_mac.eq(src_mac), d.src_ip.eq(src_ip), d.src_port.eq(src_port),
             d.start.eq(cwp[:-1]), d.beats.eq(s2_beats), d.nan.eq(s2_nan), d.t_last.eq(s2_t_last),
