@@ -70,6 +70,10 @@ def format_summary(s: dict) -> str:
         ("mismatches", f"{s['mismatches']} elements, {s['wrong_headers']} headers, "
                        f"{s['scoreboard_errors']} scoreboard errors"),
     ]
+    if s.get("cycles_per_second"):
+        rows.append(("sim speed", f"{s['cycles_per_second']:,.0f} cycles/s ({s['sim_speed_cycles']} "
+                                  f"cycles in {s['sim_speed_seconds']:.2f} s of traffic, "
+                                  f"testbench included)"))
     if s["dtype"] != "int32":
         rows[4:4] = [
             ("elements/cycle", f"{s['elements_per_cycle']:.2f} aggregated per cycle "

@@ -24,6 +24,7 @@ Environment: AGGSWITCH_ELEMS (default 65536), AGGSWITCH_DTYPE (int32), AGGSWITCH
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -123,10 +124,14 @@ async def test_allreduce(dut):
         while len(got[w]) < nchunks:
             await take(w)
 
+    # Simulation speed: simulated cycles per second of wall time while the traffic runs
+    # (the model, the drivers, the monitor and the scoreboard; not the build or the set-up).
+    speed_c0, speed_t0 = tb.sim_cycle(), time.perf_counter()
     tasks = [cocotb.start_soon(worker(w)) for w in range(P)]
     for t in tasks:
         await with_timeout(t, 90, "ms")
     await tb.settle()
+    speed_cycles, speed_s = tb.sim_cycle() - speed_c0, time.perf_counter() - speed_t0
 
     # ---- checks
     mismatches = 0
@@ -186,6 +191,9 @@ async def test_allreduce(dut):
         "wrong_headers": len(wrong_header),
         "scoreboard_errors": len(sb_errors),
         "scoreboard_first_errors": sb_errors[:5],
+        "sim_speed_cycles": speed_cycles,
+        "sim_speed_seconds": speed_s,
+        "cycles_per_second": speed_cycles / speed_s if speed_s > 0 else None,
     }
     summary["passed"] = (mismatches == 0 and not sb_errors and not wrong_header)
     out = Path(os.environ.get("AGGSWITCH_OUT_DIR", "."))
