@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from aggswitch.export import generate
 from aggswitch.params import Params
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,7 +20,8 @@ SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 
 @pytest.fixture(scope="module")
 def small_export():
-    return generate(SMALL)
+    from sim.runner import verilog_text   # the export, cached with the cocotb tests'
+    return verilog_text(SMALL)
 
 
 def test_top_ports_match_spec_widths(small_export):
