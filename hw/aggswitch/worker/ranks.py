@@ -120,6 +120,9 @@ def spawn(fn, args, nprocs: int, log_dir, stall: float, poll: float = 1.0):
     import torch.multiprocessing as mp
     from torch.multiprocessing.spawn import ProcessException
     os.makedirs(str(log_dir), exist_ok=True)
+    for r in range(nprocs):                      # the logs of an earlier run would mislead
+        if os.path.exists(rank_log(log_dir, r)):
+            os.unlink(rank_log(log_dir, r))
     ctx = mp.spawn(fn, args=tuple(args), nprocs=nprocs, join=False)
     sizes = log_sizes(log_dir, nprocs)
     changed = [time.monotonic()] * nprocs
@@ -140,7 +143,8 @@ def spawn(fn, args, nprocs: int, log_dir, stall: float, poll: float = 1.0):
                     f"rank {', '.join(map(str, stuck))} wrote nothing for {stall:g} s: every "
                     f"live rank was asked for its stacks and killed\n" + tails(log_dir, nprocs))
     except ProcessException as e:
-        raise RanksFailed(f"{type(e).__name__}: {str(e).strip()}\n" + tails(log_dir, nprocs)) from None
+        raise RanksFailed(f"{type(e).__name__}: {str(e).strip()}\n"
+                          + tails(log_dir, nprocs)) from None
 
 
 def destroy_process_group():
