@@ -158,7 +158,7 @@ def destroy_process_group():
     joins its worker threads. A worker thread that is still freeing a tensor of the last
     collective (a tensor that Python owned) waits for the GIL to release its Python object,
     so neither thread moves again and the rank never exits. Under load that happened in
-    about one run in three of `make test`'s short `make train` (both ranks after their
+    one run in ten to one in three of `make test`'s short `make train` (a rank after its
     last step, stacks: ``Reducer::~Reducer`` -> ``ProcessGroupGloo::~ProcessGroupGloo`` ->
     ``thread::join`` against ``runLoop`` -> ``TensorImpl::destroy_pyobj_if_needed`` ->
     ``PyEval_AcquireThread``). Released from its Python object instead, with no Reducer left,
