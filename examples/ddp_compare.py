@@ -29,12 +29,20 @@ replica's loss on its shard, whether replicas 2 and 3 agree, the timestamp; at t
 each replica's loss on the whole training set and accuracy on the test set). Exits
 non-zero if a rank failed. Needs torch, scikit-learn and NumPy (Debian: python3-torch,
 python3-sklearn).
+
+Nothing waits forever (aggswitch.worker.ranks): each rank writes its output, a line per
+step at least, to `--log-dir`/rank<r>.log; a switch all-reduce gives up after
+`--deadline` seconds and a gloo collective 30 s later; when a rank fails or writes nothing
+for `--stall` seconds, every rank writes its stacks into its log and is ended, and the run
+fails with the end of every log.
 """
 
 import argparse
 import copy
+import faulthandler
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -46,10 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hw"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from aggswitch.worker import AllReduceError, Worker  # noqa: E402
+from aggswitch.worker import AllReduceError, Worker, ranks  # noqa: E402
 from aggswitch.worker.ddp import (QuantizedGlooState, SwitchHookState,  # noqa: E402
                                   quantized_gloo_hook, switch_allreduce_hook)
 
@@ -81,11 +88,36 @@ def flat(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()])
 
 
-def rank_main(rank: int, a, init_file: str, out: str):
+def gloo_timeout(a) -> float:
+    """Seconds a gloo collective waits for a peer: longer than a switch all-reduce may take,
+    so that a rank whose all-reduce failed reports it before its peers give up on it."""
+    return a.deadline + 30
+
+
+def stall_timeout(a) -> float:
+    """Seconds a rank may write nothing before it counts as stuck (see aggswitch.worker.ranks):
+    a step may wait a whole all-reduce deadline for a peer and then a gloo timeout."""
+    return a.stall if a.stall is not None else a.deadline + gloo_timeout(a) + 30
+
+
+def rank_main(rank: int, a, init_file: str, out: str, log_dir: str):
+    console = ranks.rank_output(rank, log_dir)
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                            world_size=a.world, timeout=timedelta(seconds=a.deadline + 60))
+                            world_size=a.world, timeout=timedelta(seconds=gloo_timeout(a)))
+    print(f"rank {rank}: process group ready", flush=True)
+    record = train(rank, a, console)
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(record, f)
+    # train() has returned, so its DDP modules are gone: the group can go (ranks.py: why)
+    ranks.destroy_process_group()
+    print(f"rank {rank}: done", flush=True)
+
+
+def train(rank: int, a, console) -> dict:
+    """The rank's three replicas, trained side by side; returns the rank's record. Every
+    DDP module lives and dies in here."""
     Xtr, ytr, Xte, yte = data(a.seed)
     net = torch.nn.Sequential(torch.nn.Linear(64, a.hidden), torch.nn.ReLU(),
                               torch.nn.Linear(a.hidden, 10))
@@ -120,16 +152,19 @@ def rank_main(rank: int, a, init_file: str, out: str):
             entry["max_diff_gloo"] = float((flat(models["switch"]) - flat(models["gloo"])).abs().max())
             entry["timestamp"] = switch_state.last_timestamp
             log.append(entry)
+            losses = "  ".join(f"{n} {entry['loss'][n]:.4f}" for n in RUNS)
+            line = (f"step {step:4d}  loss {losses}  switch==quant "
+                    f"{'yes' if entry['identical'] else 'NO'}  "
+                    f"|switch-gloo| {entry['max_diff_gloo']:.2g}  ({time.monotonic() - t0:.0f} s)")
+            print(f"rank {rank}: {line}", flush=True)           # the rank's log, every step
             if rank == 0 and (step % a.print_every == 0 or step == a.steps - 1):
-                losses = "  ".join(f"{n} {entry['loss'][n]:.4f}" for n in RUNS)
-                print(f"step {step:4d}  loss {losses}  switch==quant "
-                      f"{'yes' if entry['identical'] else 'NO'}  "
-                      f"|switch-gloo| {entry['max_diff_gloo']:.2g}  "
-                      f"({time.monotonic() - t0:.0f} s)", flush=True)
+                print(line, file=console, flush=True)
     except (AllReduceError, RuntimeError) as e:
         # an AllReduceError in the hook reaches here through autograd as a RuntimeError
-        print(f"rank {rank}: {e}", file=sys.stderr, flush=True)
+        print(f"rank {rank}: {e}", flush=True)
+        print(f"rank {rank}: {e}", file=console, flush=True)
         ok, error = False, str(e).splitlines()[0]
+    print(f"rank {rank}: evaluating", flush=True)
     final = {}
     with torch.no_grad():
         for name in RUNS:
@@ -141,16 +176,15 @@ def rank_main(rank: int, a, init_file: str, out: str):
             }
     same = {}
     for name in RUNS:
+        print(f"rank {rank}: comparing the {name} parameters across the ranks", flush=True)
         params = flat(models[name])
         gathered = [torch.empty_like(params) for _ in range(a.world)]
         dist.all_gather(gathered, params)
         same[name] = all(torch.equal(g, params) for g in gathered)
-    with open(f"{out}.{rank}", "w") as f:
-        json.dump({"rank": rank, "ok": ok, "error": error, "steps": log, "final": final,
-                   "params_equal_across_ranks": same, "stats": dict(worker.stats),
-                   "parameters": int(flat(net).numel()), "seconds": time.monotonic() - t0}, f)
     worker.close()
-    dist.destroy_process_group()
+    return {"rank": rank, "ok": ok, "error": error, "steps": log, "final": final,
+            "params_equal_across_ranks": same, "stats": dict(worker.stats),
+            "parameters": int(flat(net).numel()), "seconds": time.monotonic() - t0}
 
 
 def main(argv=None) -> int:
@@ -171,24 +205,31 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline", type=float, default=60.0, help="seconds an all-reduce may take at most")
     ap.add_argument("--print-every", type=int, default=25, help="progress line every N steps")
     ap.add_argument("--json", default=None, help="write the ranks' records here")
+    ap.add_argument("--log-dir", default=None,
+                    help="directory of the ranks' logs, rank<r>.log (default: a temporary one)")
+    ap.add_argument("--stall", type=float, default=None,
+                    help="seconds a rank may write nothing before every rank is killed and the "
+                         "run fails (default: deadline + gloo timeout + 30)")
     a = ap.parse_args(argv)
     if a.batch % a.world:
         ap.error("--batch must be a multiple of --world")
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank")
+        log_dir = a.log_dir or os.path.join(tmp, "logs")
         try:
-            mp.spawn(rank_main, args=(a, os.path.join(tmp, "init"), out), nprocs=a.world,
-                     join=True)
-            ranks = [json.load(open(f"{out}.{r}")) for r in range(a.world)]
-        except Exception as e:       # a rank died (its traceback is above)
-            print(f"FAIL: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+            ranks.spawn(rank_main, (a, os.path.join(tmp, "init"), out, log_dir), a.world,
+                        log_dir, stall_timeout(a))
+            records = [json.load(open(f"{out}.{r}")) for r in range(a.world)]
+        except ranks.RanksFailed as e:
+            print(f"FAIL: {e}", flush=True)
             return 1
     if a.json:
-        Path(a.json).write_text(json.dumps(ranks, indent=1))
-    good = all(r["ok"] for r in ranks)
-    every = all(s["identical"] for r in ranks for s in r["steps"])
+        Path(a.json).write_text(json.dumps(records, indent=1))
+    good = all(r["ok"] for r in records)
+    every = all(s["identical"] for r in records for s in r["steps"])
     print(f"switch parameters bit-identical to quant at every step: {'yes' if every else 'NO'}; "
-          + "; ".join(f"{n} test accuracy {ranks[0]['final'][n]['test_accuracy']:.3f}" for n in RUNS))
+          + "; ".join(f"{n} test accuracy {records[0]['final'][n]['test_accuracy']:.3f}" for n in RUNS))
     print("done" if good else "FAIL")
     return 0 if good else 1
 

@@ -16,11 +16,19 @@ Prints the loss and the largest difference from gloo's all-reduce at each step a
 final accuracy; with `--check` exits non-zero unless every bucket matched (see
 aggswitch.worker.ddp). Needs torch, scikit-learn and NumPy (Debian: python3-torch,
 python3-sklearn); the simulator runs in the project's venv, this runs anywhere.
+
+Nothing waits forever (aggswitch.worker.ranks): each rank writes its output to
+`--log-dir`/rank<r>.log; an all-reduce gives up after `--deadline` seconds and a gloo
+collective 30 s later; when a rank fails or writes nothing for `--stall` seconds, every
+rank writes its stacks into its log and is ended, and the run fails with the end of every
+log.
 """
 
 import argparse
+import faulthandler
 import json
 import os
+import signal
 import sys
 import tempfile
 from datetime import timedelta
@@ -31,10 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "hw"))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
-from aggswitch.worker import AllReduceError, Worker  # noqa: E402
+from aggswitch.worker import AllReduceError, Worker, ranks  # noqa: E402
 from aggswitch.worker.ddp import SwitchHookState, switch_allreduce_hook  # noqa: E402
 
 
@@ -54,11 +61,23 @@ def data():
     return torch.tensor(X / 16.0, dtype=torch.float32), torch.tensor(y, dtype=torch.long)
 
 
-def rank_main(rank: int, a, init_file: str, out: str):
+def rank_main(rank: int, a, init_file: str, out: str, log_dir: str):
+    console = ranks.rank_output(rank, log_dir)
     torch.manual_seed(a.seed)
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
                             world_size=a.world, timeout=timedelta(seconds=a.deadline + 30))
+    print(f"rank {rank}: process group ready", flush=True)
+    record = train(rank, a, console)
+    with open(f"{out}.{rank}", "w") as f:
+        json.dump(record, f)
+    # train() has returned, so its DDP module is gone: the group can go (ranks.py: why)
+    ranks.destroy_process_group()
+    print(f"rank {rank}: done", flush=True)
+
+
+def train(rank: int, a, console) -> dict:
+    """The rank's training; returns its record. The DDP module lives and dies in here."""
     X, y = data()
     net = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10))
     model = DistributedDataParallel(net)
@@ -88,25 +107,27 @@ def rank_main(rank: int, a, init_file: str, out: str):
             state.buckets = 0
             ok = ok and entry["exact"] and entry["within_tol"]
             log.append(entry)
+            err = "" if entry["max_err"] is None else \
+                f"  max |switch - gloo| {entry['max_err']:.3g}  exact {entry['exact']}"
+            line = f"step {step:4d}  loss {entry['loss']:.4f}{err}"
+            print(f"rank {rank}: {line}", flush=True)           # the rank's log, every step
             if rank == 0:
-                err = "" if entry["max_err"] is None else \
-                    f"  max |switch - gloo| {entry['max_err']:.3g}  exact {entry['exact']}"
-                print(f"step {step:4d}  loss {entry['loss']:.4f}{err}", flush=True)
+                print(line, file=console, flush=True)
     except (AllReduceError, RuntimeError) as e:
         # an AllReduceError in the hook reaches here through autograd as a RuntimeError
-        print(f"rank {rank}: {e}", file=sys.stderr, flush=True)
+        print(f"rank {rank}: {e}", flush=True)
+        print(f"rank {rank}: {e}", file=console, flush=True)
         ok = False
+    print(f"rank {rank}: evaluating, comparing the parameters across the ranks", flush=True)
     with torch.no_grad():
         acc = float((model(X).argmax(1) == y).float().mean())
     params = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
     gathered = [torch.empty_like(params) for _ in range(a.world)]
     dist.all_gather(gathered, params)
     same = all(torch.equal(g, params) for g in gathered)
-    with open(f"{out}.{rank}", "w") as f:
-        json.dump({"rank": rank, "ok": ok, "steps": log, "accuracy": acc,
-                   "params_equal_across_ranks": same, "stats": dict(worker.stats)}, f)
     worker.close()
-    dist.destroy_process_group()
+    return {"rank": rank, "ok": ok, "steps": log, "accuracy": acc,
+            "params_equal_across_ranks": same, "stats": dict(worker.stats)}
 
 
 def main(argv=None) -> int:
@@ -126,23 +147,31 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline", type=float, default=60.0, help="seconds an all-reduce may take at most")
     ap.add_argument("--check", action="store_true", help="check every bucket against gloo")
     ap.add_argument("--json", default=None, help="write the ranks' results here")
+    ap.add_argument("--log-dir", default=None,
+                    help="directory of the ranks' logs, rank<r>.log (default: a temporary one)")
+    ap.add_argument("--stall", type=float, default=None,
+                    help="seconds a rank may write nothing before every rank is killed and the "
+                         "run fails (default: 2 x deadline + 60)")
     a = ap.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    stall = a.stall if a.stall is not None else 2 * a.deadline + 60
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "rank")
+        log_dir = a.log_dir or os.path.join(tmp, "logs")
         try:
-            mp.spawn(rank_main, args=(a, os.path.join(tmp, "init"), out), nprocs=a.world,
-                     join=True)
-            ranks = [json.load(open(f"{out}.{r}")) for r in range(a.world)]
-        except Exception as e:       # a rank died (its traceback is above)
-            print(f"FAIL: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+            ranks.spawn(rank_main, (a, os.path.join(tmp, "init"), out, log_dir), a.world,
+                        log_dir, stall)
+            records = [json.load(open(f"{out}.{r}")) for r in range(a.world)]
+        except ranks.RanksFailed as e:
+            print(f"FAIL: {e}", flush=True)
             return 1
     if a.json:
-        Path(a.json).write_text(json.dumps(ranks, indent=1))
-    r0 = ranks[0]
-    retx = sum(r["stats"].get("retransmissions", 0) for r in ranks)
+        Path(a.json).write_text(json.dumps(records, indent=1))
+    r0 = records[0]
+    retx = sum(r["stats"].get("retransmissions", 0) for r in records)
     print(f"final accuracy {r0['accuracy']:.3f} (training set); parameters equal on every rank: "
-          f"{all(r['params_equal_across_ranks'] for r in ranks)}; retransmissions {retx}")
-    good = all(r["ok"] and r["params_equal_across_ranks"] for r in ranks)
+          f"{all(r['params_equal_across_ranks'] for r in records)}; retransmissions {retx}")
+    good = all(r["ok"] and r["params_equal_across_ranks"] for r in records)
     print("PASS" if good else "FAIL")
     return 0 if good else 1
 

@@ -24,11 +24,21 @@ in training loss and test accuracy, the parameters agree across the ranks and th
 agreed with the golden model. Cycles per step are the differences between the switch's
 cycle counter in the last RESULT of consecutive steps (the simulation only runs while the
 switch has work, so they do not depend on how fast the workers compute).
+
+Every wait is bounded: the server's start (30 minutes, a build included) and stop (2
+minutes), a worker's all-reduce (`--deadline`), gloo's collectives (30 s more), and the
+workers themselves: each writes its output to build/train/workers-<tag>/rank<r>.log, and
+when one fails or writes nothing for 2 x deadline + 60 s, every worker writes its Python
+stacks into its log and is killed, and the run fails with the end of every log
+(aggswitch.worker.ranks, examples/ddp_compare.py; this process does the same, 60 s later,
+should ddp_compare.py itself not end).
 """
 
 import argparse
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -66,6 +76,9 @@ def parse_args(argv=None):
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds before a worker retransmits a chunk (default 0.5 without frame "
                          "loss, 0.2 with)")
+    ap.add_argument("--deadline", type=float, default=60.0,
+                    help="seconds a worker's all-reduce may take before it fails; a worker that "
+                         "writes nothing for 2 x deadline + 60 s fails the run (see below)")
     ap.add_argument("--python", default=TORCH_PYTHON,
                     help="interpreter with torch and scikit-learn for the workers")
     ap.add_argument("--out", default=str(REPO / "build" / "train"))
@@ -239,6 +252,60 @@ def plot(res: dict, path: Path):
     plt.close(fig)
 
 
+def worker_stall(a) -> float:
+    """Seconds a worker may write nothing before examples/ddp_compare.py ends them all
+    (--stall): one all-reduce deadline waiting for a peer, then gloo's timeout (deadline +
+    30 s), with 30 s to spare."""
+    return 2 * a.deadline + 60
+
+
+def run_workers(cmd, log_dir, world: int, stall: float) -> int:
+    """Run examples/ddp_compare.py (`cmd`) in its own session and return its exit status.
+    ddp_compare.py bounds its own wait for the ranks; should it still write nothing into
+    the ranks' logs for `stall` seconds, or should this process be ended, every process of
+    the session is asked for its stacks (SIGUSR1, faulthandler in the ranks), killed, and
+    the end of every rank's log is printed."""
+    from aggswitch.worker.ranks import end_processes, log_sizes, tails
+    proc = subprocess.Popen(cmd, cwd=REPO, start_new_session=True)
+    sizes, changed = None, time.monotonic()
+    try:
+        while True:
+            try:
+                return proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            new = log_sizes(log_dir, world)
+            if new != sizes:
+                sizes, changed = new, now
+            elif now - changed > stall:
+                print(f"aggswitch train: the workers wrote nothing for {stall:g} s: ending them",
+                      file=sys.stderr, flush=True)
+                break
+    finally:
+        if proc.poll() is None:
+            end_processes(session_pids(proc.pid))
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
+            print(tails(log_dir, world), file=sys.stderr, flush=True)
+    return proc.returncode if proc.returncode is not None else 1
+
+
+def session_pids(sid: int) -> list:
+    """Every process of session `sid` (Linux /proc)."""
+    pids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getsid(int(d)) == sid:
+                    pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
     if not have_torch(a.python):
@@ -253,8 +320,14 @@ def main(argv=None) -> int:
     ranks_file = out / f"{tag}.ranks.json"
     if ranks_file.exists():
         ranks_file.unlink()
-    print(f"aggswitch train: {a.world} workers ({a.python}), switch {a.params.name()} on {a.sim} "
-          f"(building it first if needed; server log in {out / ('serve-' + tag)})", flush=True)
+    log_dir = out / f"workers-{tag}"
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir()
+    print(f"aggswitch train: {a.world} workers ({a.python}, logs in {log_dir}), switch "
+          f"{a.params.name()} on {a.sim} (building it first if needed; server log in "
+          f"{out / ('serve-' + tag)})", flush=True)
+    # SIGTERM ends the run like Ctrl-C: the workers are killed and the server stopped
+    signal.signal(signal.SIGTERM, lambda num, frame: sys.exit(128 + num))
     t0 = time.monotonic()
     with running(a.params, a.sim, out / f"serve-{tag}", loss=a.loss, seed=a.seed,
                  idle=600, ready_timeout=1800) as srv:
@@ -267,14 +340,15 @@ def main(argv=None) -> int:
                "--hidden", str(a.hidden), "--seed", str(a.seed),
                "--slot-elems", str(a.params.slot_elems), "--window", str(a.params.slots),
                "--timeout", str(a.timeout), "--print-every", str(a.print_every),
-               "--json", str(ranks_file)]
-        run = subprocess.run(cmd, cwd=REPO)
+               "--json", str(ranks_file), "--deadline", str(a.deadline),
+               "--log-dir", str(log_dir), "--stall", str(worker_stall(a))]
+        returncode = run_workers(cmd, log_dir, a.world, worker_stall(a) + 60)
         status = srv.stop()
         summary = srv.summary() if os.path.exists(srv.summary_file) else {}
         summary["status"] = status
-    if run.returncode != 0 or not ranks_file.exists():
-        print(f"aggswitch train: the workers failed (exit {run.returncode}); server exit {status}, "
-              f"log {srv.log_file}", file=sys.stderr)
+    if returncode != 0 or not ranks_file.exists():
+        print(f"aggswitch train: the workers failed (exit {returncode}); server exit {status}, "
+              f"log {srv.log_file}; the workers' logs are in {log_dir}", file=sys.stderr)
         return 1
     ranks = json.loads(ranks_file.read_text())
     res = analyse(ranks, summary, a)
