@@ -2,9 +2,10 @@
 against the golden model tb/model/numerics.py, which is the oracle: every expected value
 comes from `decode` / `encode` on a payload built from the same vector.
 
-The run-time format select blocks the pipeline uses (ElementToFixed, FixedToFloatAny,
-MxBlockExponent + MxLineEncoder) are checked the same way, every format through one DUT
-with the format as an input. The MX split is checked as the pipeline uses it: one
+The run-time format select blocks the pipeline uses (ElementToFixed, and FixedToFloatAny,
+MxBlockExponent + MxLineEncoder, which chain the result encoder's stages without the
+pipeline's registers) are checked the same way, every format through one DUT with the
+format as an input. tests/test_unit_codec.py checks the pipelined encoder itself. The MX split is checked as the pipeline uses it: one
 MxBlockExponent over a block, its `info` shared by one MxLineEncoder per chunk of `lanes`
 (4, 8, 16) elements, against the model's whole-block encode.
 

@@ -15,10 +15,11 @@ from amaranth.lib.wiring import In, Out
 
 from .params import (Params, encoder_latency, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2, MX_BLOCK)
-from .numerics import (ElementToFixed, FixedToFloatAny, MxBlockMagnitude, MxBlockScale,
-                       MxLineEncoder, MX_BLOCK_INFO, sat_abs)
+from .numerics import (ElementToFixed, MxBlockScale, MX_BLOCK_INFO, MX_SCALE_BOUNDS, NORM_KEEP,
+                       block_magnitude, enc_front, enc_normalise, float_exponent, float_round,
+                       mx_element_round, mx_element_shift, mx_scale_bounds, sat32)
 
-__all__ = ["bswap32", "is_mx", "elem_shift", "elems_shift", "beat_count", "block_parts", "BeatDecoder",
+__all__ = ["bswap32", "is_mx", "elem_shift", "beat_count", "block_parts", "BeatDecoder",
            "BeatEncoder"]
 
 
@@ -34,16 +35,6 @@ def elem_shift(dtype):
     """log2 of a beat's elements in `dtype` over `lanes`: 0 for 32-bit elements, 1 for
     BF16, 2 for the 8-bit MX elements."""
     return Mux(is_mx(dtype), 2, Mux(dtype == DTYPE_BF16, 1, 0))
-
-
-def mx_fmt(dtype):
-    """MX element format select of numerics.MxBlockScale / MxLineEncoder."""
-    return Mux(dtype == DTYPE_MXFP8_E4M3, 1, Mux(dtype == DTYPE_MXFP8_E5M2, 2, 0))
-
-
-def elems_shift(p: Params, dtype):
-    """log2 of the elements a beat carries in `dtype`: lanes, 2 x lanes or 4 x lanes."""
-    return (p.lanes - 1).bit_length() + elem_shift(dtype)
 
 
 def beat_count(p: Params, dtype, count):
@@ -111,17 +102,6 @@ class BeatDecoder(wiring.Component):
         return m
 
 
-def encoder_stage(p: Params):
-    return data.StructLayout({
-        "valid": 1,
-        "acc": data.ArrayLayout(signed(p.acc_width), p.beat_lanes),
-        "dtype": 3,
-        "scale": signed(8),
-        "beat": range(p.slot_lines),
-        "valid_lanes": p.beat_lanes,
-    })
-
-
 class BeatEncoder(wiring.Component):
     """A beat of accumulators in beat order -> the beat's payload bytes in the round's
     dtype, `encoder_latency(p)` cycles after it goes in, one beat per cycle, the same delay
@@ -132,13 +112,30 @@ class BeatEncoder(wiring.Component):
     block's first beat). On the first beat of an MX block (or blocks) `scale_valid[j]` is
     high for each block part j that holds elements, with its E8M0 `scale_byte[j]`.
 
+    A pipeline of registers, at most 8 LUT levels between two of them (`make timing`).
+    Every lane has the same front end (numerics.py, "result encoder stages"):
+
+        input register   the beat (the emitter's lane mask logic fills this cycle)
+        stage 1          int32 saturation, leading-zero count; INT32 done;
+                         MX: the OR of the block's magnitudes (a line per cycle)
+        window           block_beats - 1 more cycles (MX only; 0 at data_width >= 256)
+        stage 2          normalisation, FP exponent; MX: the block's shared exponent
+                         (numerics.MxBlockScale), registered as the block's `info`
+        stage 3          FP32/BF16 rounding; MX: the shift to the block's grid
+        stage 4          MX rounding (only in a build with MX dtypes)
+        output register  the dtype's bytes
+
+    so `encoder_latency(p)` is block_beats + 3 without MX, block_beats + 4 with it. A dtype
+    that is done before the last stage waits in registers, so every dtype has the same
+    delay. Datapath registers have no reset.
+
     MX needs the whole block before its first element can be encoded (the shared exponent
-    is over the block). At data_width >= 256 a beat holds whole blocks; at 128 a block
-    spans `block_beats` = 2 beats, which wait in a window: the block's magnitude OR
-    (numerics.MxBlockMagnitude) is reduced one beat per cycle as the beats enter the
-    window, and when the block's first beat reaches the end of the window its last beat
-    has completed the OR. The block exponent is computed from it and registered, and each
-    of the block's beats is encoded with it as it leaves."""
+    is over the block). At data_width >= 256 a beat holds whole blocks; a block over
+    `block_beats` beats (written for a 128-bit beat, which the ingress does not take yet)
+    waits in the window while its magnitude OR is reduced one beat per cycle: when the
+    block's first beat leaves the window its last beat has completed the OR. The block's
+    `info` is registered from it, and each of the block's beats is shifted and rounded with
+    it as it passes."""
 
     def __init__(self, p: Params):
         self.p = p
@@ -161,97 +158,184 @@ class BeatEncoder(wiring.Component):
         p = self.p
         L = p.lanes
         D = p.block_beats
+        mx_ok = p.mx_ok
         parts, n = block_parts(p)
-        stage = encoder_stage(p)
-        window = [Signal(stage, name=f"window{j}") for j in range(D)]   # window[D-1] oldest
-        enc = Signal(stage)                                               # being encoded
-        m.d.sync += window[0].eq(Cat(self.valid, Cat(*self.acc), self.dtype, self.scale,
-                                     self.beat, self.valid_lanes))
-        for j in range(1, D):
-            m.d.sync += window[j].eq(window[j - 1])
-        m.d.sync += enc.eq(window[D - 1])
+        lat = encoder_latency(p)
+        n_lanes = p.beat_lanes if mx_ok else 2 * L     # lanes any dtype of this build uses
+        assert lat == D + (4 if mx_ok else 3)
 
-        out_bytes = Signal(p.data_width)
-        out_overflow = Signal()
-        out_scale_valid = Signal(parts)
-        out_scale_byte = [Signal(8, name=f"out_scale{j}") for j in range(parts)]
+        def reg(shape, name):
+            return Signal(shape, name=name, reset_less=True)
 
-        # INT32 and FP32 in the low `lanes` lanes, BF16 in the low 2 x `lanes`.
-        e = enc
-        int32_bytes, fp32_bytes, bf16_bytes, sat_lanes = [], [], [], []
-        for i in range(2 * L):
-            neg, mag, over = sat_abs(m, e.acc[i], f"sat{i}")
-            flt = FixedToFloatAny(p.acc_width)
-            m.submodules[f"float{i}"] = flt
-            m.d.comb += [flt.acc.eq(e.acc[i]), flt.scale.eq(e.scale),
-                         flt.bf16.eq(e.dtype == DTYPE_BF16)]
+        # --- control: one record per cycle, the beat's dtype decoded once ------------------
+        # cycle 0 is the input register, cycle lat - 2 the last stage before the output.
+        ctl_layout = data.StructLayout({
+            "fp32": 1, "bf16": 1, "mx": 1, "int8": 1, "e4m3": 1,
+            "scale": signed(8), "beat": range(p.slot_lines), "parts": parts,
+            "lane_ovf": 1,               # a valid INT32/FP32/BF16 lane saturated (stage 1 on)
+        })
+        valid = [Signal(name=f"valid{k}") for k in range(lat - 1)]
+        ctl = [reg(ctl_layout, f"ctl{k}") for k in range(lat - 1)]
+        acc = [reg(signed(p.acc_width), f"acc{i}") for i in range(n_lanes)]
+        lanes_in = reg(p.beat_lanes, "valid_lanes")
+        dt = self.dtype
+        mxd = is_mx(dt)
+        m.d.sync += [
+            valid[0].eq(self.valid),
+            ctl[0].fp32.eq(dt == DTYPE_FP32), ctl[0].bf16.eq(dt == DTYPE_BF16), ctl[0].mx.eq(mxd),
+            ctl[0].int8.eq(dt == DTYPE_MXINT8), ctl[0].e4m3.eq(dt == DTYPE_MXFP8_E4M3),
+            ctl[0].scale.eq(self.scale), ctl[0].beat.eq(self.beat),
+            lanes_in.eq(self.valid_lanes),
+        ]
+        m.d.sync += [acc[i].eq(self.acc[i]) for i in range(n_lanes)]
+        for k in range(1, lat - 1):
+            m.d.sync += [valid[k].eq(valid[k - 1]), ctl[k].eq(ctl[k - 1])]
+        # the lane mask is needed in stage 1 only: as the OVERFLOW bit and the MX block parts
+        sat = []                                  # per lane: (sign, mag, over, lz, zero)
+        for i in range(n_lanes):
+            sat.append(enc_front(m, acc[i], f"lane{i}"))
+        over_any = Cat(*(sat[i][2] & lanes_in[i] for i in range(2 * L))).any()
+        m.d.sync += [
+            ctl[1].lane_ovf.eq(over_any),
+            ctl[1].parts.eq(Cat(*(lanes_in[j * n:(j + 1) * n].any() for j in range(parts)))),
+        ]
+
+        # --- stage 1 registers: sign, |a|, leading zeros (every lane), the INT32 result -----
+        s1_layout = data.StructLayout({"sign": 1, "mag": 32, "lz": 5, "zero": 1})
+        s1 = [reg(s1_layout, f"s1_lane{i}") for i in range(n_lanes)]
+        int_s = [reg(32, f"s1_int{i}") for i in range(L)]
+        for i in range(n_lanes):
+            sign, mag, over, lz, zero = sat[i]
+            m.d.sync += [s1[i].sign.eq(sign), s1[i].mag.eq(mag), s1[i].lz.eq(lz), s1[i].zero.eq(zero)]
             if i < L:
-                int32_bytes.append(bswap32(Mux(neg, -mag, mag)[:32]))
-                fp32_bytes.append(bswap32(flt.bits))
-            bf16_bytes.append(Cat(flt.bits[8:16], flt.bits[0:8]))
-            sat_lanes.append(over & e.valid_lanes[i])
-        lane_overflow = Cat(*sat_lanes).any()
-        word_bytes = Mux(e.dtype == DTYPE_FP32, Cat(*fp32_bytes), Cat(*int32_bytes))
-        plain_bytes = Mux(e.dtype == DTYPE_BF16, Cat(*bf16_bytes), word_bytes)
+                m.d.sync += int_s[i].eq(sat32(m, acc[i], over, f"lane{i}"))
+        # the window: D - 1 more cycles of the lanes (MX builds only; none at data_width >= 256)
+        for k in range(1, D):
+            nxt = [reg(s1_layout, f"win{k}_lane{i}") for i in range(n_lanes)]
+            m.d.sync += [b.eq(a) for a, b in zip(s1, nxt)]
+            s1 = nxt
+        # INT32 results wait for the output register
+        int_at = {1: int_s}
+        for k in range(2, lat - 1):
+            nxt = [reg(32, f"int{k}_{i}") for i in range(L)]
+            m.d.sync += [b.eq(a) for a, b in zip(int_at[k - 1], nxt)]
+            int_at[k] = nxt
+        c2 = ctl[D]                               # the beat in stage 2
 
-        if p.mx_ok:
-            last = window[D - 1]
-            first_beat = C(1, 1) if D == 1 else (last.beat & (D - 1)) == 0
-            elems, firsts, overflows = [], [], []
+        # --- stage 2: normalisation; FP exponent -------------------------------------------
+        fp_layout = data.StructLayout({"top": 32 - NORM_KEEP, "s7": 1, "s23": 1, "exp": 8,
+                                       "inf": 1, "tiny": 1, "sign": 1, "lz": 5})
+        mx_layout = data.StructLayout({"top9": 9, "s23": 1, "sign": 1, "lz": 5})
+        s2 = []
+        for i in range(n_lanes):
+            top, s7, s23 = enc_normalise(m, s1[i].mag, s1[i].lz, f"lane{i}")
+            if i < 2 * L:
+                r = reg(fp_layout, f"s2_lane{i}")
+                exp, inf, tiny = float_exponent(m, s1[i].lz, s1[i].zero, c2.scale, f"lane{i}")
+                m.d.sync += [r.top.eq(top), r.s7.eq(s7), r.s23.eq(s23), r.exp.eq(exp),
+                             r.inf.eq(inf), r.tiny.eq(tiny)]
+            else:
+                r = reg(mx_layout, f"s2_lane{i}")
+                m.d.sync += [r.top9.eq(top[23 - NORM_KEEP:]), r.s23.eq(s23)]
+            m.d.sync += [r.sign.eq(s1[i].sign), r.lz.eq(s1[i].lz)]
+            s2.append(r)
+        c3 = ctl[D + 1]                           # the beat in stage 3
+
+        # --- stage 3: FP32/BF16 rounding ----------------------------------------------------
+        fp_bits = []
+        for i in range(2 * L):
+            r = s2[i]
+            fp_bits.append(float_round(m, r.top, r.s7, r.s23, r.exp, r.inf, r.tiny, r.sign,
+                                       c3.bf16, f"lane{i}"))
+
+        def plain_bytes(c, ints, floats):
+            """INT32, FP32 or BF16 payload bytes of the beat with control `c`."""
+            int32_bytes = Cat(*(bswap32(v) for v in ints))
+            fp32_bytes = Cat(*(bswap32(b) for b in floats[:L]))
+            bf16_bytes = Cat(*(Cat(b[8:16], b[0:8]) for b in floats))
+            return Mux(c.bf16, bf16_bytes, Mux(c.fp32, fp32_bytes, int32_bytes))
+
+        out_bytes = Signal(p.data_width, reset_less=True)
+        out_overflow = Signal(reset_less=True)
+        out_scale_valid = Signal(parts)
+        out_scale_byte = [reg(8, f"out_scale{j}") for j in range(parts)]
+
+        if not mx_ok:
+            m.d.sync += [out_bytes.eq(plain_bytes(c3, int_at[D + 1], fp_bits)),
+                         out_overflow.eq(c3.lane_ovf)]
+        else:
+            # --- MX: the block's shared exponent, then stages 3 and 4 of its lanes ----------
+            first_beat = C(1, 1) if D == 1 else (c2.beat & (D - 1)) == 0
+            # what the shared exponent needs of the scale and format: formed in stage 1
+            bounds = reg(MX_SCALE_BOUNDS, "bounds1")
+            m.d.sync += bounds.eq(mx_scale_bounds(m, ctl[0].scale, ctl[0].int8, ctl[0].e4m3))
+            for k in range(1, D):
+                nxt = reg(MX_SCALE_BOUNDS, f"bounds{k + 1}")
+                m.d.sync += nxt.eq(bounds)
+                bounds = nxt
+            info = [reg(MX_BLOCK_INFO, f"info{j}") for j in range(parts)]
+            blk_first = [Signal(name=f"blk_first{j}") for j in range(parts)]   # stage 3 holds it
+            blk_scale = [reg(8, f"blk_scale{j}") for j in range(parts)]
+            blk_overflow = [reg(1, f"blk_overflow{j}") for j in range(parts)]
             for j in range(parts):
                 lanes = range(j * n, (j + 1) * n)
-                # The block's magnitude OR, one beat per cycle as its beats enter the window.
-                mag = MxBlockMagnitude(p.acc_width, n)
-                m.submodules[f"mx_mag{j}"] = mag
-                for k, i in enumerate(lanes):
-                    m.d.comb += mag.acc[k].eq(window[0].acc[i])
-                blk_or = Signal(32, name=f"blk_or{j}")
-                blk_sat = Signal(name=f"blk_sat{j}")
+                # stage 1: the block's magnitude OR, a beat per cycle as its beats come in
+                line_or, line_sat = block_magnitude([sat[i][1] for i in lanes], [sat[i][2] for i in lanes])
+                run_or = reg(32, f"run_or{j}")
+                run_sat = reg(1, f"run_sat{j}")
                 if D > 1:
-                    run_or = Signal(32, name=f"run_or{j}")     # earlier beats of the block
-                    run_sat = Signal(name=f"run_sat{j}")
-                    starts = (window[0].beat & (D - 1)) == 0
-                    m.d.comb += [blk_or.eq(Mux(starts, 0, run_or) | mag.mag_or),
-                                 blk_sat.eq(Mux(starts, 0, run_sat) | mag.saturated)]
-                    m.d.sync += [run_or.eq(blk_or), run_sat.eq(blk_sat)]
+                    starts = (ctl[0].beat & (D - 1)) == 0
+                    m.d.sync += [run_or.eq(Mux(starts, 0, run_or) | line_or),
+                                 run_sat.eq(Mux(starts, 0, run_sat) | line_sat)]
                 else:
-                    m.d.comb += [blk_or.eq(mag.mag_or), blk_sat.eq(mag.saturated)]
+                    m.d.sync += [run_or.eq(line_or), run_sat.eq(line_sat)]
+                # stage 2: the shared exponent of the block whose first beat is in stage 2
                 bx = MxBlockScale()
                 m.submodules[f"mx_exp{j}"] = bx
-                m.d.comb += [bx.mag_or.eq(blk_or), bx.saturated.eq(blk_sat),
-                             bx.scale.eq(last.scale), bx.fmt.eq(mx_fmt(last.dtype))]
-                info = Signal(MX_BLOCK_INFO, name=f"info{j}")
-                blk_first = Signal(name=f"blk_first{j}")   # enc holds the block's first beat
-                blk_scale = Signal(8, name=f"blk_scale{j}")
-                blk_overflow = Signal(name=f"blk_overflow{j}")
+                m.d.comb += [bx.mag_or.eq(run_or), bx.saturated.eq(run_sat), bx.bounds.eq(bounds)]
                 # A block past the round's count is neither encoded into the scale line nor
                 # checked for OVERFLOW.
-                take = (last.valid & is_mx(last.dtype) & first_beat
-                        & last.valid_lanes[j * n:(j + 1) * n].any())
-                m.d.sync += blk_first.eq(take)
+                take = valid[D] & c2.mx & first_beat & c2.parts[j]
+                m.d.sync += blk_first[j].eq(take)
                 with m.If(take):
-                    m.d.sync += [info.eq(bx.info), blk_scale.eq(bx.scale_byte),
-                                 blk_overflow.eq(bx.overflow)]
-                lx = MxLineEncoder(p.acc_width, n)
-                m.submodules[f"mx_enc{j}"] = lx
-                for k, i in enumerate(lanes):
-                    m.d.comb += lx.acc[k].eq(e.acc[i])
-                m.d.comb += [lx.scale.eq(e.scale), lx.fmt.eq(mx_fmt(e.dtype)), lx.info.eq(info)]
-                elems.append(lx.elems)
-                firsts.append(blk_first)
-                overflows.append(blk_first & blk_overflow)
-                m.d.sync += out_scale_byte[j].eq(blk_scale)
-            mx = is_mx(e.dtype)
+                    m.d.sync += [info[j].eq(bx.info), blk_scale[j].eq(bx.scale_byte),
+                                 blk_overflow[j].eq(bx.overflow)]
+            # stage 3: each lane shifted to its block's grid
+            s3_layout = data.StructLayout({"sh": 8, "sticky": 1, "expf": 6, "sign": 1})
+            s3 = []
+            for i in range(p.beat_lanes):
+                r = s2[i]
+                blk = info[i // n]
+                top9 = r.top[23 - NORM_KEEP:] if i < 2 * L else r.top9
+                sh, sticky, expf = mx_element_shift(m, top9, r.s23, r.lz, blk.lo, blk.eb, f"lane{i}")
+                x = reg(s3_layout, f"s3_lane{i}")
+                m.d.sync += [x.sh.eq(sh), x.sticky.eq(sticky), x.expf.eq(expf), x.sign.eq(r.sign)]
+                s3.append(x)
+            fp_s3 = [reg(32, f"s3_fp{i}") for i in range(2 * L)]
+            m.d.sync += [b.eq(a) for a, b in zip(fp_bits, fp_s3)]
+            nan3 = [reg(1, f"s3_nan{j}") for j in range(parts)]
+            first3 = [Signal(name=f"s3_first{j}") for j in range(parts)]
+            scale3 = [reg(8, f"s3_scale{j}") for j in range(parts)]
+            ovf3 = [reg(1, f"s3_overflow{j}") for j in range(parts)]
+            for j in range(parts):
+                m.d.sync += [nan3[j].eq(info[j].nan), first3[j].eq(blk_first[j]),
+                             scale3[j].eq(blk_scale[j]), ovf3[j].eq(blk_first[j] & blk_overflow[j])]
+            c4 = ctl[D + 2]                       # the beat in stage 4
+
+            # --- stage 4: MX rounding; the dtype's bytes --------------------------------------
+            elems = []
+            for i in range(p.beat_lanes):
+                x = s3[i]
+                elems.append(mx_element_round(m, x.sh, x.sticky, x.expf, x.sign, nan3[i // n],
+                                              c4.int8, c4.e4m3, f"lane{i}"))
             m.d.sync += [
-                out_bytes.eq(Mux(mx, Cat(*elems), plain_bytes)),
-                out_overflow.eq(Mux(mx, Cat(*overflows).any(), lane_overflow)),
-                out_scale_valid.eq(Mux(mx, Cat(*firsts), 0)),
+                out_bytes.eq(Mux(c4.mx, Cat(*elems), plain_bytes(c4, int_at[D + 2], fp_s3))),
+                out_overflow.eq(Mux(c4.mx, Cat(*ovf3).any(), c4.lane_ovf)),
+                out_scale_valid.eq(Mux(c4.mx, Cat(*first3), 0)),
             ]
-        else:
-            m.d.sync += [out_bytes.eq(plain_bytes), out_overflow.eq(lane_overflow)]
+            m.d.sync += [out_scale_byte[j].eq(scale3[j]) for j in range(parts)]
         m.d.comb += [self.bytes.eq(out_bytes), self.overflow.eq(out_overflow),
                      self.scale_valid.eq(out_scale_valid)]
         for j in range(parts):
             m.d.comb += self.scale_byte[j].eq(out_scale_byte[j])
-        assert encoder_latency(p) == D + 2
         return m

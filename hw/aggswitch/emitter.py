@@ -12,8 +12,8 @@ from amaranth import *
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
-from .params import Params, encoder_latency
-from .codec import BeatEncoder, elems_shift, block_parts
+from .params import Params, encoder_latency, DTYPE_BF16
+from .codec import BeatEncoder, block_parts, is_mx
 from .numerics import thermometer
 from .passes import emit_beat
 
@@ -30,6 +30,29 @@ def _beat_ctl(p: Params):
         "nan": 1,
         "dest": p.ports,
     })
+
+
+def lane_mask(m, p: Params, dtype, count, beat):
+    """The lanes of beat `beat` of a round of `count` elements in `dtype` that hold one of
+    its elements: element i of beat k is k * per_beat + i, with per_beat = lanes << s
+    elements per beat (s = 0 for 32-bit elements, 1 for BF16, 2 for MX). The mask of each
+    s is formed side by side, where per_beat is a constant (the elements before the beat
+    are wiring, one subtraction leaves this beat's elements and the rest's), and the dtype
+    picks one: no shifter and no comparator around the subtraction, on the path from the
+    pass's registers to the result encoder's input register."""
+    masks = {}
+    for s in ((0, 1, 2) if p.mx_ok else (0, 1)):
+        per_beat = p.lanes << s
+        before = Cat(Const(0, (per_beat - 1).bit_length()), beat)  # the elements before it
+        left = Signal(signed(max(len(count), len(before)) + 1), name=f"left{s}")
+        m.d.comb += left.eq(count - before)
+        masks[s] = Mux(left[-1], 0, thermometer(left[:-1], per_beat))
+    mask = Signal(p.beat_lanes, name="valid_lanes")
+    m.d.comb += mask.eq(Mux(dtype == DTYPE_BF16, masks[1], masks[0]))
+    if p.mx_ok:
+        with m.If(is_mx(dtype)):
+            m.d.comb += mask.eq(masks[2])
+    return mask
 
 
 class ResultEmitter(wiring.Component):
@@ -49,17 +72,7 @@ class ResultEmitter(wiring.Component):
         emitting = self.beat_in
 
         m.submodules.encoder = enc = BeatEncoder(p)
-        # Lanes below `count`: element i of beat k is k * per_beat + i, and a dtype's
-        # beat has per_beat = lanes << elem_shift elements.
-        shift = Signal(range(8))
-        m.d.comb += shift.eq(elems_shift(p, emitting.dtype))
-        before = Signal(range(p.slot_lines * p.beat_lanes))   # the round's elements before this beat
-        m.d.comb += before.eq(emitting.beat << shift)
-        left = Signal(len(emitting.count))
-        m.d.comb += left.eq(Mux(emitting.count > before, emitting.count - before, 0))
-        per_beat = Signal(range(p.beat_lanes + 1))
-        m.d.comb += per_beat.eq(1 << shift)
-        valid_lanes = thermometer(Mux(left < per_beat, left, per_beat), p.beat_lanes)
+        valid_lanes = lane_mask(m, p, emitting.dtype, emitting.count, emitting.beat)
         m.d.comb += [enc.valid.eq(emitting.valid), enc.dtype.eq(emitting.dtype), enc.scale.eq(emitting.scale),
                      enc.beat.eq(emitting.beat), enc.valid_lanes.eq(valid_lanes)]
         for i in range(p.beat_lanes):

@@ -7,13 +7,16 @@ q = RNE(v * 2**scale). Egress: :class:`FixedToFloat` (FP32, BF16) and
 These are one block per format.
 
 The pipeline uses the run-time format select blocks instead, which share one datapath
-per lane across formats: :class:`ElementToFixed` (ingress, every dtype),
-:class:`FixedToFloatAny` (FP32/BF16 egress) and, for MX egress, :class:`MxBlockExponent`
-(one block -> scale byte and MX_BLOCK_INFO; in the pipeline as its two parts,
-:class:`MxBlockMagnitude` per line and :class:`MxBlockScale` per block) with
-:class:`MxLineEncoder` (a line of `lanes` elements of that block per use). Each is bit-exact with its per-format
-counterparts; `scripts/area.py` compares their size. They are combinational
-(LATENCY = 0) and deep: see each class for where a pipeline register would go.
+per lane across formats: :class:`ElementToFixed` (ingress, every dtype, with a register
+before its shifter) and, at egress, the result encoder stages (below): one front end per
+lane (int32 saturation, leading-zero count, normalisation) that FP32/BF16
+(:func:`float_round`) and MX (:func:`mx_element_shift`, :func:`mx_element_round`, with
+the block's shared exponent from :class:`MxBlockScale`) share. codec.BeatEncoder
+registers between the stages, at most 8 LUT levels each. :class:`FixedToFloatAny` (FP32/
+BF16), :class:`MxBlockExponent` (one block -> scale byte and MX_BLOCK_INFO) and
+:class:`MxLineEncoder` (a line of `lanes` elements of that block) chain the same stages
+without registers, as single blocks to test and to size. Each is bit-exact with its
+per-format counterparts; `scripts/area.py` compares their size.
 
 Every block is bit-exact with the golden model tb/model/numerics.py, including its
 documented choices: NaN contributes 0 and raises `nan`; +-Inf saturates; an MX block
@@ -42,7 +45,9 @@ __all__ = ["FloatFormat", "FLOAT_FORMATS", "MX_FORMATS", "DTYPE_FORMAT",
            "FloatToFixed", "MxElementToFixed", "FixedToFloat", "MxBlockEncoder",
            "ElementToFixed", "FixedToFloatAny", "MX_BLOCK_INFO", "MX_FMT_INT8", "MX_FMT_E4M3",
            "MX_FMT_E5M2", "MxBlockMagnitude", "MxBlockScale", "MxBlockExponent",
-           "MxLineEncoder"]
+           "MxLineEncoder", "NORM_KEEP", "enc_front", "sat32", "enc_normalise",
+           "float_exponent", "float_round", "mx_element_shift", "mx_element_round",
+           "block_magnitude", "MX_SCALE_BOUNDS", "mx_scale_bounds"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -232,45 +237,6 @@ def _gt_const(v, c):
     half = len(v) // 2
     c_lo, c_hi = c & ((1 << half) - 1), c >> half
     return _gt_const(v[half:], c_hi) | ((v[half:] == c_hi) & _gt_const(v[:half], c_lo))
-
-
-def shr_window(m, x, amount, width, name="win", gran=8):
-    """(x >> amount)[:width] with its guard and sticky bits, as Signals (q, guard, sticky),
-    for a narrow quotient of a wide x: the area-lean counterpart of `rne_shr_parts`.
-
-    `amount` unsigned in 0..len(x)+1. The shift is split at `gran` (a power of two): the
-    coarse part selects a window of gran + width + 1 bits, the fine part shifts within it.
-    The sticky bits below the window are the prefix OR of whole granules (picked by the
-    coarse amount), those inside it a `gran`-bit mask; no shifter output is spent on them."""
-    fb = (gran - 1).bit_length()
-    assert gran == 1 << fb and len(amount) > fb
-    x = as_signal(m, x, f"{name}_in")
-    amount = as_signal(m, amount, f"{name}_amount")
-    xe = Cat(Const(0, 1), x)                          # xe[j] = x[j-1]: the guard of amount j
-    ncoarse = min(len(xe) // gran + 1, 1 << (len(amount) - fb))
-    span = gran + width + 1
-    pad = Cat(xe, Const(0, ncoarse * gran + span - len(xe)))
-    coarse, fine = amount[fb:], amount[:fb]
-    window = Signal(span, name=f"{name}_window")
-    below = Signal(name=f"{name}_below")             # sticky under the window
-    granule_or = [pad[gran * i:gran * (i + 1)].any() for i in range(ncoarse)]
-    prefix = [Const(0, 1)]
-    for g in granule_or[:-1]:
-        prefix.append(prefix[-1] | g)
-    # a coarse amount beyond the last window only occurs for amounts past len(x) + 1
-    m.d.comb += [
-        window.eq(Array(pad[gran * i:gran * i + span] for i in range(ncoarse))[coarse]),
-        below.eq(Array(prefix)[coarse]),
-    ]
-    q = Signal(width, name=f"{name}_q")
-    guard = Signal(name=f"{name}_guard")
-    sticky = Signal(name=f"{name}_sticky")
-    m.d.comb += [
-        q.eq((window >> (fine + 1))[:width]),
-        guard.eq(window.bit_select(fine, 1)),
-        sticky.eq(below | (window[:gran] & thermometer(fine, gran)).any()),
-    ]
-    return q, guard, sticky
 
 
 def sat_abs(m, acc, name="sat"):
@@ -829,6 +795,187 @@ class ElementToFixed(wiring.Component):
         return m
 
 
+# --------------------------------------------------------------------------
+# result encoder stages: the lanes of codec.BeatEncoder, one stage per pipeline cycle
+# --------------------------------------------------------------------------
+# Every lane of the result encoder goes through the same front end, whatever the dtype:
+# int32 saturation and the leading-zero count of the magnitude (stage 1), then the
+# magnitude normalised so that its leading one is bit 31 (stage 2). FP32/BF16 round the
+# normalised significand (stage 3); MX shifts it right to the block's grid once the
+# block's shared exponent is known (stage 3) and rounds it (stage 4). codec.BeatEncoder
+# registers between the stages (docs/ARCHITECTURE.md, "Result encoder"); the blocks
+# FixedToFloatAny and MxLineEncoder below chain the same helpers without registers, so
+# their unit tests check the arithmetic the pipeline does. Each stage is at most 8 LUT
+# levels on the ECP5 (`make timing`): one add or one decision with the muxes around it.
+
+NORM_KEEP = 7       # normalised magnitude bits kept after stage 2: norm[7:32], below it ORs
+
+
+def enc_front(m, acc, name):
+    """Stage 1 of every result lane: int32 saturation and the leading-zero count of the
+    magnitude. Returns Signals (sign, mag, over, lz, zero) as :func:`sat_abs` and
+    :func:`lzc`; `lz` is 31 for a zero magnitude."""
+    sign, mag, over = sat_abs(m, acc, name)
+    lz, zero = lzc(m, mag, f"{name}_lz")
+    return sign, mag, over, lz, zero
+
+
+def sat32(m, acc, over, name):
+    """The INT32 result of an accumulator: saturated to int32 (`over` from
+    :func:`sat_abs`), as a Signal of 32 bits."""
+    v = Signal(32, name=f"{name}_int32")
+    m.d.comb += v.eq(Mux(over, Mux(acc[-1], INT32_MIN & 0xFFFFFFFF, INT32_MAX), acc[:32]))
+    return v
+
+
+def enc_normalise(m, mag, lz, name):
+    """Stage 2 of every result lane: norm = |a| << lz, the leading one at bit 31. Returns
+    Signals (top, s7, s23): top = norm[NORM_KEEP:32], s7 = norm[0:7] != 0 and s23 =
+    norm[0:23] != 0, the sticky bits of the FP32 and BF16 (and MX) roundings."""
+    norm = Signal(32, name=f"{name}_norm")
+    m.d.comb += norm.eq((mag << lz)[:32])
+    top = Signal(32 - NORM_KEEP, name=f"{name}_top")
+    s7 = Signal(name=f"{name}_s7")
+    s23 = Signal(name=f"{name}_s23")
+    m.d.comb += [top.eq(norm[NORM_KEEP:]), s7.eq(norm[:NORM_KEEP].any()), s23.eq(norm[:23].any())]
+    return top, s7, s23
+
+
+def float_exponent(m, lz, zero, scale, name):
+    """Stage 2 of an FP32/BF16 lane, beside the normalisation: the biased exponent of the
+    leading one, floor(log2|a|) - scale + 127 = 158 - scale - lz (FP32 and BF16 share it).
+    Returns Signals (exp, inf, tiny): exp its low 8 bits, inf: a non-zero value beyond the
+    format (exponent >= 255, +-Inf), tiny: the exponent is 0, which happens only for |a| =
+    1 at scale 127 (|a| >= 1 and scale <= 127 keep it >= 0): the subnormal 2**-127, exact
+    in both formats (significand 0x400000, BF16 0x40), the one value that leaves the
+    normalised grid."""
+    f = FLOAT_FORMATS["fp32"]
+    exp_pre = Signal(signed(11), name=f"{name}_exp_pre")
+    m.d.comb += exp_pre.eq((31 + f.bias) - scale - lz)
+    exp = Signal(8, name=f"{name}_exp")
+    inf = Signal(name=f"{name}_inf")
+    tiny = Signal(name=f"{name}_tiny")
+    assert f.emask == 255 and len(exp_pre) == 11
+    m.d.comb += [
+        exp.eq(exp_pre[:8]),
+        # exp_pre >= 255, as bit tests of the signed(11) exp_pre (no comparator)
+        inf.eq(~zero & ~exp_pre[-1] & (exp_pre[8:10].any() | exp_pre[:8].all())),
+        tiny.eq(~zero & (scale == 127) & lz.all()),
+    ]
+    return exp, inf, tiny
+
+
+def float_round(m, top, s7, s23, exp, inf, tiny, sign, bf16, name):
+    """Stage 3 of an FP32/BF16 lane: the rounded, packed bits (BF16 in bits[0:16], bits[16:32]
+    zero) from the stage-2 outputs. The significand is norm[8:32], FP32's guard norm[7] and
+    sticky norm[0:7]; BF16 keeps norm[24:32], its guard is norm[23] and its sticky every
+    bit below (s23): BF16 rounds once, from the exact value, never FP32's rounded result.
+    The increment of the packed encoding (at bit 0 or 16) carries from the mantissa into
+    the exponent field (1.1..1 -> next binade, largest finite -> Inf), so one adder does
+    the rounding and the exponent adjustment."""
+    f = FLOAT_FORMATS["fp32"]
+    cut = f.mbits - FLOAT_FORMATS["bf16"].mbits            # 16 significand bits fewer
+    q = top[1:]                                            # norm[8:32]: 24 bits
+    guard = top[0]
+    up32 = guard & (s7 | q[0])
+    up16 = q[cut - 1] & (s23 | q[cut])
+    normal = q[f.mbits]                                    # 0 only for |a| = 0 (or tiny)
+    packed = Signal(f.width - 1, name=f"{name}_packed")
+    m.d.comb += packed.eq(Cat(q[:f.mbits], Mux(normal, exp, 0))
+                          + Mux(bf16, up16 << cut, up32))
+    body = Mux(inf, f.inf_field, Mux(tiny, 1 << (f.mbits - 1), packed))
+    bits = Signal(32, name=f"{name}_bits")
+    m.d.comb += bits.eq(Mux(bf16, Cat(body[cut:], sign), Cat(body, sign)))
+    return bits
+
+
+def mx_element_shift(m, top9, s23, lz, lo, eb, name):
+    """Stage 3 of an MX lane, with the block's MX_BLOCK_INFO `lo` and `eb` (registered
+    after stage 2). The element's rounding position is r = max(n, lo), n = 31 - lz the
+    leading one of |a| (see :class:`MxLineEncoder`); on the normalised magnitude that is a
+    right shift by d = r - n = max(0, lo - n), and every d >= 8 leaves nothing but sticky
+    bits. `top9` = norm[23:32]. Returns Signals (sh, sticky, expf): sh = norm[24:32] >> d
+    (the 7-bit quotient of |a| << 6 >> r over its guard), sticky the OR of every bit under
+    the guard, expf = r + eb (mod 64, the FP8 exponent field of bit r)."""
+    n8 = top9[1:]                                          # norm[24:32]
+    st24 = top9[0] | s23                                   # norm[0:24] != 0
+    t = Signal(signed(7), name=f"{name}_t")                # lo - n
+    m.d.comb += t.eq(lo + lz - 31)
+    below = t[-1]                                          # lo < n: r = n, d = 0
+    big = ~below & t[3:6].any()                            # d >= 8
+    d = t[:3]
+    sh = Signal(8, name=f"{name}_sh")
+    sticky = Signal(name=f"{name}_sticky")
+    expf = Signal(6, name=f"{name}_expf")
+    m.d.comb += [
+        sh.eq(Mux(below, n8, Mux(big, 0, n8 >> d))),
+        sticky.eq(st24 | (~below & Mux(big, n8.any(), (n8 & thermometer(d, 8)).any()))),
+        expf.eq(Mux(below, (31 - lz) + eb, lo + eb)[:6]),
+    ]
+    return sh, sticky, expf
+
+
+def mx_element_round(m, sh, sticky, expf, sign, nan, int8, e4m3, name):
+    """Stage 4 of an MX lane: the element byte from :func:`mx_element_shift`'s outputs, in
+    MXINT8 (`int8`), E4M3 (`e4m3`) or E5M2 (neither); 0 in a NaN block (`nan`).
+
+    The 7-bit quotient q = sh[1:8] is the INT8 magnitude and holds in its top 4 / 3 bits
+    the E4M3 / E5M2 significand; the FP8 guard and sticky are the bits under the
+    significand. The rounding increment (and the INT8 negation) is one 8-bit adder on the
+    packed byte; the FP8 exponent field is expf. FP8 saturates to the largest normal (no
+    OVERFLOW), decided from the operand in parallel with the adder."""
+    f43, f52 = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS["e5m2"]
+    fbits = MXINT8_FRAC
+    assert f43.mbits < fbits and f52.mbits < fbits
+    q = sh[1:]
+    g = sh[0]
+    st = sticky
+
+    def fp8(f):
+        # significand = the window's top mbits + 1 bits, guard and sticky below it
+        cut = fbits - f.mbits
+        return q[cut:], q[cut - 1], q[:cut - 1].any() | g | st
+    s43, g43, st43 = fp8(f43)
+    s52, g52, st52 = fp8(f52)
+    gd = Signal(name=f"{name}_g")
+    sk = Signal(name=f"{name}_st")
+    lsb = Signal(name=f"{name}_lsb")
+    m.d.comb += [
+        gd.eq(Mux(int8, g, Mux(e4m3, g43, g52))),
+        sk.eq(Mux(int8, st, Mux(e4m3, st43, st52))),
+        lsb.eq(Mux(int8, q[0], Mux(e4m3, s43[0], s52[0]))),
+    ]
+    up = gd & (sk | lsb)
+
+    # One adder. INT8: -(q + up) = ~q + (1 - up), with q = 127 rounding up saturated
+    # first (the only way past 127). FP8: the packed magnitude, rounded by an increment
+    # that carries from the mantissa into the exponent field (subnormal -> normal,
+    # 1.11..1 -> next binade).
+    def packed(f, s):
+        return Cat(s[:f.mbits], Mux(s[f.mbits], expf[:f.ebits + 1], 0))
+    p43 = as_signal(m, packed(f43, s43), f"{name}_p43")
+    p52 = as_signal(m, packed(f52, s52), f"{name}_p52")
+    opnd = Signal(8, name=f"{name}_opnd")
+    cin = Signal(name=f"{name}_cin")
+    total = Signal(8, name=f"{name}_sum")
+    m.d.comb += [
+        opnd.eq(Mux(int8, Cat(q, 0) ^ sign.replicate(8), Mux(e4m3, p43, p52))),
+        cin.eq(Mux(int8, (up & ~q.all()) ^ sign, up)),
+        total.eq(opnd + cin),
+    ]
+
+    # FP8 saturation to the largest normal: opnd + up > max_field.
+    def over_max(f, p):
+        return _gt_const(p, f.max_field) | ((p == f.max_field) & up)
+    sat = Signal(name=f"{name}_fpsat")
+    m.d.comb += sat.eq(Mux(e4m3, over_max(f43, p43), over_max(f52, p52)))
+    maxf = Mux(e4m3, f43.max_field, f52.max_field)
+    fp_byte = Cat(Mux(sat, maxf, total)[:7], sign)
+    byte = Signal(8, name=f"{name}_byte")
+    m.d.comb += byte.eq(Mux(nan, 0, Mux(int8, total, fp_byte)))
+    return byte
+
+
 class FixedToFloatAny(wiring.Component):
     """One lane of FP32/BF16 egress encode: accumulator -> bits of RNE(sat32(acc) *
     2**-scale) in FP32 (`bf16` = 0) or BF16 (`bf16` = 1, result in bits[0:16], bits[16:32]
@@ -837,16 +984,12 @@ class FixedToFloatAny(wiring.Component):
     `acc` only.
 
     Both formats have the same exponent (bias 127), so saturation, leading-zero count,
-    normalisation, the exponent and the subnormal shift are shared, and BF16 is FP32's
-    significand cut 16 bits shorter. BF16 rounds once, from the exact value: its guard is
-    FP32's significand bit 15 and its sticky the OR of FP32's bits 0..14 with FP32's own
-    guard and sticky (the bits FP32 already drops) -- never FP32's rounded result. Both
-    roundings then share the one increment of the packed encoding (at bit 0 or 16).
+    normalisation and the exponent are shared, and BF16 is FP32's significand cut 16 bits
+    shorter, rounded once from the exact value (:func:`float_round`).
 
-    Timing (ECP5, registered inputs and outputs): about 20 ns, ~50 MHz. Path: negation,
-    leading-zero count, normalising shift, rounding, packed adder. A register after the
-    leading-zero count (|a|, lz, zero, sign, overflow: ~40 bits) gives ~80 MHz; a second
-    one after the normalising shift is needed for 100 MHz."""
+    It is the result encoder's stages 1 to 3 (:func:`enc_front`, :func:`enc_normalise`
+    with :func:`float_exponent`, :func:`float_round`) without the registers between them:
+    codec.BeatEncoder registers after each stage, each at most 8 LUT levels."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
@@ -864,49 +1007,11 @@ class FixedToFloatAny(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        f = FLOAT_FORMATS["fp32"]
-        assert FLOAT_FORMATS["bf16"].bias == f.bias and FLOAT_FORMATS["bf16"].ebits == f.ebits
-        cut = f.mbits - FLOAT_FORMATS["bf16"].mbits            # 16 significand bits fewer
-        sign, mag, over = sat_abs(m, self.acc)
-
-        # Normalise: the leading one of |a| (at most 2**31) moves to bit 31.
-        lz, zero = lzc(m, mag, "lz")
-        norm = Signal(32)
-        m.d.comb += norm.eq((mag << lz)[:32])
-        # Biased exponent of the leading one: floor(log2|a|) - scale + bias.
-        exp_pre = Signal(signed(11))
-        m.d.comb += exp_pre.eq(31 - lz - self.scale + f.bias)
-        # Subnormal: one more bit to the right, never more (|a| >= 1, scale <= 127 give
-        # exp_pre >= 31 - 31 - 127 + 127 = 0), and only for exp_pre = 0: |a| = 1 at scale
-        # 127. Tested as such, not after the exponent adder.
-        extra = Signal()
-        m.d.comb += extra.eq((self.scale == 127) & ~mag[1:].any())
-
-        # FP32 significand (24 bits, leading one at bit 23 unless subnormal), guard, sticky.
-        q = Signal(f.mbits + 1)
-        guard = Signal()
-        sticky = Signal()
-        fixed = 31 - f.mbits                                   # 8 bits under the significand
-        m.d.comb += [
-            q.eq(Mux(extra, norm[fixed + 1:], norm[fixed:])),
-            guard.eq(Mux(extra, norm[fixed], norm[fixed - 1])),
-            sticky.eq(Mux(extra, norm[:fixed].any(), norm[:fixed - 1].any())),
-        ]
-        up32 = guard & (sticky | q[0])
-        up16 = q[cut - 1] & (q[:cut - 1].any() | guard | sticky | q[cut])
-
-        normal = q[f.mbits]             # leading one kept: not shifted into a subnormal
-        packed = Signal(f.width - 1)
-        m.d.comb += packed.eq(Cat(q[:f.mbits], Mux(normal, exp_pre[:f.ebits], 0))
-                              + Mux(self.bf16, up16 << cut, up32))
-        # exp_pre >= 255, as bit tests of the signed(11) exp_pre (no comparator)
-        assert f.emask == 255 and len(exp_pre) == 11
-        inf = ~zero & ~exp_pre[-1] & (exp_pre[8:10].any() | exp_pre[:8].all())
-        body = Mux(inf, f.inf_field, packed)
-        m.d.comb += [
-            self.bits.eq(Mux(self.bf16, Cat(body[cut:], sign), Cat(body, sign))),
-            self.overflow.eq(over),
-        ]
+        sign, mag, over, lz, zero = enc_front(m, self.acc, "f")
+        top, s7, s23 = enc_normalise(m, mag, lz, "f")
+        exp, inf, tiny = float_exponent(m, lz, zero, self.scale, "f")
+        bits = float_round(m, top, s7, s23, exp, inf, tiny, sign, self.bf16, "f")
+        m.d.comb += [self.bits.eq(bits), self.overflow.eq(over)]
         return m
 
 
@@ -934,10 +1039,49 @@ MX_BLOCK_INFO = data.StructLayout({
 })
 
 
+def block_magnitude(mags, overs):
+    """(OR of the magnitudes, any saturated) of an MX block's (or line's) lanes, from their
+    :func:`sat_abs` outputs: what :class:`MxBlockScale` needs of the elements."""
+    return or_tree(mags), Cat(*overs).any()
+
+
 def _mx_scale_ports():
-    """Ports of MxBlockExponent and MxBlockScale besides the block's values."""
-    return {"scale": In(signed(8)), "fmt": In(2), "info": Out(MX_BLOCK_INFO),
-            "scale_byte": Out(8), "overflow": Out(1)}
+    """Output ports of MxBlockExponent and MxBlockScale."""
+    return {"info": Out(MX_BLOCK_INFO), "scale_byte": Out(8), "overflow": Out(1)}
+
+
+# What the block exponent needs of the scale and the MX format, formed before the block's
+# magnitudes are known (mx_scale_bounds): the leading-zero count of the block is then the
+# only late input of MxBlockScale.
+MX_SCALE_BOUNDS = data.StructLayout({
+    # the scale byte X + 127 = base - lz (lz: leading zeros of the block's magnitude OR)
+    "base": signed(10),
+    # base - 255: the block is NaN (X > 127) for lz <= nan
+    "nan": signed(10),
+    # MX_BLOCK_INFO.eb of a block clamped at X = -127: 127 + bias - scale (mod 64)
+    "eb_clamp": 6,
+    "int8": 1,
+    "e4m3": 1,                       # (neither: E5M2)
+})
+
+
+def mx_scale_bounds(m, scale, int8, e4m3, name="bounds"):
+    """The MX_SCALE_BOUNDS of a block at `scale` in the format (`int8`, `e4m3`, or E5M2
+    for neither), as a Signal: two adders on the scale, which the pipeline forms (and
+    registers) while it reduces the block's magnitudes."""
+    emax = {n: MX_FORMATS[n][1] for n in MX_FORMATS}
+    f43, f52 = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS["e5m2"]
+    b = Signal(MX_SCALE_BOUNDS, name=name)
+    m.d.comb += [
+        b.base.eq((31 + E8M0_BIAS) - scale
+                  - Mux(int8, emax["mxint8"], Mux(e4m3, emax["e4m3"], emax["e5m2"]))),
+        b.nan.eq((31 + E8M0_BIAS - E8M0_NAN) - scale
+                 - Mux(int8, emax["mxint8"], Mux(e4m3, emax["e4m3"], emax["e5m2"]))),
+        b.eb_clamp.eq((Mux(e4m3, E8M0_BIAS + f43.bias, E8M0_BIAS + f52.bias) - scale)[:6]),
+        b.int8.eq(int8),
+        b.e4m3.eq(e4m3),
+    ]
+    return b
 
 
 class MxBlockMagnitude(wiring.Component):
@@ -945,7 +1089,8 @@ class MxBlockMagnitude(wiring.Component):
     the OR of the int32-saturated magnitudes of `n` accumulators, and `saturated`, any of
     them outside int32. Both are ORs, so a block's values are the OR of its lines' values:
     the pipeline reduces one line of `lanes` accumulators per cycle as the block's lines
-    arrive (codec.LineEncoder) instead of the whole block at once."""
+    arrive (codec.BeatEncoder) instead of the whole block at once; there it takes the
+    magnitudes of the lanes' shared stage 1 (:func:`block_magnitude`)."""
 
     LATENCY = 0     # combinational
 
@@ -967,7 +1112,8 @@ class MxBlockMagnitude(wiring.Component):
             _, mag, over = sat_abs(m, self.acc[i], f"sat{i}")
             mags.append(mag)
             overs.append(over)
-        m.d.comb += [self.mag_or.eq(or_tree(mags)), self.saturated.eq(Cat(*overs).any())]
+        mag_or, saturated = block_magnitude(mags, overs)
+        m.d.comb += [self.mag_or.eq(mag_or), self.saturated.eq(saturated)]
         return m
 
 
@@ -978,12 +1124,9 @@ class MxBlockExponent(wiring.Component):
     :class:`MxLineEncoder` needs to encode the block's elements.
 
     It is :class:`MxBlockMagnitude` over the block followed by :class:`MxBlockScale`; the
-    pipeline uses the two parts separately.
-
-    Timing (ECP5, registered inputs and outputs): about 22 ns, ~45 MHz. Path: negation,
-    OR tree over 32 lanes (long routes), leading-zero count, scale-byte adder. The
-    cheapest cut is after the OR tree (32 bits plus the any-saturated flag): ~80 MHz; a
-    second one after the leading-zero count is needed for 100 MHz."""
+    pipeline uses the two parts separately, with a register between them: the negation
+    and the OR tree over 32 lanes are stage 1 of the result encoder, the leading-zero
+    count and the scale byte stage 2 (each at most 8 LUT levels)."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
@@ -992,7 +1135,8 @@ class MxBlockExponent(wiring.Component):
             raise ValueError("acc_width must be at least 32")
         self.acc_width = acc_width
         self.block = block
-        super().__init__({"acc": In(signed(acc_width)).array(block), **_mx_scale_ports()})
+        super().__init__({"acc": In(signed(acc_width)).array(block), "scale": In(signed(8)),
+                          "fmt": In(2), **_mx_scale_ports()})
 
     def elaborate(self, platform):
         m = Module()
@@ -1000,8 +1144,9 @@ class MxBlockExponent(wiring.Component):
         m.submodules.scale = sc = MxBlockScale()
         for i in range(self.block):
             m.d.comb += mag.acc[i].eq(self.acc[i])
+        bounds = mx_scale_bounds(m, self.scale, self.fmt == MX_FMT_INT8, self.fmt == MX_FMT_E4M3)
         m.d.comb += [sc.mag_or.eq(mag.mag_or), sc.saturated.eq(mag.saturated),
-                     sc.scale.eq(self.scale), sc.fmt.eq(self.fmt),
+                     sc.bounds.eq(bounds),
                      self.info.eq(sc.info), self.scale_byte.eq(sc.scale_byte),
                      self.overflow.eq(sc.overflow)]
         return m
@@ -1009,52 +1154,52 @@ class MxBlockExponent(wiring.Component):
 
 class MxBlockScale(wiring.Component):
     """Scale byte, OVERFLOW and MX_BLOCK_INFO of an MX block from its
-    :class:`MxBlockMagnitude` outputs.
+    :class:`MxBlockMagnitude` outputs and the MX_SCALE_BOUNDS of its scale and format
+    (:func:`mx_scale_bounds`).
 
     floor(log2(max|v|)) needs only the bit length of the block maximum, which is the bit
     length of the OR of all magnitudes: one leading-zero count, no comparator tree. The
-    format only changes the constant emax subtracted after it."""
+    format only changes the constants subtracted after it. After the count there is one
+    carry chain (each output's own, side by side) and the output muxes: stage 2 of the
+    result encoder, at most 8 LUT levels."""
 
     LATENCY = 0     # combinational
 
     def __init__(self):
-        super().__init__({"mag_or": In(32), "saturated": In(1), **_mx_scale_ports()})
+        super().__init__({"mag_or": In(32), "saturated": In(1), "bounds": In(MX_SCALE_BOUNDS),
+                          **_mx_scale_ports()})
 
     def elaborate(self, platform):
         m = Module()
         lz, zero = lzc(m, self.mag_or, "lzblk")
-
-        int8 = Signal()
-        e4m3 = Signal()
-        m.d.comb += [int8.eq(self.fmt == MX_FMT_INT8), e4m3.eq(self.fmt == MX_FMT_E4M3)]
+        b = self.bounds
+        int8, e4m3 = b.int8, b.e4m3
         emax = {n: MX_FORMATS[n][1] for n in MX_FORMATS}
-        # The scale byte X + 127 = (31 - lz) - scale - emax + 127: the scale part is ready
-        # before the block reduction, so one subtraction follows the LZC, and the clamp
-        # (X < -127: byte < 0) and NaN (X > 127: byte > 254) tests are bit tests of it.
-        sb_base = Signal(signed(10))
+        # The scale byte X + 127 = (31 - lz) - scale - emax + 127 = base - lz. The clamp (X <
+        # -127: byte < 0) and NaN (X > 127: byte > 254) tests compare lz with the bounds,
+        # each a carry chain beside the subtraction, not a test of its result.
         sb_raw = Signal(signed(10))         # 158 - 127 - 15 - 31 .. 158 + 128: -15 .. 286
-        m.d.comb += [
-            sb_base.eq((31 + E8M0_BIAS) - self.scale
-                       - Mux(int8, emax["mxint8"], Mux(e4m3, emax["e4m3"], emax["e5m2"]))),
-            sb_raw.eq(sb_base - lz),
-        ]
-        clamp = Signal()
+        m.d.comb += sb_raw.eq(b.base - lz)
+        # (An all-zero block has lz = 31 and its own scale byte; its info is not used.)
+        clamp = Signal()                    # X < -127, unless the block is zero
+        over = Signal()                     # X > 127, unless the block is zero
         nan = Signal()
         # all-zero block: m = 2**-126, X = max(-126 - emax, -127)
         sb_zero = Mux(int8, max(-126 - emax["mxint8"], -127) + E8M0_BIAS, 0)
         assert max(-126 - emax["e4m3"], -127) == max(-126 - emax["e5m2"], -127) == -127
         m.d.comb += [
-            clamp.eq(~zero & sb_raw[-1]),
-            nan.eq(~zero & ~sb_raw[-1] & (sb_raw[8] | sb_raw[:8].all())),
-            self.scale_byte.eq(Mux(zero, sb_zero, Mux(nan, E8M0_NAN,
-                                                     Mux(sb_raw[-1], 0, sb_raw[:8])))),
+            clamp.eq(lz > b.base),                      # sb_raw < 0
+            over.eq(lz <= b.nan),                       # sb_raw >= 255
+            nan.eq(~zero & over),
+            self.scale_byte.eq(Mux(zero, sb_zero, Mux(over, E8M0_NAN,
+                                                     Mux(clamp, 0, sb_raw[:8])))),
             self.overflow.eq(self.saturated | nan),
             self.info.nan.eq(nan),
         ]
         # Element grid, for MxLineEncoder. Unclamped, e_blk = -scale - X = emax - 31 + lz
         # (the scale cancels): the smallest-normal position emin - e_blk and the exponent
         # field base bias + e_blk need only the LZC. Clamped (X = -127), e_blk = 127 -
-        # scale; lo is 0 there anyway.
+        # scale (eb_clamp); lo is 0 there anyway.
         f43, f52 = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS["e5m2"]
         assert f43.emin <= 0 and f52.emin <= 0
 
@@ -1068,10 +1213,9 @@ class MxBlockScale(wiring.Component):
             self.info.lo.eq(Mux(int8, 31 - lz,
                                 Mux(e4m3, floor0(f43.emin - emax["e4m3"] + 31),
                                     floor0(f52.emin - emax["e5m2"] + 31)))),
-            self.info.eb.eq(Mux(clamp,
-                                Mux(e4m3, E8M0_BIAS + f43.bias, E8M0_BIAS + f52.bias) - self.scale,
-                                lz + Mux(e4m3, emax["e4m3"] - 31 + f43.bias,
-                                         emax["e5m2"] - 31 + f52.bias))[:6]),
+            self.info.eb.eq(Mux(clamp, b.eb_clamp,
+                                (lz + Mux(e4m3, emax["e4m3"] - 31 + f43.bias,
+                                          emax["e5m2"] - 31 + f52.bias))[:6])),
         ]
         return m
 
@@ -1085,18 +1229,20 @@ class MxLineEncoder(wiring.Component):
     One element encoder per lane serves the three formats. Element values are
     u = |a| * 2**e_blk with e_blk = -scale - X. Let r be a bit position of |a|: for INT8
     the block's top bit (fixed point: the element's ulp is 2**(r-6) in units of |a|), for
-    FP8 the element's own leading one, floored at the block's smallest-normal position
-    lo (ulp 2**(r-mbits)). Both are r = floor(log2(|a| | 2**lo)), with lo the block's top
-    bit for INT8, so one leading-zero count gives r (no comparator), and one right shift
-    of |a| << 6 by r gives a 7-bit window (plus guard and sticky) that holds the INT8
-    quotient and, in its top 4 / 3 bits, the E4M3 / E5M2 significand; the FP8 guard and
-    sticky are the window bits under the significand. The rounding increment (and the
-    INT8 negation) is one 8-bit adder on the packed byte; the FP8 exponent field is
-    r + info.eb. Only this packing differs between the formats.
+    FP8 the element's own leading one n, floored at the block's smallest-normal position
+    lo (ulp 2**(r-mbits)). Both are r = max(n, lo), with lo the block's top bit for INT8,
+    and a right shift of |a| << 6 by r gives a 7-bit window (plus guard and sticky) that
+    holds the INT8 quotient and, in its top 4 / 3 bits, the E4M3 / E5M2 significand; the
+    FP8 guard and sticky are the window bits under the significand. The rounding
+    increment (and the INT8 negation) is one 8-bit adder on the packed byte; the FP8
+    exponent field is r + info.eb. Only this packing differs between the formats.
 
-    Timing (ECP5, registered inputs and outputs): about 20 ns, ~50 MHz. Path: negation,
-    leading-zero count, window shift, rounding, packing adder, saturation mux. A register
-    after the leading-zero count (r, |a|, sign: 38 bits per lane) gives ~90 MHz."""
+    The window is taken from the normalised magnitude (leading one at bit 31, the same
+    front end as the FP32/BF16 lanes), where the shift is r - n = max(0, lo - n): 0 .. 8,
+    a short shifter after the block is known. It is the result encoder's stages 1 to 4
+    (:func:`enc_front`, :func:`enc_normalise`, :func:`mx_element_shift`,
+    :func:`mx_element_round`) without the registers between them: codec.BeatEncoder
+    registers after each stage (and `info` after :class:`MxBlockScale`)."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
@@ -1115,69 +1261,14 @@ class MxLineEncoder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        f43, f52 = FLOAT_FORMATS["e4m3"], FLOAT_FORMATS["e5m2"]
         int8 = Signal()
         e4m3 = Signal()
         m.d.comb += [int8.eq(self.fmt == MX_FMT_INT8), e4m3.eq(self.fmt == MX_FMT_E4M3)]
-        fbits = MXINT8_FRAC
-        width = fbits + 1                   # the window: INT8 quotient < 2**7
-        assert f43.mbits < fbits and f52.mbits < fbits
-
-        lo_bit = Signal(32)
-        maxf = Signal(8)                    # largest finite FP8 magnitude field
-        m.d.comb += [
-            lo_bit.eq(1 << self.info.lo),
-            maxf.eq(Mux(e4m3, f43.max_field, f52.max_field)),
-        ]
-
         for i in range(self.lanes):
-            sign, mag, _ = sat_abs(m, self.acc[i], f"sat{i}")
-            lz_i, _ = lzc(m, mag | lo_bit, f"lz{i}")
-            r = Signal(5, name=f"r{i}")
-            m.d.comb += r.eq(31 - lz_i)
-            q, g, st = shr_window(m, Cat(Const(0, fbits), mag), r, width, f"win{i}")
-
-            # FP8: significand = the window's top mbits + 1 bits, guard and sticky below it
-            def fp8(f):
-                cut = fbits - f.mbits
-                return q[cut:], q[cut - 1], q[:cut - 1].any() | g | st
-            s43, g43, st43 = fp8(f43)
-            s52, g52, st52 = fp8(f52)
-            gd = Signal(name=f"g{i}")
-            sk = Signal(name=f"st{i}")
-            lsb = Signal(name=f"lsb{i}")
-            m.d.comb += [
-                gd.eq(Mux(int8, g, Mux(e4m3, g43, g52))),
-                sk.eq(Mux(int8, st, Mux(e4m3, st43, st52))),
-                lsb.eq(Mux(int8, q[0], Mux(e4m3, s43[0], s52[0]))),
-            ]
-            up = gd & (sk | lsb)
-            expf = Signal(6, name=f"expf{i}")
-            m.d.comb += expf.eq(r + self.info.eb)
-
-            # One adder. INT8: -(q + up) = ~q + (1 - up), with q = 127 rounding up
-            # saturated first (the only way past 127). FP8: the packed magnitude, rounded
-            # by an increment that carries from the mantissa into the exponent field
-            # (subnormal -> normal, 1.11..1 -> next binade).
-            def packed(f, s):
-                return Cat(s[:f.mbits], Mux(s[f.mbits], expf[:f.ebits + 1], 0))
-            p43 = as_signal(m, packed(f43, s43), f"p43_{i}")
-            p52 = as_signal(m, packed(f52, s52), f"p52_{i}")
-            opnd = Signal(8, name=f"opnd{i}")
-            cin = Signal(name=f"cin{i}")
-            total = Signal(8, name=f"sum{i}")
-            m.d.comb += [
-                opnd.eq(Mux(int8, Cat(q, 0) ^ sign.replicate(8), Mux(e4m3, p43, p52))),
-                cin.eq(Mux(int8, (up & ~q.all()) ^ sign, up)),
-                total.eq(opnd + cin),
-            ]
-            # FP8 saturation to the largest normal, decided from the operand (in parallel
-            # with the adder): opnd + up > max_field.
-            def over_max(f, p):
-                return _gt_const(p, f.max_field) | ((p == f.max_field) & up)
-            sat = Signal(name=f"fpsat{i}")
-            m.d.comb += sat.eq(Mux(e4m3, over_max(f43, p43), over_max(f52, p52)))
-            fp_byte = Cat(Mux(sat, maxf, total)[:7], sign)
-            byte = Mux(int8, total, fp_byte)
-            m.d.comb += self.elems.word_select(i, 8).eq(Mux(self.info.nan, 0, byte))
+            sign, mag, _, lz, _ = enc_front(m, self.acc[i], f"l{i}")
+            top, _, s23 = enc_normalise(m, mag, lz, f"l{i}")
+            sh, sticky, expf = mx_element_shift(m, top[23 - NORM_KEEP:], s23, lz,
+                                                self.info.lo, self.info.eb, f"l{i}")
+            byte = mx_element_round(m, sh, sticky, expf, sign, self.info.nan, int8, e4m3, f"l{i}")
+            m.d.comb += self.elems.word_select(i, 8).eq(byte)
         return m

@@ -112,7 +112,7 @@ class Params:
         """Beats in flight between the engine's decision and the egress FIFO write: issue,
         decode (2 stages), accumulate, the result encoder (encoder_latency) and the
         emitter's output register."""
-        return self.block_beats + 2 + 4
+        return encoder_latency(self) + 4
 
     @property
     def egress_beats(self):
@@ -161,11 +161,14 @@ class Params:
 
 
 def encoder_latency(params: Params = Params()) -> int:
-    """Cycles through the result encoder (aggswitch.codec.BeatEncoder): an input register,
-    a window of `block_beats` beats so that an MX block's shared exponent sees the whole
-    block before its first element is encoded, and an output register. The same for every
-    dtype."""
-    return params.block_beats + 2
+    """Cycles through the result encoder (aggswitch.codec.BeatEncoder), the same for every
+    dtype: an input register, stage 1 (int32 saturation, leading-zero count), a window of
+    `block_beats - 1` more beats so that an MX block's shared exponent sees the whole
+    block before its first element is encoded, stage 2 (normalisation; the MX shared
+    exponent), stage 3 (FP32/BF16 rounding; the MX shift to the block's grid), stage 4 (MX
+    rounding, in a build with MX dtypes) and an output register: each stage at most 8 LUT
+    levels."""
+    return params.block_beats + (4 if params.mx_ok else 3)
 
 
 def latency(params: Params = Params()) -> int:

@@ -1,0 +1,248 @@
+"""Amaranth-simulator unit tests of the result encoder (hw/aggswitch/codec.py BeatEncoder)
+against the golden model tb/model/numerics.py: a stream of beats in every dtype the build
+has, back to back and with gaps, each beat's bytes, OVERFLOW and MX scale bytes compared
+with the model's `encode` of the same accumulators exactly `encoder_latency(p)` cycles
+after the beat went in. The expected values come from the model only; the delay from
+params.py, the documented formula.
+
+Parameter sets: 128-bit beats (no MX: INT32, FP32, BF16), 256-bit beats (one MX block per
+beat) and 512-bit beats (two block parts per beat, one of them past `count` at times).
+The emitter's mask of the lanes below `count`, which the encoder takes with each beat, is
+checked exhaustively.
+"""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
+
+from aggswitch.codec import BeatEncoder, block_parts
+from aggswitch.emitter import lane_mask
+from aggswitch.frame import count_bits
+from aggswitch.params import (DTYPE_BF16, DTYPE_FP32, DTYPE_INT32, DTYPE_MXFP8_E4M3,
+                              DTYPE_MXFP8_E5M2, DTYPE_MXINT8, MX_BLOCK, Params,
+                              encoder_latency)
+from tb.model import numerics as N
+from tb.model.frames import MX_SCALE_LINE
+
+PLAIN = (DTYPE_INT32, DTYPE_FP32, DTYPE_BF16)
+MX = (DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
+ELEM_BYTES = {DTYPE_INT32: 4, DTYPE_FP32: 4, DTYPE_BF16: 2,
+              DTYPE_MXINT8: 1, DTYPE_MXFP8_E4M3: 1, DTYPE_MXFP8_E5M2: 1}
+
+PARAMS = {
+    "w128": Params(ports=2, data_width=128, slots=4, slot_elems=32, jobs=1),
+    "w256": Params(ports=3, data_width=256, slots=4, slot_elems=64, jobs=1),
+    "w512": Params(ports=32, data_width=512, slots=4, slot_elems=64, jobs=1),
+}
+
+
+def dtypes(p):
+    return PLAIN + (MX if p.mx_ok else ())
+
+
+def per_beat(p, dtype):
+    return p.beat_lanes // ELEM_BYTES[dtype]
+
+
+KEEP = {DTYPE_INT32: (24,), DTYPE_FP32: (24,), DTYPE_BF16: (8,),
+        DTYPE_MXINT8: (7,), DTYPE_MXFP8_E4M3: (4, 7), DTYPE_MXFP8_E5M2: (3, 7)}
+
+
+def random_acc(rng, acc_width, top, keeps=(24,)):
+    """One accumulator: a random bit length up to `top` (int32 range and beyond), some
+    edge values (0, +-1, the int32 limits and just past them, the accumulator's ends)."""
+    lim = 1 << (acc_width - 1)
+    if rng.random() < 0.1:
+        return rng.choice([0, 1, -1, N.INT32_MAX, N.INT32_MIN, N.INT32_MAX + 1,
+                           N.INT32_MIN - 1, lim - 1, -lim, 1 << 24, (1 << 24) + 1])
+    bits = rng.randint(0, top)
+    a = rng.randint(0, (1 << bits) - 1) if bits else 0
+    if rng.random() < 0.3:
+        # a rounding tie of the dtype (`keeps`: significand bits kept), or one off it: the
+        # bits under the significand are exactly half an ulp (+-1)
+        keep = rng.choice(keeps)
+        if bits > keep + 1:
+            ulp = 1 << (bits - keep)
+            a = (a & -ulp) | (ulp >> 1)
+            a += rng.choice([0, 0, 1, -1]) if ulp > 2 else 0
+    return max(-lim, min(lim - 1, -a if rng.getrandbits(1) else a))
+
+
+def random_beat(rng, p, dtype):
+    """(accumulators of every lane, scale, count of valid elements in the beat)."""
+    n = per_beat(p, dtype)
+    if dtype in MX:
+        count = MX_BLOCK * rng.randint(1, n // MX_BLOCK)       # whole blocks
+        # a block's values share a magnitude, with a spread below it; at times small blocks
+        # at a large scale, whose shared exponent clamps at -127
+        tiny = rng.random() < 0.2
+        accs = []
+        for _ in range(p.beat_lanes // MX_BLOCK):
+            top = rng.randint(0, 6) if tiny else rng.randint(0, p.acc_width - 1)
+            spread = rng.choice([0, 3, 8, 40])
+            accs += [random_acc(rng, p.acc_width, max(0, top - rng.randint(0, spread)), KEEP[dtype])
+                     for _ in range(MX_BLOCK)]
+        scale = (rng.randint(120, 127) if tiny else
+                 rng.choice([rng.randint(-128, 127), rng.randint(-20, 20), -128, -113]))
+    else:
+        count = rng.randint(1, n) if rng.random() < 0.3 else n
+        top = rng.randint(0, p.acc_width - 1)
+        accs = [random_acc(rng, p.acc_width, top, KEEP[dtype]) for _ in range(p.beat_lanes)]
+        scale = rng.choice([rng.randint(-128, 127), rng.randint(-10, 30), 127, -128, -104, -97])
+    return accs, scale, count
+
+
+def expected(p, dtype, accs, scale, count):
+    """The model's (element bytes, OVERFLOW, {block part: scale byte}) of a beat."""
+    payload, ovf = N.encode(dtype, np.array(accs[:count], dtype=object), count, scale)
+    scales = {}
+    if dtype in MX:
+        parts, n = block_parts(p)
+        scales = {j: payload[j] for j in range(count // n)}
+        payload = payload[MX_SCALE_LINE:]
+    return payload, bool(ovf), scales
+
+
+def run(p, beats):
+    """Feed `beats` (None: an idle cycle with random inputs, else (dtype, accs, scale,
+    count, beat index)) one per cycle; return the outputs sampled in every cycle after."""
+    dut = BeatEncoder(p)
+    rng = random.Random(99)
+    lat = encoder_latency(p)
+    parts, _ = block_parts(p)
+    samples = []
+
+    async def bench(ctx):
+        for b in beats + [None] * (lat + 1):
+            if b is None:
+                ctx.set(dut.valid, 0)
+                ctx.set(dut.dtype, rng.randrange(8))
+                ctx.set(dut.valid_lanes, rng.getrandbits(p.beat_lanes))
+                for i in range(p.beat_lanes):
+                    ctx.set(dut.acc[i], random_acc(rng, p.acc_width, p.acc_width - 1))
+            else:
+                dtype, accs, scale, count, k = b
+                ctx.set(dut.valid, 1)
+                ctx.set(dut.dtype, dtype)
+                ctx.set(dut.scale, scale)
+                ctx.set(dut.beat, k)
+                ctx.set(dut.valid_lanes, (1 << count) - 1)
+                for i in range(p.beat_lanes):
+                    ctx.set(dut.acc[i], accs[i])
+            await ctx.tick()
+            samples.append((ctx.get(dut.bytes), ctx.get(dut.overflow), ctx.get(dut.scale_valid),
+                            [ctx.get(dut.scale_byte[j]) for j in range(parts)]))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    return samples
+
+
+def check_beat(p, b, sample):
+    """Mismatch description of one beat's output sample, or None."""
+    dtype, accs, scale, count, k = b
+    want, want_ovf, want_scales = expected(p, dtype, accs, scale, count)
+    data, ovf, scale_valid, scale_bytes = sample
+    got = data.to_bytes(p.data_width // 8, "little")[:len(want)]
+    errs = []
+    if got != want:
+        errs.append(f"bytes {got.hex()} != {want.hex()}")
+    if bool(ovf) != want_ovf:
+        errs.append(f"overflow {ovf} != {want_ovf}")
+    if dtype in MX:
+        got_scales = {j: scale_bytes[j] for j in range(block_parts(p)[0]) if scale_valid >> j & 1}
+        if got_scales != want_scales:
+            errs.append(f"scales {got_scales} != {want_scales}")
+    elif scale_valid:
+        errs.append(f"scale_valid {scale_valid} on a {dtype} beat")
+    return f"dtype {dtype} scale {scale} count {count}: " + ", ".join(errs) if errs else None
+
+
+@pytest.mark.parametrize("name,n_beats", [("w128", 600), ("w256", 300), ("w512", 150)])
+def test_beat_encoder_stream(name, n_beats):
+    """Every dtype of the build, mixed beat by beat (back to back and with idle cycles):
+    every beat bit-exact with the model, `encoder_latency(p)` cycles after it went in."""
+    p = PARAMS[name]
+    rng = random.Random(name)
+    beats = []
+    for _ in range(n_beats):
+        if rng.random() < 0.15:
+            beats.append(None)
+            continue
+        dtype = rng.choice(dtypes(p))
+        accs, scale, count = random_beat(rng, p, dtype)
+        beats.append((dtype, accs, scale, count, rng.randrange(p.slot_lines)))
+    samples = run(p, beats)
+    lat = encoder_latency(p)
+    bad = [e for t, b in enumerate(beats) if b is not None
+           for e in [check_beat(p, b, samples[t + lat - 1])] if e]
+    assert not bad, f"{len(bad)} beats wrong:\n" + "\n".join(bad[:6])
+    # the stream reaches OVERFLOW, the MX scale bytes of NaN blocks and the -127 clamp
+    exp = [expected(p, *b[:4]) for b in beats if b is not None]
+    assert any(o for _, o, _ in exp)
+    if p.mx_ok:
+        sbytes = [s for _, _, sc in exp for s in sc.values()]
+        assert 0xFF in sbytes and 0 in sbytes
+
+
+@pytest.mark.parametrize("name", list(PARAMS))
+def test_beat_encoder_delay_every_dtype(name):
+    """One beat in each dtype, alone between beats of zeros: its bytes leave the encoder
+    exactly encoder_latency(p) cycles later in every dtype (the fixed latency of SPEC
+    §10.4 relies on it), measured, not assumed: the cycle in which the output first
+    differs from the zero beats' output."""
+    p = PARAMS[name]
+    rng = random.Random(3)
+    lat = encoder_latency(p)
+    zero = (DTYPE_INT32, [0] * p.beat_lanes, 0, per_beat(p, DTYPE_INT32), 0)
+    beats, at = [], {}
+    for dtype in dtypes(p):
+        # every element non-zero and of either sign, so no lane encodes to all-zero bytes
+        accs = [rng.choice([1, -1]) * rng.randint(1 << 20, 1 << 30) for _ in range(p.beat_lanes)]
+        beats += [zero] * (lat + 3)
+        at[dtype] = len(beats)
+        beats.append((dtype, accs, 0, per_beat(p, dtype), 0))
+    samples = run(p, beats + [zero] * (lat + 3))
+    delays = {}
+    for dtype, t in at.items():
+        changed = [c for c in range(t, len(samples)) if samples[c][0] != 0]
+        assert changed, f"dtype {dtype}: the beat never reached the output"
+        delays[dtype] = changed[0] + 1 - t          # clock edges from the beat's cycle
+        assert check_beat(p, beats[t], samples[changed[0]]) is None
+        assert all(samples[c][0] == 0 for c in range(changed[0] + 1, changed[0] + lat + 2))
+    assert set(delays.values()) == {lat}, delays
+
+
+@pytest.mark.parametrize("p", [PARAMS["w128"], Params()], ids=["w128", "default"])
+def test_emitter_lane_mask(p):
+    """The emitter's mask of the lanes that hold one of a round's `count` elements, for
+    every dtype, count and beat of the parameter set (at the defaults the elements before
+    the last beats, up to 960, outnumber any count): lanes [0, n) with n = min(max(count
+    - beat * per_beat, 0), per_beat)."""
+    m = Module()
+    dtype = Signal(3)
+    count = Signal(count_bits(p))
+    beat = Signal(range(p.slot_lines))
+    mask = lane_mask(m, p, dtype, count, beat)
+    cases = [(d, c, k) for d in dtypes(p) for c in range(1, p.slot_elems + 1)
+             for k in range(p.slot_lines)]
+    bad = []
+
+    async def bench(ctx):
+        for d, c, k in cases:
+            ctx.set(dtype, d)
+            ctx.set(count, c)
+            ctx.set(beat, k)
+            n = min(max(c - k * per_beat(p, d), 0), per_beat(p, d))
+            if ctx.get(mask) != (1 << n) - 1:
+                bad.append((d, c, k, hex(ctx.get(mask)), n))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, f"{len(bad)} wrong (dtype, count, beat, mask, lanes): {bad[:5]}"
