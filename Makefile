@@ -30,6 +30,8 @@ PCAP  ?= 0
 DTYPE ?= int32
 SEED  ?=
 ELEMS ?=
+IDLE_SPEED ?= 0
+IDLE_CYCLES ?=
 SEEDS ?= 8
 export SIM WAVES
 
@@ -96,6 +98,7 @@ help:
 	@echo "  make sim       run the main AllReduce job: python -m sim.allreduce"
 	@echo "                   SIM=verilator|icarus|icarus-g2005 (default verilator)  WAVES=0|1  DTYPE=int32|fp32|bf16|..."
 	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
+	@echo "                   IDLE_SPEED=1: only the idle model's speed (clock only; IDLE_CYCLES=n, default 100000)"
 	@echo "                   WAVES=1: FST waves (aggswitch.fst) and a GTKWave save file (aggswitch.gtkw) in the output dir"
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
@@ -174,7 +177,8 @@ regress: $(STAMP)
 
 sim: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --pcap $(PCAP) --dtype $(DTYPE) \
-	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) $(PARAM_ARGS)
+	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) \
+	    --idle-speed $(IDLE_SPEED) $(if $(IDLE_CYCLES),--idle-cycles $(IDLE_CYCLES)) $(PARAM_ARGS)
 
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \

@@ -2,7 +2,7 @@
 
     python -m sim.allreduce [--sim verilator|icarus] [--waves 0|1] [--pcap 0|1] [--seed N] [--dtype int32]
                             [--elems N] [--ports N] [--data-width N] [--slots N]
-                            [--slot-elems N] [--jobs N]
+                            [--slot-elems N] [--jobs N] [--idle-speed 0|1] [--idle-cycles N]
 
 One worker per port all-reduces a random tensor of `--elems` elements, chunked into
 `slot_elems`-element DATA frames over a window of slots with bank alternation (the cocotb
@@ -12,6 +12,9 @@ cycles, throughput as a fraction of line rate, latency and mismatches; exits non
 any mismatch or failure. Outputs (log, summary JSON, with --waves 1 the FST waveform and its
 GTKWave save file, with --pcap 1 the capture test_allreduce.pcapng of every frame on every
 port, tb/pcap.py) go to sim/out/<params>/<sim>/test_allreduce/test_allreduce/.
+
+With --idle-speed 1 it runs tb/cocotb/test_speed.py instead: the model with the clock
+toggling and nothing else for --idle-cycles cycles, and prints the idle simulation speed.
 """
 
 import argparse
@@ -43,6 +46,10 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=None, help="random seed (default $AGGSWITCH_SEED or 1)")
     ap.add_argument("--dtype", choices=DTYPE_NAMES, default="int32")
     ap.add_argument("--elems", type=_positive, default=65536, help="elements per worker")
+    ap.add_argument("--idle-speed", type=int, choices=(0, 1), default=0,
+                    help="measure the idle model's speed (clock only) instead of the AllReduce")
+    ap.add_argument("--idle-cycles", type=_positive, default=100000,
+                    help="cycles of the --idle-speed measurement")
     add_param_args(ap)
     a = ap.parse_args(argv)
     a.params = params_from_args(ap, a)
@@ -88,8 +95,29 @@ def format_summary(s: dict) -> str:
     return "\n".join(f"  {k:<{w}}  {v}" for k, v in rows)
 
 
+def idle_speed(a) -> int:
+    """--idle-speed 1: the model alone (tb/cocotb/test_speed.py)."""
+    res = build_and_run(a.params, a.sim, "tb.cocotb.test_speed", testcase="test_idle_speed",
+                        extra_env={"AGGSWITCH_IDLE_CYCLES": a.idle_cycles}, seed=a.seed,
+                        waves=bool(a.waves))
+    print(f"aggswitch idle model: {a.params.name()} on {a.sim}")
+    f = res.out_dir / "idle_speed.json"
+    if f.exists():
+        s = json.loads(f.read_text())
+        print(f"  {'idle speed':<15}  {s['cycles_per_second']:,.0f} cycles/s ({s['cycles']} cycles "
+              f"in {s['seconds']:.2f} s, clock only, under cocotb)")
+    print(f"  {'log':<15}  {res.log_file}")
+    if not res.ok:
+        print(res.summary(), file=sys.stderr)
+        return 1
+    print("PASS")
+    return 0
+
+
 def main(argv=None) -> int:
     a = parse_args(argv)
+    if a.idle_speed:
+        return idle_speed(a)
     env = {"AGGSWITCH_ELEMS": a.elems, "AGGSWITCH_DTYPE": a.dtype, "AGGSWITCH_PCAP": a.pcap}
     t0 = time.monotonic()
     res = build_and_run(a.params, a.sim, "tb.cocotb.test_allreduce", testcase="test_allreduce",
