@@ -53,7 +53,7 @@ from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.simtime import get_sim_time
 from cocotb.triggers import RisingEdge
-from cocotb.triggers import with_timeout
+from cocotb.triggers import SimTimeoutError, with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamSink,
                            AxiStreamSource)
 
@@ -218,6 +218,141 @@ class AxilBus:
             raise AxilError(f"write 0x{addr:04X}: {AxiResp(r.resp).name}")
 
 
+def raw_reader(handle):
+    """A function returning `handle`'s value as the simulator's bit string ("0101",
+    "x"...): cocotb 2's handles keep the GPI object in ``_handle``; reading it directly
+    skips building a Logic/LogicArray for every read, which is most of the cost of
+    ``handle.value`` in a loop that runs every cycle. ``int(s, 2)`` of the string is the
+    unsigned value and raises ValueError on X/Z, like LogicArray.to_unsigned()."""
+    gpi = getattr(handle, "_handle", None)
+    if gpi is not None and hasattr(gpi, "get_signal_val_binstr"):
+        return gpi.get_signal_val_binstr
+    return lambda: str(handle.value)
+
+
+class IngressSource(AxiStreamSource):
+    """cocotbext-axi's AxiStreamSource with a cheaper cycle: the same bus model (queue,
+    send/send_nowait, pause generator, idle(), tkeep/tid/tdest/tuser, reset handling,
+    the same signal values in the same cycles), but a frame is cut into whole beats once,
+    when it is dequeued (``int.from_bytes`` per beat instead of a loop over the byte
+    lanes), and a cycle writes only the signals whose value changes (tdata, and tvalid,
+    tlast, tkeep, tid, tdest, tuser when they differ from what the source last drove).
+
+    The loop below follows AxiStreamSource._run of cocotbext-axi 0.1.28 line for line;
+    only the beat packing and the writes differ."""
+
+    def _beats(self, frame) -> list:
+        """(tdata, tkeep, tlast, tid, tdest, tuser) of every beat of `frame`, as
+        AxiStreamSource._run packs them (sideband values: those of the beat's last lane)."""
+        frame.normalize()
+        lanes, size, mask = self.byte_lanes, self.byte_size, self.byte_mask
+        td, tk, ti, tde, tu = frame.tdata, frame.tkeep, frame.tid, frame.tdest, frame.tuser
+        n = len(td)
+        beats = []
+        fast = size == 8 and isinstance(td, bytearray)
+        full = (1 << lanes) - 1
+        for o in range(0, max(n, 1), lanes):
+            e = min(o + lanes, n)
+            if fast:
+                data = int.from_bytes(td[o:e], "little")
+            else:
+                data = 0
+                for i in range(o, e):
+                    data |= (td[i] & mask) << ((i - o) * size)
+            k = tk[o:e]
+            if e - o == lanes and k.count(1) == lanes:
+                keep = full
+            else:
+                keep = 0
+                for i, b in enumerate(k):
+                    keep |= (b & 1) << i
+            j = e - 1
+            beats.append((data, keep, int(e >= n), ti[j], tde[j], tu[j]))
+        return beats
+
+    async def _run(self):
+        frame = None
+        beats = None
+        index = 0
+        self.active = False
+        bus = self.bus
+
+        has_tready = hasattr(bus, "tready")
+        has_tvalid = hasattr(bus, "tvalid")
+        has_tlast = hasattr(bus, "tlast")
+        has_tkeep = hasattr(bus, "tkeep")
+        has_tid = hasattr(bus, "tid")
+        has_tdest = hasattr(bus, "tdest")
+        has_tuser = hasattr(bus, "tuser")
+        tready = bus.tready if has_tready else None
+        tvalid = bus.tvalid if has_tvalid else None
+        read_tready = raw_reader(tready) if has_tready else None
+        read_tvalid = raw_reader(tvalid) if has_tvalid else None
+        log_frames = self.log.isEnabledFor(logging.INFO)
+
+        # What this source last drove (None: unknown, write the next value whatever it is).
+        d_valid = d_last = d_keep = d_id = d_dest = d_user = None
+
+        clock_edge_event = RisingEdge(self.clock)
+
+        while True:
+            await clock_edge_event
+
+            # read handshake signals (raw: no Logic object per read; X/Z reads as not 1)
+            tready_sample = (not has_tready) or read_tready() == "1"
+            tvalid_sample = (not has_tvalid) or read_tvalid() == "1"
+
+            if (tready_sample and tvalid_sample) or not tvalid_sample:
+                if frame is None and not self.queue.empty():
+                    frame = self.queue.get_nowait()
+                    self.dequeue_event.set()
+                    self.queue_occupancy_bytes -= len(frame)
+                    self.queue_occupancy_frames -= 1
+                    self.current_frame = frame
+                    frame.sim_time_start = get_sim_time()
+                    frame.sim_time_end = None
+                    if log_frames:
+                        self.log.info("TX frame: %s", frame)
+                    beats = self._beats(frame)
+                    index = 0
+                    self.active = True
+
+                if frame is not None and not self.pause:
+                    data, keep, last, tid, tdest, tuser = beats[index]
+                    index += 1
+                    if last:
+                        frame.sim_time_end = get_sim_time()
+                        frame.handle_tx_complete()
+                        frame = None
+                        beats = None
+                        self.current_frame = None
+
+                    bus.tdata.value = data
+                    if has_tvalid and d_valid != 1:
+                        tvalid.value = d_valid = 1
+                    if has_tlast and d_last != last:
+                        bus.tlast.value = d_last = last
+                    if has_tkeep and d_keep != keep:
+                        bus.tkeep.value = d_keep = keep
+                    if has_tid and d_id != tid:
+                        bus.tid.value = d_id = tid
+                    if has_tdest and d_dest != tdest:
+                        bus.tdest.value = d_dest = tdest
+                    if has_tuser and d_user != tuser:
+                        bus.tuser.value = d_user = tuser
+                else:
+                    if has_tvalid and d_valid != 0:
+                        tvalid.value = d_valid = 0
+                    if has_tlast and d_last != 0:
+                        bus.tlast.value = d_last = 0
+                    self.active = frame is not None
+                    if frame is None and self.queue.empty():
+                        self.idle_event.set()
+                        self.active_event.clear()
+
+                        await self.active_event.wait()
+
+
 class EgressSink(AxiStreamSink):
     """AxiStreamSink that only drives tready (with its pause generator as back-pressure).
     Frames are captured by TB's monitor, which reads each beat once rather than once per
@@ -318,7 +453,7 @@ class TB:
         for p in range(P):
             for d in ("s", "m"):
                 logging.getLogger(f"cocotb.{dut._name}.{d}{p}_axis").setLevel(logging.WARNING)
-        self.sources = [AxiStreamSource(AxiStreamBus.from_prefix(dut, f"s{p}_axis"), dut.clk)
+        self.sources = [IngressSource(AxiStreamBus.from_prefix(dut, f"s{p}_axis"), dut.clk)
                         for p in range(P)]
         self.sinks = [EgressSink(AxiStreamBus.from_prefix(dut, f"m{p}_axis"), dut.clk)
                       for p in range(P)]
@@ -464,6 +599,25 @@ class TB:
         await self.settle(quiet=quiet)
         return await self.send_wait(port, frame, exact=True, timeout=timeout)
 
+    async def source_below(self, port: int, frames: int, timeout: int | None = None):
+        """Wait until at most `frames` - 1 frames wait in `port`'s source queue (the frame
+        being sent not counted). Wakes when the source takes a frame from its queue rather
+        than polling every cycle; fails after `timeout` cycles (default_timeout())."""
+        src = self.sources[port]
+        if src.count() < frames:
+            return
+        timeout = self.default_timeout() if timeout is None else timeout
+
+        async def drained():
+            while src.count() >= frames:
+                src.dequeue_event.clear()
+                await src.dequeue_event.wait()
+        try:
+            await with_timeout(drained(), timeout * CLK_PERIOD_NS, "ns")
+        except SimTimeoutError:
+            raise AssertionError(f"timeout after {timeout} cycles waiting for port {port}'s "
+                                 f"source queue; state: {self.state_summary()}") from None
+
     async def send_async(self, port: int, frame, exact: bool = False):
         """send(), waiting first while the port's source queue is full (its
         `queue_occupancy_limit_frames` / `_bytes`; unlimited by default)."""
@@ -590,109 +744,136 @@ class TB:
 
     # -------------------------------------------------------------- monitor
     async def _monitor(self):
+        # One coroutine for every port. Each cycle costs one raw read of rst and of each
+        # port's tvalid; tready only when tvalid is high, and tdata/tkeep/tlast only on a
+        # handshake (and, for the egress stability check, while a beat is stalled: there
+        # the raw bit strings are compared, nothing is converted). A raw read is the
+        # simulator's bit string (raw_reader): "1" and "0", anything else is X/Z.
         dut, P, B = self.dut, self.ports, self.beat_bytes
-        full = self._full_keep
         edge = RisingEdge(dut.clk)
-        rst = dut.rst
-        sv = [getattr(dut, f"s{p}_axis_tvalid") for p in range(P)]
-        sr = [getattr(dut, f"s{p}_axis_tready") for p in range(P)]
-        sd = [getattr(dut, f"s{p}_axis_tdata") for p in range(P)]
-        sk = [getattr(dut, f"s{p}_axis_tkeep") for p in range(P)]
-        sl = [getattr(dut, f"s{p}_axis_tlast") for p in range(P)]
-        mv = [getattr(dut, f"m{p}_axis_tvalid") for p in range(P)]
-        mr = [getattr(dut, f"m{p}_axis_tready") for p in range(P)]
-        md = [getattr(dut, f"m{p}_axis_tdata") for p in range(P)]
-        mk = [getattr(dut, f"m{p}_axis_tkeep") for p in range(P)]
-        ml = [getattr(dut, f"m{p}_axis_tlast") for p in range(P)]
+        rd = raw_reader
+        rst = rd(dut.rst)
+        sv = [rd(getattr(dut, f"s{p}_axis_tvalid")) for p in range(P)]
+        sr = [rd(getattr(dut, f"s{p}_axis_tready")) for p in range(P)]
+        sd = [rd(getattr(dut, f"s{p}_axis_tdata")) for p in range(P)]
+        sk = [rd(getattr(dut, f"s{p}_axis_tkeep")) for p in range(P)]
+        sl = [rd(getattr(dut, f"s{p}_axis_tlast")) for p in range(P)]
+        mv = [rd(getattr(dut, f"m{p}_axis_tvalid")) for p in range(P)]
+        mr = [rd(getattr(dut, f"m{p}_axis_tready")) for p in range(P)]
+        md = [rd(getattr(dut, f"m{p}_axis_tdata")) for p in range(P)]
+        mk = [rd(getattr(dut, f"m{p}_axis_tkeep")) for p in range(P)]
+        ml = [rd(getattr(dut, f"m{p}_axis_tlast")) for p in range(P)]
+        ports = range(P)
+        in_beats, in_first, in_stalls = self._in_beats, self._in_first, self._in_stalls
+        eg_beats, eg_first, eg_pending, eg_stalls = (self._eg_beats, self._eg_first,
+                                                     self._eg_pending, self._eg_stalls)
 
-        def bit(sig, what):
-            try:
-                return bool(sig.value)
-            except ValueError:
-                self.error(f"cycle {self.cycle}: {what} is {sig.value} (not 0/1)")
-                return False
+        def not_bit(v, what):
+            self.error(f"cycle {self.cycle}: {what} is {v} (not 0/1)")
 
         while True:
             await edge
             cyc = self.cycle
-            if bit(rst, "rst"):
-                if not self.in_reset:
-                    self.in_reset = True
-                    self._close_epoch()
-                for p in range(P):
-                    self._in_beats[p] = []
-                    self._eg_beats[p] = []
-                    self._eg_first[p] = None
-                    self._eg_pending[p] = None
-                    self._in_stalls[p] = 0
-                    self._eg_stalls[p] = 0
-                self.cycle = 0
-                continue
+            r = rst()
+            if r != "0":
+                if r != "1":
+                    not_bit(r, "rst")
+                else:
+                    if not self.in_reset:
+                        self.in_reset = True
+                        self._close_epoch()
+                    for p in ports:
+                        in_beats[p] = []
+                        eg_beats[p] = []
+                        eg_first[p] = None
+                        eg_pending[p] = None
+                        in_stalls[p] = 0
+                        eg_stalls[p] = 0
+                    self.cycle = 0
+                    continue
             self.in_reset = False
             if cyc is None:
                 continue
 
-            for p in range(P):
+            for p in ports:
                 # ---- ingress
-                if not bit(sv[p], f"s{p}_axis_tvalid"):
+                v = sv[p]()
+                if v != "1":
+                    if v != "0":
+                        not_bit(v, f"s{p}_axis_tvalid")
                     continue
-                if not bit(sr[p], f"s{p}_axis_tready"):
-                    self._in_stalls[p] += 1
-                else:
-                    keep = int(sk[p].value)
-                    if not self._in_beats[p]:
-                        self._in_first[p] = cyc
-                    self._in_beats[p].append((sd[p].value.to_bytes(byteorder="little"), keep))
-                    if bit(sl[p], f"s{p}_axis_tlast"):
-                        beats = self._in_beats[p]
-                        self._in_beats[p] = []
+                r = sr[p]()
+                if r != "1":
+                    if r != "0":
+                        not_bit(r, f"s{p}_axis_tready")
+                    in_stalls[p] += 1
+                    continue
+                try:
+                    data = int(sd[p](), 2).to_bytes(B, "little")
+                    keep = int(sk[p](), 2)
+                except ValueError:
+                    self.error(f"cycle {cyc}: X/Z on s{p}_axis tdata/tkeep during a handshake")
+                    data, keep = bytes(B), 0
+                beats = in_beats[p]
+                if not beats:
+                    in_first[p] = cyc
+                beats.append((data, keep))
+                last = sl[p]()
+                if last != "0":
+                    if last != "1":
+                        not_bit(last, f"s{p}_axis_tlast")
+                    else:
+                        in_beats[p] = []
                         self._ingress_frame(p, cyc, beats)
 
-            for p in range(P):
+            check_stable = self.check_stable
+            for p in ports:
                 # ---- egress
-                v = bit(mv[p], f"m{p}_axis_tvalid")
-                pend = self._eg_pending[p]
-                if not v:
-                    if pend is not None:
+                v = mv[p]()
+                if v != "1":
+                    if v != "0":
+                        not_bit(v, f"m{p}_axis_tvalid")
+                    if eg_pending[p] is not None:
                         self.error(f"cycle {cyc}: m{p}_axis_tvalid fell before its beat "
                                    "was accepted (AXI4-Stream violation)")
-                        self._eg_pending[p] = None
+                        eg_pending[p] = None
                     continue
-                if self._eg_first[p] is None:
-                    self._eg_first[p] = cyc
-                if bit(mr[p], f"m{p}_axis_tready"):
+                pend = eg_pending[p]
+                if eg_first[p] is None:
+                    eg_first[p] = cyc
+                r = mr[p]()
+                if r == "1":
+                    raw = (md[p](), mk[p](), ml[p]())
+                    if pend is not None and check_stable and pend != raw:
+                        self.error(f"cycle {cyc}: m{p}_axis beat changed while stalled "
+                                   "(AXI4-Stream violation)")
+                    eg_pending[p] = None
                     try:
-                        data = md[p].value.to_bytes(byteorder="little")
-                        keep = int(mk[p].value)
-                        last = bool(ml[p].value)
+                        data = int(raw[0], 2).to_bytes(B, "little")
+                        keep = int(raw[1], 2)
+                        last = int(raw[2], 2) == 1
                     except ValueError:
                         self.error(f"cycle {cyc}: X/Z on m{p}_axis tdata/tkeep/tlast during a "
                                    "handshake")
                         data, keep, last = bytes(B), 0, False
-                    if pend is not None and self.check_stable and pend != (data, keep, last):
-                        self.error(f"cycle {cyc}: m{p}_axis beat changed while stalled "
-                                   "(AXI4-Stream violation)")
-                    self._eg_pending[p] = None
-                    self._eg_beats[p].append((data, keep))
+                    eg_beats[p].append((data, keep))
                     if last:
-                        beats = self._eg_beats[p]
-                        self._eg_beats[p] = []
-                        self._egress_frame(p, self._eg_first[p], cyc, beats)
-                        self._eg_first[p] = None
+                        beats = eg_beats[p]
+                        eg_beats[p] = []
+                        self._egress_frame(p, eg_first[p], cyc, beats)
+                        eg_first[p] = None
                     continue
-                self._eg_stalls[p] += 1
-                if self.check_stable:
-                    try:
-                        cur = (md[p].value.to_bytes(byteorder="little"), int(mk[p].value),
-                               bool(ml[p].value))
-                    except ValueError:
-                        cur = None
+                if r != "0":
+                    not_bit(r, f"m{p}_axis_tready")
+                eg_stalls[p] += 1
+                if check_stable:
+                    cur = (md[p](), mk[p](), ml[p]())
                     if pend is not None and pend != cur:
                         self.error(f"cycle {cyc}: m{p}_axis beat changed while stalled "
                                    "(AXI4-Stream violation)")
-                    self._eg_pending[p] = cur
-                else:
-                    self._eg_pending[p] = True if pend is None else pend
+                    eg_pending[p] = cur
+                elif pend is None:
+                    eg_pending[p] = True
 
             self.cycle = (cyc + 1) & COUNTER_MASK
 

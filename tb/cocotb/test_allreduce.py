@@ -120,7 +120,7 @@ async def test_allreduce(dut):
             tb.send(w, frame(w, i))
             # don't let the source queue run ahead unboundedly (memory), but keep it fed
             if src.count() > 4:
-                await tb.wait_until(lambda: src.count() <= 2, None, f"port {w} queue")
+                await tb.source_below(w, 3)
         while len(got[w]) < nchunks:
             await take(w)
 

@@ -183,7 +183,7 @@ async def test_dtype_mix(dut):
             tb.send(port, frame(j, rank, c))
             if r.random() < 0.05:         # duplicate (or resend, if the round completes first)
                 tb.send(port, frame(j, rank, c, retx=True))
-            await tb.wait_until(lambda: tb.sources[port].count() < 2, None, f"port {port} queue")
+            await tb.source_below(port, 2)
         for c in chunks[-nslots:]:
             key = (j, c["slot"], c["bank"], c["seq"])
             await tb.wait_until(lambda: key in got[port], None, f"job {j} last chunks")

@@ -489,7 +489,7 @@ async def test_random_traffic(dut):
             if r.random() < 0.05:
                 tb.send(w, noise(w, r))
             # keep at most a couple of frames queued so that arrivals interleave
-            await tb.wait_until(lambda: tb.sources[w].count() < 2, None, f"port {w} queue")
+            await tb.source_below(w, 2)
         for c in chunks[-nslots:]:
             while (c["slot"], c["bank"], c["seq"]) not in got[w]:
                 await take(w)

@@ -314,7 +314,7 @@ class Hosts:
             self.send_genuine(q, c)
             if r.random() < self.dup_p:
                 self.send_genuine(q, c, retx=True)
-            await tb.wait_until(lambda: tb.sources[q].count() < 2, 200000, f"port {q} queue")
+            await tb.source_below(q, 2, 200000)
             i += 1
         for k in range(max(0, i - w), i):
             await self.wait_result(q, self.chunk(j, k).key)
