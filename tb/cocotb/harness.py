@@ -230,6 +230,28 @@ def raw_reader(handle):
     return lambda: str(handle.value)
 
 
+def raw_writer(handle):
+    """A function depositing an int on `handle` exactly as ``handle.value = v`` does
+    (cocotb's scheduled write, applied in the ReadWrite phase: cocotb.handle's
+    _schedule_write with the same GPI call and value string), without the setter's type
+    dispatch, range check and length query on every call. Values must be in range."""
+    try:
+        from cocotb.handle import LogicObject, _GPISetAction, _schedule_write
+        gpi = handle._handle
+        set_bin, set_int = gpi.set_signal_val_binstr, gpi.set_signal_val_int
+        dep = _GPISetAction.DEPOSIT
+        n = len(handle)
+    except (ImportError, AttributeError):  # another cocotb: the public setter
+        return lambda v: setattr(handle, "value", v)
+    if isinstance(handle, LogicObject):
+        bits = ("0", "1")
+        return lambda v: _schedule_write(handle, set_bin, dep, bits[v])
+    if n <= 32:
+        return lambda v: _schedule_write(handle, set_int, dep, v)
+    fmt = f"0{n}b"
+    return lambda v: _schedule_write(handle, set_bin, dep, format(v, fmt))
+
+
 class IngressSource(AxiStreamSource):
     """cocotbext-axi's AxiStreamSource with a cheaper cycle: the same bus model (queue,
     send/send_nowait, pause generator, idle(), tkeep/tid/tdest/tuser, reset handling,
@@ -284,12 +306,19 @@ class IngressSource(AxiStreamSource):
         has_tid = hasattr(bus, "tid")
         has_tdest = hasattr(bus, "tdest")
         has_tuser = hasattr(bus, "tuser")
-        tready = bus.tready if has_tready else None
-        tvalid = bus.tvalid if has_tvalid else None
-        read_tready = raw_reader(tready) if has_tready else None
-        read_tvalid = raw_reader(tvalid) if has_tvalid else None
+        read_tready = raw_reader(bus.tready) if has_tready else None
+        w_data = raw_writer(bus.tdata)
+        w_valid = raw_writer(bus.tvalid) if has_tvalid else None
+        w_last = raw_writer(bus.tlast) if has_tlast else None
+        w_keep = raw_writer(bus.tkeep) if has_tkeep else None
+        w_id = raw_writer(bus.tid) if has_tid else None
+        w_dest = raw_writer(bus.tdest) if has_tdest else None
+        w_user = raw_writer(bus.tuser) if has_tuser else None
         log_frames = self.log.isEnabledFor(logging.INFO)
 
+        # tvalid: only this source drives it, so its value at an edge is the one this
+        # source wrote last (read once here, where the bus holds its initial or reset 0).
+        valid = (not has_tvalid) or raw_reader(bus.tvalid)() == "1"
         # What this source last drove (None: unknown, write the next value whatever it is).
         d_valid = d_last = d_keep = d_id = d_dest = d_user = None
 
@@ -300,7 +329,7 @@ class IngressSource(AxiStreamSource):
 
             # read handshake signals (raw: no Logic object per read; X/Z reads as not 1)
             tready_sample = (not has_tready) or read_tready() == "1"
-            tvalid_sample = (not has_tvalid) or read_tvalid() == "1"
+            tvalid_sample = valid
 
             if (tready_sample and tvalid_sample) or not tvalid_sample:
                 if frame is None and not self.queue.empty():
@@ -327,24 +356,36 @@ class IngressSource(AxiStreamSource):
                         beats = None
                         self.current_frame = None
 
-                    bus.tdata.value = data
-                    if has_tvalid and d_valid != 1:
-                        tvalid.value = d_valid = 1
+                    w_data(data)
+                    if has_tvalid:
+                        valid = True
+                        if d_valid != 1:
+                            w_valid(1)
+                            d_valid = 1
                     if has_tlast and d_last != last:
-                        bus.tlast.value = d_last = last
+                        w_last(last)
+                        d_last = last
                     if has_tkeep and d_keep != keep:
-                        bus.tkeep.value = d_keep = keep
+                        w_keep(keep)
+                        d_keep = keep
                     if has_tid and d_id != tid:
-                        bus.tid.value = d_id = tid
+                        w_id(tid)
+                        d_id = tid
                     if has_tdest and d_dest != tdest:
-                        bus.tdest.value = d_dest = tdest
+                        w_dest(tdest)
+                        d_dest = tdest
                     if has_tuser and d_user != tuser:
-                        bus.tuser.value = d_user = tuser
+                        w_user(tuser)
+                        d_user = tuser
                 else:
-                    if has_tvalid and d_valid != 0:
-                        tvalid.value = d_valid = 0
+                    if has_tvalid:
+                        valid = False
+                        if d_valid != 0:
+                            w_valid(0)
+                            d_valid = 0
                     if has_tlast and d_last != 0:
-                        bus.tlast.value = d_last = 0
+                        w_last(0)
+                        d_last = 0
                     self.active = frame is not None
                     if frame is None and self.queue.empty():
                         self.idle_event.set()
