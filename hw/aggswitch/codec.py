@@ -61,7 +61,8 @@ class BeatDecoder(wiring.Component):
     in lanes [j * n, (j + 1) * n), n = block_parts(p)[1].
 
     Lanes below `lanes` serve every dtype, those below 2 x lanes BF16 and MX, the others
-    MX only: each lane's converter sees only the formats that can reach it."""
+    MX only: each lane's converter is built for only the formats that can reach it
+    (ElementToFixed's `formats`), and its outputs in any other dtype carry no meaning."""
 
     LATENCY = 1
 
@@ -88,12 +89,15 @@ class BeatDecoder(wiring.Component):
             if i < L:
                 hw = beat.word_select(i, 16)
                 bits = Mux(mx, byte, Mux(bf16, Cat(hw[8:16], hw[0:8]), bswap32(beat.word_select(i, 32))))
+                formats = None
             elif i < 2 * L:
                 hw = beat.word_select(i, 16)
                 bits = Mux(mx, byte, Cat(hw[8:16], hw[0:8]))
+                formats = {DTYPE_BF16} | ElementToFixed.MX_FORMATS
             else:
                 bits = byte
-            conv = ElementToFixed(pipelined=True)
+                formats = ElementToFixed.MX_FORMATS
+            conv = ElementToFixed(pipelined=True, formats=formats)
             assert conv.latency == self.LATENCY
             m.submodules[f"lane{i}"] = conv
             m.d.comb += [conv.dtype.eq(self.dtype), conv.bits.eq(bits),
