@@ -281,6 +281,41 @@ def test_element_to_fixed(pipelined):
         assert any(n for _, n in qs) and any(q == 0 and not n for q, n in qs)
 
 
+# The decoder's upper lanes are built for the dtypes that reach them only (BF16 and MX,
+# or MX alone): each must convert exactly those like the universal lane does. The bits
+# above the element are random here too: a real BF16 lane gets its halfword, an MX lane
+# its byte, and neither may look at more.
+@pytest.mark.parametrize("formats", [(BF16, MXINT8, MXFP8_E4M3, MXFP8_E5M2),
+                                     (MXINT8, MXFP8_E4M3, MXFP8_E5M2)],
+                         ids=["bf16_mx", "mx"])
+def test_element_to_fixed_restricted(formats):
+    vectors, want = element_cases(random.Random(6))
+    keep = [i for i, v in enumerate(vectors) if v[0] in formats]
+    vectors = [vectors[i] for i in keep]
+    want = [want[i] for i in keep]
+    assert {v[0] for v in vectors} == set(formats)
+    dut = ElementToFixed(pipelined=True, formats=formats)
+    got = simulate(dut, [dut.dtype, dut.bits, dut.block_scale, dut.scale], [dut.q, dut.nan],
+                   vectors, latency=dut.latency)
+    got = [(signed32(q), bool(n)) for q, n in got]
+    check(vectors, got, want)
+
+
+def test_element_to_fixed_restricted_is_smaller():
+    """The point of restricting a lane: fewer cells than the universal lane (Amaranth's
+    own RTLIL, counted before any synthesis, so the check takes a second)."""
+    from amaranth.back import rtlil
+
+    def cells(formats):
+        text = rtlil.convert(ElementToFixed(pipelined=True, formats=formats))
+        return sum(1 for line in text.splitlines() if line.lstrip().startswith("cell "))
+    universal = cells(None)
+    mx_only = cells((MXINT8, MXFP8_E4M3, MXFP8_E5M2))
+    assert mx_only < universal, (mx_only, universal)
+    with pytest.raises(ValueError):
+        ElementToFixed(formats=())
+
+
 # --------------------------------------------------------------------------
 # egress: FP32 / BF16
 # --------------------------------------------------------------------------

@@ -61,7 +61,9 @@ class BeatDecoder(wiring.Component):
     in lanes [j * n, (j + 1) * n), n = block_parts(p)[1].
 
     Lanes below `lanes` serve every dtype, those below 2 x lanes BF16 and MX, the others
-    MX only: each lane's converter sees only the formats that can reach it."""
+    MX only: each lane's converter is built for only the formats that can reach it
+    (ElementToFixed's `formats`), and its outputs in any other dtype carry no meaning. A
+    build without MX dtypes (data_width 128) has no MX-only lanes: their `q` is 0."""
 
     LATENCY = 1
 
@@ -83,17 +85,25 @@ class BeatDecoder(wiring.Component):
         mx = is_mx(self.dtype)
         bf16 = self.dtype == DTYPE_BF16
         _, per_part = block_parts(p)
+        # the dtypes of this build (no MX below a 256-bit beat, SPEC §10.2)
+        built = ElementToFixed.ALL_FORMATS if p.mx_ok else \
+            ElementToFixed.ALL_FORMATS - ElementToFixed.MX_FORMATS
         for i in range(p.beat_lanes):
             byte = beat.word_select(i, 8)
             if i < L:
                 hw = beat.word_select(i, 16)
                 bits = Mux(mx, byte, Mux(bf16, Cat(hw[8:16], hw[0:8]), bswap32(beat.word_select(i, 32))))
+                formats = built
             elif i < 2 * L:
                 hw = beat.word_select(i, 16)
                 bits = Mux(mx, byte, Cat(hw[8:16], hw[0:8]))
+                formats = built & ({DTYPE_BF16} | ElementToFixed.MX_FORMATS)
             else:
                 bits = byte
-            conv = ElementToFixed(pipelined=True)
+                formats = built & ElementToFixed.MX_FORMATS
+            if not formats:
+                continue                 # an MX-only lane in a build without MX: q stays 0
+            conv = ElementToFixed(pipelined=True, formats=formats)
             assert conv.latency == self.LATENCY
             m.submodules[f"lane{i}"] = conv
             m.d.comb += [conv.dtype.eq(self.dtype), conv.bits.eq(bits),

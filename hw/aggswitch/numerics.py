@@ -37,7 +37,7 @@ from amaranth import *
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .params import (DTYPE_BF16, DTYPE_FP32, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2,
+from .params import (DTYPE_BF16, DTYPE_FP32, DTYPE_INT32, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2,
                      DTYPE_MXINT8)
 
 __all__ = ["FloatFormat", "FLOAT_FORMATS", "MX_FORMATS", "DTYPE_FORMAT",
@@ -215,7 +215,7 @@ def thermometer(value, n):
 
     def below(v):            # 2**len(v) bits, bit i = (v > i)
         if len(v) == 0:
-            return [C(0, 1)]
+            return [Const(0, 1)]
         lower = below(v[:-1])
         return [v[-1] | b for b in lower] + [v[-1] & b for b in lower]
 
@@ -677,13 +677,26 @@ class ElementToFixed(wiring.Component):
     second one before the sign adder is needed for 100 MHz.
 
     `pipelined=True` puts that first register in: outputs then follow inputs one cycle
-    later (`latency` 1); the pipeline uses this form."""
+    later (`latency` 1); the pipeline uses this form.
+
+    `formats`: the dtype codes this lane must convert (default: every one). A beat's upper
+    lanes only ever see the denser dtypes (BF16 and MX from `lanes` up, MX only from
+    2 x `lanes` up), so the decoder builds them without the others: their select terms
+    become constants and the 24-bit significand paths, the FP32 exponent and the INT32
+    pass-through fold away (about half a lane's logic). For a dtype outside `formats` the
+    outputs are unspecified."""
 
     LATENCY = 0     # combinational (pipelined=False): outputs follow inputs in the same cycle
+    ALL_FORMATS = frozenset({DTYPE_INT32, DTYPE_FP32, DTYPE_BF16, DTYPE_MXINT8,
+                             DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2})
+    MX_FORMATS = frozenset({DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2})
 
-    def __init__(self, pipelined=False):
+    def __init__(self, pipelined=False, formats=None):
         self.pipelined = pipelined
         self.latency = int(pipelined)
+        self.formats = self.ALL_FORMATS if formats is None else frozenset(formats)
+        if not self.formats or not self.formats <= self.ALL_FORMATS:
+            raise ValueError(f"formats must be a non-empty subset of {sorted(self.ALL_FORMATS)}")
         super().__init__({
             "dtype": In(3),
             "bits": In(32),
@@ -702,15 +715,22 @@ class ElementToFixed(wiring.Component):
         e4m3 = Signal()
         e5m2 = Signal()
         mx = Signal()
+        fmts = self.formats
+
+        def select(code):
+            # a format this lane never sees: a constant 0, so its logic folds away
+            return (d == code) if code in fmts else Const(0, 1)
         m.d.comb += [
-            fp32.eq(d == DTYPE_FP32),
-            bf16.eq(d == DTYPE_BF16),
-            int8.eq(d == DTYPE_MXINT8),
-            e4m3.eq(d == DTYPE_MXFP8_E4M3),
-            e5m2.eq(d == DTYPE_MXFP8_E5M2),
-            mx.eq(int8 | e4m3 | e5m2),
+            fp32.eq(select(DTYPE_FP32)),
+            bf16.eq(select(DTYPE_BF16)),
+            int8.eq(select(DTYPE_MXINT8)),
+            e4m3.eq(select(DTYPE_MXFP8_E4M3)),
+            e5m2.eq(select(DTYPE_MXFP8_E5M2)),
+            # an MX-only lane takes every code as MX (the others are not its concern)
+            mx.eq(1 if fmts <= self.MX_FORMATS else int8 | e4m3 | e5m2),
         ]
-        conv = fp32 | bf16 | mx
+        # INT32 (and the unassigned codes) pass through, in a lane that sees INT32
+        conv = (fp32 | bf16 | mx) if DTYPE_INT32 in fmts else Const(1, 1)
 
         # Fields of the float formats: exponent (zero-extended to 8 bits), mantissa.
         f32, fb16, f43, f52 = (FLOAT_FORMATS[n] for n in ("fp32", "bf16", "e4m3", "e5m2"))
