@@ -49,58 +49,12 @@ def payload_bytes(dtype, count):
                Mux(dtype == DTYPE_BF16, count << 1, MX_SCALE_BYTES + count))
 
 
-def port_before(a, b, ports):
-    """a < b for port indices that may be Python ints (known) or signals. Comparisons whose
-    outcome is known are resolved here, so none reaches the Verilog as a constant compare."""
-    if isinstance(a, int) and isinstance(b, int):
-        return C(int(a < b), 1)
-    if isinstance(b, int):
-        return C(0, 1) if b == 0 else a < b
-    if isinstance(a, int):
-        return C(0, 1) if a == ports - 1 else b > a
-    return a < b
-
-
-def tag_before(a, b):
-    """Arrival tag a is older than tag b: (b - a) mod 2**k in 1 .. 2**(k-1) - 1. Exact for
-    the queued frames, which span fewer than half the tag space (Params.order_bits)."""
-    k = len(a)
-    diff = (b - a)[:k]
-    return diff.any() & ~diff[k - 1]
-
-
-def older(a_tag, a_port, b_tag, b_port, ports):
-    """Frame a comes before frame b in arrival order (docs/SPEC.md §10.3): an earlier last
-    beat (an older tag), or the same cycle and a lower port."""
-    return tag_before(a_tag, b_tag) | ((a_tag == b_tag) & port_before(a_port, b_port, ports))
-
-
-def younger(a_tag, a_port, b_tag, b_port, ports):
-    """Frame a has a later last beat than frame b (ties: either; they share the cycle)."""
-    return tag_before(b_tag, a_tag)
-
-
-def oldest(entries, ports, before=older):
-    """(valid, tag, port) of the first valid entry of [(valid, tag, port)] in the order
-    `before`: a balanced tree of comparisons, so the depth grows with log2 of the number of
-    entries."""
-    def pick(lo, hi):
-        if hi - lo == 1:
-            return entries[lo]
-        mid = (lo + hi) // 2
-        va, aa, pa = pick(lo, mid)
-        vb, ab, pb = pick(mid, hi)
-        take_b = vb & (~va | before(ab, pb, aa, pa, ports))
-        as_value = lambda x: C(x, range(ports)) if isinstance(x, int) else x
-        return va | vb, Mux(take_b, ab, aa), Mux(take_b, as_value(pb), as_value(pa))
-    return pick(0, len(entries))
-
-
 def oldest_onehot(entries):
     """One-hot: the first valid entry of [(valid, tag)], listed by port, in arrival order
-    (older(): an older tag, or the same tag and a lower port). Every pair is compared at
-    once: entry i (the lower port) comes before entry j iff (t_i - t_j - 1) mod 2**k is
-    negative, one subtraction; exact while the tags span fewer than 2**(k-1) values."""
+    (docs/SPEC.md §10.3: an older tag, or the same tag and a lower port). Every pair is
+    compared at once: entry i (the lower port) comes before entry j iff (t_i - t_j - 1)
+    mod 2**k is negative, one subtraction; exact while the tags span fewer than 2**(k-1)
+    values."""
     n = len(entries)
     before = {}
     for i in range(n):
@@ -596,8 +550,8 @@ class AggregationEngine(wiring.Component):
             m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
                          held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
 
-        # Forwarding: DECIDE sees the slot, learned addresses and free times as COMMIT
-        # leaves them. (If COMMIT does not commit, DECIDE's result is flushed or waits.)
+        # Forwarding: DECIDE sees the slot and learned addresses as COMMIT leaves them.
+        # (If COMMIT does not commit, DECIDE's result is flushed or waits.)
         # (The slot's last start is not: a frame of the same slot and bank takes its
         # constraint from COMMIT's pass, `rel` above.)
         c_upd = Signal(meta_layout)
