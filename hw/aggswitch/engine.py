@@ -386,6 +386,7 @@ class AggregationEngine(wiring.Component):
             "gslot": len(lead.gslot), "bank": 1, "job_id": len(lead.job),
             "source": addr_layout,
             "upd": meta_layout, "other": meta_layout, "job": port_job(p),
+            "other_prev": 1,                # `other` is the bank the pass before wrote
             # the start constraints (below): stamps, offsets and which apply
             "cv": data.ArrayLayout(32, NC), "cd": data.ArrayLayout(OFF, NC), "cok": NC,
             "pd": OFF, "rel": 1,
@@ -405,6 +406,12 @@ class AggregationEngine(wiring.Component):
             m.d.comb += fresh.rdesc[n].eq(rdescs[n])
         c = Signal(decision)                 # in COMMIT
         c_valid = Signal()
+        s_last = Signal(32)                  # the start of the last pass committed
+        # COMMIT's other bank as it stands: when DECIDE took it from the pass committed
+        # just before (forwarded, below), that pass's start was not known yet; it is
+        # s_last now (no pass commits in between).
+        c_other = Signal(meta_layout)
+        m.d.comb += [c_other.eq(c.other), c_other.last_e.eq(Mux(c.other_prev, s_last, c.other.last_e))]
 
         # Where each earlier pass leaves the schedule (written by COMMIT): the start period
         # of the port's last pass and of the last emitting pass to each destination, and
@@ -415,6 +422,7 @@ class AggregationEngine(wiring.Component):
         dest_x = [Signal(range(X_MAX + 1), name=f"dest_x{n}") for n in range(P)]
         c_writes = c_valid & ~c.dropping
         same_slot = c_writes & (c.gslot == lead.gslot)
+        m.d.comb += fresh.other_prev.eq(same_slot & (c.bank != lead.bank))
 
         # DECIDE: the constraints of the frame on its port, its slot and its destinations
         # as the passes committed so far leave them; the pass COMMIT holds now is kept
@@ -434,7 +442,7 @@ class AggregationEngine(wiring.Component):
         cons += [(dest_last[d], offset(dest_x[d], my_phase), emits & dest[d] & ~c_dest[d])
                  for d in range(P)]
         # (The slot's stamp is checked on both banks' reads before the bank is selected.)
-        slot_recent = Mux(same_slot, recent(c.other.last_e),
+        slot_recent = Mux(same_slot, recent(c_other.last_e),
                           Mux(lead.bank, recent(meta_rd[1].data.last_e), recent(meta_rd[0].data.last_e)))
         for i, (v, off, ok) in enumerate(cons):
             m.d.comb += [fresh.cv[i].eq(v), fresh.cd[i].eq(off),
@@ -455,7 +463,6 @@ class AggregationEngine(wiring.Component):
         # pass committed just before (s_last): every pair compared at once, then a one-hot
         # select, so the loop from one start to the next is an adder, a compare and a mux.
         c_base = Signal(32)
-        s_last = Signal(32)
         advance_d = Signal()                 # DECIDE's frame moves on (below)
         next_e, next_r = advance(lead_e, lead_r, 1, 1, P)
         m.d.sync += c_base.eq(first_period(next_e, next_r, Mux(advance_d, my_phase, c.phase)))
@@ -501,7 +508,7 @@ class AggregationEngine(wiring.Component):
                 # for the schedule (a resend reads the slot too).
                 for b in range(2):
                     m.d.comb += [meta_wr[b].addr.eq(c.gslot),
-                                 meta_wr[b].data.eq(Mux(c.bank == b, c.upd, c.other)),
+                                 meta_wr[b].data.eq(Mux(c.bank == b, c.upd, c_other)),
                                  meta_wr[b].en.eq(1)]
                     with m.If(c.bank == b):
                         m.d.comb += [meta_wr[b].data.last_e.eq(start_e),
@@ -555,9 +562,10 @@ class AggregationEngine(wiring.Component):
         # (The slot's last start is not: a frame of the same slot and bank takes its
         # constraint from COMMIT's pass, `rel` above.)
         c_upd = Signal(meta_layout)
-        m.d.comb += [c_upd.eq(c.upd), c_upd.last_r.eq(c.phase)]
+        m.d.comb += [c_upd.eq(c.upd), c_upd.last_r.eq(c.phase),
+                     c_upd.last_x.eq(c.phase + c.job.beats + RMW_GAP)]
         for b in range(2):
-            m.d.comb += meta_now[b].eq(Mux(same_slot, Mux(c.bank == b, c_upd, c.other),
+            m.d.comb += meta_now[b].eq(Mux(same_slot, Mux(c.bank == b, c_upd, c_other),
                                             meta_rd[b].data))
         for n in range(P):
             m.d.comb += learned_now[n].eq(Mux(c_writes & c.port_bit[n] & (c.job_id == lead.job),
