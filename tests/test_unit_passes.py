@@ -17,7 +17,7 @@ from amaranth import *
 from amaranth.sim import Simulator
 
 from aggswitch.params import Params, DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8
-from aggswitch.schedule import advance, first_period, start_phase, start_after
+from aggswitch.schedule import advance, first_period, start_phase, start_after, first_offset, latest
 from aggswitch.frame import buf_addr_bits
 from aggswitch.passes import (RMW_GAP, JOB_LEAD, WORD_LINES, PortPass, AccumulatorBanks,
                               bank_rows, port_job, to_lines, to_beat)
@@ -49,6 +49,59 @@ def test_schedule_arithmetic(ports):
             t0 = ev * ports + rv
             first = t0 + (ph - rv) % ports
             assert ctx.get(f) == (first // ports) % (1 << 32), (ev, rv, ph)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("ports", [2, 3, 4])
+def test_first_offset(ports):
+    """first_offset's tables give, for every start phase, length and phase, the period of
+    the first cycle of that phase at or after the end, as counted on plain cycles."""
+    x_max = ports - 1 + 9 + 2
+    x = Signal(range(ports))
+    n = Signal(range(10))
+    phase = Signal(range(ports))
+    outs = {plus: first_offset(x, phase, ports, x_max, n, plus) for plus in (0, 2)}
+    m = Module()
+    m.d.comb += Signal().eq(0)
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for xv in range(ports):
+            for nv in range(10):
+                for ph in range(ports):
+                    ctx.set(x, xv)
+                    ctx.set(n, nv)
+                    ctx.set(phase, ph)
+                    for plus, out in outs.items():
+                        t = xv + nv + plus
+                        first = t + (ph - t) % ports     # cycles from the start of period 0
+                        assert ctx.get(out) == first // ports, (xv, nv, plus, ph)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_latest_picks_the_latest_valid_period():
+    """latest() against max() on periods within 2**31 of each other, across the wrap."""
+    cs = [Signal(32, name=f"c{i}") for i in range(5)]
+    vs = [Signal(name=f"v{i}") for i in range(5)]
+    out = latest(list(zip(vs, cs)))
+    m = Module()
+    m.d.comb += Signal().eq(0)
+    sim = Simulator(m)
+    M = 1 << 32
+    rng = random.Random(5)
+
+    async def bench(ctx):
+        for _ in range(300):
+            base = rng.choice([0, 3, M - 2, rng.getrandbits(32)])
+            ahead = [rng.choice([0, 1, 2, 9, 1000, (1 << 30) + 5]) for _ in cs]
+            valid = [rng.getrandbits(1) for _ in cs]
+            for c, v, a, ok in zip(cs, vs, ahead, valid):
+                ctx.set(c, (base + a) % M)
+                ctx.set(v, ok)
+            want = max((a for a, ok in zip(ahead, valid) if ok), default=None)
+            assert ctx.get(out) == (0 if want is None else (base + want) % M)
     sim.add_testbench(bench)
     sim.run()
 

@@ -36,7 +36,7 @@ from .params import (Params, encoder_latency, DROP_MISMATCH, DROP_DUPLICATE,
                      MX_SCALE_BYTES)
 from .frame import *
 from .codec import is_mx, elem_shift, beat_count
-from .schedule import start_phase, advance, first_period, start_after
+from .schedule import HORIZON_BITS, start_phase, advance, first_period, first_offset, latest
 from .passes import RMW_GAP, JOB_LEAD, bank_rows, port_job, PortPass, AccumulatorBanks
 from .emitter import ResultEmitter
 
@@ -49,51 +49,36 @@ def payload_bytes(dtype, count):
                Mux(dtype == DTYPE_BF16, count << 1, MX_SCALE_BYTES + count))
 
 
-def port_before(a, b, ports):
-    """a < b for port indices that may be Python ints (known) or signals. Comparisons whose
-    outcome is known are resolved here, so none reaches the Verilog as a constant compare."""
-    if isinstance(a, int) and isinstance(b, int):
-        return C(int(a < b), 1)
-    if isinstance(b, int):
-        return C(0, 1) if b == 0 else a < b
-    if isinstance(a, int):
-        return C(0, 1) if a == ports - 1 else b > a
-    return a < b
+def oldest_onehot(entries):
+    """One-hot: the first valid entry of [(valid, tag)], listed by port, in arrival order
+    (docs/SPEC.md §10.3: an older tag, or the same tag and a lower port). Every pair is
+    compared at once: entry i (the lower port) comes before entry j iff (t_i - t_j - 1)
+    mod 2**k is negative, one subtraction; exact while the tags span fewer than 2**(k-1)
+    values."""
+    n = len(entries)
+    before = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            ti, tj = entries[i][1], entries[j][1]
+            before[i, j] = (ti + ~tj)[len(ti) - 1]
+    wins = []
+    for i in range(n):
+        w = entries[i][0]
+        for j in range(n):
+            if j < i:
+                w = w & (~entries[j][0] | ~before[j, i])
+            elif j > i:
+                w = w & (~entries[j][0] | before[i, j])
+        wins.append(w)
+    return Cat(*wins)
 
 
-def tag_before(a, b):
-    """Arrival tag a is older than tag b: (b - a) mod 2**k in 1 .. 2**(k-1) - 1. Exact for
-    the queued frames, which span fewer than half the tag space (Params.order_bits)."""
-    k = len(a)
-    diff = (b - a)[:k]
-    return diff.any() & ~diff[k - 1]
-
-
-def older(a_tag, a_port, b_tag, b_port, ports):
-    """Frame a comes before frame b in arrival order (docs/SPEC.md §10.3): an earlier last
-    beat (an older tag), or the same cycle and a lower port."""
-    return tag_before(a_tag, b_tag) | ((a_tag == b_tag) & port_before(a_port, b_port, ports))
-
-
-def younger(a_tag, a_port, b_tag, b_port, ports):
-    """Frame a has a later last beat than frame b (ties: either; they share the cycle)."""
-    return tag_before(b_tag, a_tag)
-
-
-def oldest(entries, ports, before=older):
-    """(valid, tag, port) of the first valid entry of [(valid, tag, port)] in the order
-    `before`: a balanced tree of comparisons, so the depth grows with log2 of the number of
-    entries."""
-    def pick(lo, hi):
-        if hi - lo == 1:
-            return entries[lo]
-        mid = (lo + hi) // 2
-        va, aa, pa = pick(lo, mid)
-        vb, ab, pb = pick(mid, hi)
-        take_b = vb & (~va | before(ab, pb, aa, pa, ports))
-        as_value = lambda x: C(x, range(ports)) if isinstance(x, int) else x
-        return va | vb, Mux(take_b, ab, aa), Mux(take_b, as_value(pb), as_value(pa))
-    return pick(0, len(entries))
+def or_select(onehot, values):
+    """values[i] for the set bit i of `onehot` (0 if none): an AND-OR tree."""
+    out = 0
+    for i, v in enumerate(values):
+        out = out | Mux(onehot[i], v, 0)
+    return out
 
 
 class AggregationEngine(wiring.Component):
@@ -219,22 +204,20 @@ class AggregationEngine(wiring.Component):
         # over the pass job and the RESULT descriptors. DECIDE sees COMMIT's writes through
         # forwarding, PICK's reads see them through the memories' transparency.
         #
-        # Each port's descriptors leave its ingress FIFO when picked, into a lookahead
-        # queue of LOOKAHEAD entries that holds them until COMMIT: a port can have a frame
-        # in every stage, and when COMMIT must abandon a decision (a full destination,
-        # below) the frames behind it are picked again from the queue.
+        # Each port's descriptors leave its ingress FIFO as soon as there is room (below),
+        # into a lookahead queue of LOOKAHEAD entries that holds them until COMMIT: a port
+        # can have a frame in every stage, and when COMMIT must abandon a decision (a full
+        # destination, below) the frames behind it are picked again from the queue.
         LOOKAHEAD = 3                        # DECIDE, COMMIT and the frame being picked
         look = [[Signal(fd, name=f"look{n}_{k}") for k in range(LOOKAHEAD)] for n in range(P)]
         look_n = [Signal(range(LOOKAHEAD + 1), name=f"look{n}_n") for n in range(P)]     # held
         picked = [Signal(range(LOOKAHEAD + 1), name=f"look{n}_picked") for n in range(P)]  # in flight
         cand = [Signal(fd, name=f"cand{n}") for n in range(P)]
         cand_valid = Signal(P)
-        from_fifo = Signal(P)                # the candidate is the FIFO's head
         unshown = Signal(P)                  # the port's next frame is queued but not shown yet
         for n in range(P):
             queued = picked[n] < look_n[n]
             m.d.comb += [
-                from_fifo[n].eq(~queued),
                 cand[n].eq(Mux(queued, Array(look[n])[picked[n]], fdesc[n])),
                 cand_valid[n].eq(queued | fvalid[n]),
                 unshown[n].eq(~queued & hvalid[n] & ~fvalid[n]),
@@ -246,13 +229,17 @@ class AggregationEngine(wiring.Component):
         # cycles. A port whose next frame is not shown yet may have the oldest, so PICK
         # waits for it.
         eligible = Signal(P)                 # ports PICK may take from (all, unless frames are held)
-        any_queued, _, winner = oldest([(cand_valid[n] & eligible[n], cand[n].t_last, n)
-                                        for n in range(P)], P)
+        # Every pair is compared at once (one subtraction each) and the winner is one-hot.
+        win = Signal(P)
+        m.d.comb += win.eq(oldest_onehot([(cand_valid[n] & eligible[n], cand[n].t_last)
+                                          for n in range(P)]))
+        any_queued = win.any()
+        winner = Signal(range(P))
         winner_desc = Signal(fd)
-        with m.Switch(winner):
-            for n in range(P):
-                with m.Case(n):
-                    m.d.comb += winner_desc.eq(cand[n])
+        for n in range(P):
+            with m.If(win[n]):
+                m.d.comb += winner.eq(n)
+        m.d.comb += winner_desc.eq(or_select(win, cand))
 
         d_valid = Signal()                   # DECIDE holds a frame
         port = Signal(range(P))              # its port
@@ -349,28 +336,24 @@ class AggregationEngine(wiring.Component):
         # --- the pass schedule (docs/engine-v2.md) -----------------------------------
         beats = Signal(range(p.slot_lines + 1))
         m.d.comb += beats.eq(Mux(dropping, 1, beat_count(p, round_dtype, round_count)))
-        # After the port's previous pass.
-        port_free_e = Array(Signal(32, name=f"free_e{n}") for n in range(P))
-        port_free_r = Array(Signal(range(P), name=f"free_r{n}") for n in range(P))
         # RMW_GAP after the start of the slot's previous pass (a drop does not touch the
         # slot). Passes of one round have one dtype and handle each word at the same offset
         # from their starts. A new round in a denser dtype (more lines per beat) reaches
         # the words sooner than the previous round's passes did, so it starts after the
         # previous pass has ended (docs/engine-v2.md).
+        # The slot's metadata keeps both ends (last_r + RMW_GAP, and last_x after the pass).
         denser = act_new & (elem_shift(lead.dtype) > elem_shift(mb.dtype))
-        slot_gap = Signal(range(p.slot_lines + RMW_GAP + 1))
-        m.d.comb += slot_gap.eq(Mux(denser, beat_count(p, mb.dtype, mb.count) + RMW_GAP, RMW_GAP))
-        gap_e, gap_r = advance(mb.last_e, mb.last_r, slot_gap, p.slot_lines + RMW_GAP, P)
-        # After the previous RESULT to each destination has been emitted.
-        dest_free_e = [Signal(32, name=f"dest_free_e{n}") for n in range(P)]
-        dest_free_r = [Signal(range(P), name=f"dest_free_r{n}") for n in range(P)]
-        # As COMMIT leaves them (forwarded below).
-        port_now_e, port_now_r = Signal(32), Signal(range(P))
-        dest_now_e = [Signal(32, name=f"dest_now_e{n}") for n in range(P)]
-        dest_now_r = [Signal(range(P), name=f"dest_now_r{n}") for n in range(P)]
-        after_port = first_period(port_now_e, port_now_r, my_phase)
-        after_slot = first_period(gap_e, gap_r, my_phase)
-        after_dest = [first_period(dest_now_e[d], dest_now_r[d], my_phase) for d in range(P)]
+
+        # A start constraint is kept as the start period `v` of an earlier pass and the
+        # cycles `x` from that pass's start phase to the cycle the constraint ends in: the
+        # first period whose cycle of phase `ph` is at or after it is v + offset(x, ph).
+        # The 32-bit addition waits for COMMIT, so DECIDE only looks up small tables.
+        X_MAX = P - 1 + p.slot_lines + RMW_GAP
+        OFF = range(X_MAX // P + 2)
+        NC = 2 + P                           # constraints: the port, the slot, each destination
+
+        def offset(x, ph, n=None, plus=0):
+            return first_offset(x, ph, P, X_MAX, n, plus)
 
         job = Signal(port_job(p))            # computed in DECIDE, registered as c_job
         m.d.comb += [
@@ -403,7 +386,10 @@ class AggregationEngine(wiring.Component):
             "gslot": len(lead.gslot), "bank": 1, "job_id": len(lead.job),
             "source": addr_layout,
             "upd": meta_layout, "other": meta_layout, "job": port_job(p),
-            "after_port": 32, "after_slot": 32, "after_dest": data.ArrayLayout(32, P),
+            "other_prev": 1,                # `other` is the bank the pass before wrote
+            # the start constraints (below): stamps, offsets and which apply
+            "cv": data.ArrayLayout(32, NC), "cd": data.ArrayLayout(OFF, NC), "cok": NC,
+            "pd": OFF, "rel": 1,
             "rdesc": data.ArrayLayout(rd, P),
         })
         fresh = Signal(decision)             # in DECIDE
@@ -415,22 +401,75 @@ class AggregationEngine(wiring.Component):
             fresh.gslot.eq(lead.gslot), fresh.bank.eq(lead.bank), fresh.job_id.eq(lead.job),
             fresh.source.eq(Cat(lead.src_mac, lead.src_ip, lead.src_port)),
             fresh.upd.eq(upd), fresh.other.eq(other), fresh.job.eq(job),
-            fresh.after_port.eq(after_port), fresh.after_slot.eq(after_slot),
         ]
         for n in range(P):
-            m.d.comb += [fresh.after_dest[n].eq(after_dest[n]), fresh.rdesc[n].eq(rdescs[n])]
+            m.d.comb += fresh.rdesc[n].eq(rdescs[n])
         c = Signal(decision)                 # in COMMIT
         c_valid = Signal()
+        s_last = Signal(32)                  # the start of the last pass committed
+        # COMMIT's other bank as it stands: when DECIDE took it from the pass committed
+        # just before (forwarded, below), that pass's start was not known yet; it is
+        # s_last now (no pass commits in between).
+        c_other = Signal(meta_layout)
+        m.d.comb += [c_other.eq(c.other), c_other.last_e.eq(Mux(c.other_prev, s_last, c.other.last_e))]
+
+        # Where each earlier pass leaves the schedule (written by COMMIT): the start period
+        # of the port's last pass and of the last emitting pass to each destination, and
+        # the cycles from that start's phase to its end (offset() above).
+        port_last = Array(Signal(32, name=f"port_last{n}") for n in range(P))
+        port_x = Array(Signal(range(X_MAX + 1), name=f"port_x{n}") for n in range(P))
+        dest_last = [Signal(32, name=f"dest_last{n}") for n in range(P)]
+        dest_x = [Signal(range(X_MAX + 1), name=f"dest_x{n}") for n in range(P)]
+        c_writes = c_valid & ~c.dropping
+        same_slot = c_writes & (c.gslot == lead.gslot)
+        m.d.comb += fresh.other_prev.eq(same_slot & (c.bank != lead.bank))
+
+        # DECIDE: the constraints of the frame on its port, its slot and its destinations
+        # as the passes committed so far leave them; the pass COMMIT holds now is kept
+        # apart (`rel`, `pd`): it commits in the cycle this frame enters COMMIT, which adds
+        # the offset to its start (s_last) there. A stamp far from now (more than 2**15
+        # periods back or 2**HORIZON_BITS ahead) is one from 2**32 periods ago and is
+        # ignored, as start_after() does.
+        def recent(v):
+            d = (v - period)[:32]
+            return (d[HORIZON_BITS:] == 0) | d[HORIZON_BITS - 1:].all()
+        c_same_port = c_valid & (c.port == port)
+        c_dest = Mux(c_valid & c.emits, c.dest, 0)
+        c_same_slot = same_slot & (c.bank == lead.bank) & ~dropping
+        slot_off = Mux(denser, offset(mb.last_x, my_phase), offset(mb.last_r, my_phase, plus=RMW_GAP))
+        cons = [(port_last[port], offset(port_x[port], my_phase), ~c_same_port),
+                (mb.last_e, slot_off, ~dropping & ~c_same_slot)]
+        cons += [(dest_last[d], offset(dest_x[d], my_phase), emits & dest[d] & ~c_dest[d])
+                 for d in range(P)]
+        # (The slot's stamp is checked on both banks' reads before the bank is selected.)
+        slot_recent = Mux(same_slot, recent(c_other.last_e),
+                          Mux(lead.bank, recent(meta_rd[1].data.last_e), recent(meta_rd[0].data.last_e)))
+        for i, (v, off, ok) in enumerate(cons):
+            m.d.comb += [fresh.cv[i].eq(v), fresh.cd[i].eq(off),
+                         fresh.cok[i].eq(ok & (slot_recent if i == 1 else recent(v)))]
+        c_end = c_same_port | (emits & (c_dest & dest).any())
+        pd_end = Mux(c_end, offset(c.phase, my_phase, c.job.beats), 0)
+        pd_slot = Mux(c_same_slot, Mux(denser, offset(c.phase, my_phase, c.job.beats, RMW_GAP),
+                                       offset(c.phase, my_phase, plus=RMW_GAP)), 0)
+        m.d.comb += [fresh.pd.eq(Mux(pd_slot > pd_end, pd_slot, pd_end)),
+                     fresh.rel.eq(c_end | c_same_slot)]
         for n in range(P):
             m.d.comb += getattr(self, f"eg_desc{n}").eq(c.rdesc[n])
 
         # The earliest start the port's job queue can show the job in.
         lead_e, lead_r = advance(period, phase, JOB_LEAD, JOB_LEAD, P)
+        # COMMIT: the start is the latest of that earliest start (c_base, registered a cycle
+        # ahead for COMMIT's frame), the constraints DECIDE registered and the one from the
+        # pass committed just before (s_last): every pair compared at once, then a one-hot
+        # select, so the loop from one start to the next is an adder, a compare and a mux.
+        c_base = Signal(32)
+        advance_d = Signal()                 # DECIDE's frame moves on (below)
+        next_e, next_r = advance(lead_e, lead_r, 1, 1, P)
+        m.d.sync += c_base.eq(first_period(next_e, next_r, Mux(advance_d, my_phase, c.phase)))
+        vals = [(C(1, 1), c_base)] + [(c.cok[i], (c.cv[i] + c.cd[i])[:32]) for i in range(NC)]
+        vals += [(c.rel, (s_last + c.pd)[:32])]
         start_e = Signal(32)
-        m.d.comb += start_e.eq(start_after(first_period(lead_e, lead_r, c.phase),
-                                           [(1, c.after_port), (~c.dropping, c.after_slot)]
-                                           + [(c.emits & c.dest[d], c.after_dest[d])
-                                              for d in range(P)]))
+        m.d.comb += start_e.eq(latest(vals))
         # A destination without room holds the decision back, unless its egress has been
         # stalled past the pause watchdog: that port's RESULT is then dropped and counted
         # (SPEC §7), so the ports sharing the round move on. The shadow bank keeps the sum
@@ -446,16 +485,16 @@ class AggregationEngine(wiring.Component):
                      push_job.dest.eq(c.job.dest & ~c_lost)]
         for n in range(P):
             m.d.comb += passes[n].job.eq(push_job)
-        end_e, end_r = advance(start_e, c.phase, c.job.beats, p.slot_lines, P)
 
         commit = Signal()
         with m.If(commit):
             for n in range(P):
                 m.d.comb += passes[n].job_valid.eq(c.port_bit[n])
-            m.d.sync += [port_free_e[c.port].eq(end_e), port_free_r[c.port].eq(end_r)]
+            c_x = c.phase + c.job.beats
+            m.d.sync += [s_last.eq(start_e), port_last[c.port].eq(start_e), port_x[c.port].eq(c_x)]
             for d in range(P):
                 with m.If(c.emits & c.dest[d]):
-                    m.d.sync += [dest_free_e[d].eq(end_e), dest_free_r[d].eq(end_r)]
+                    m.d.sync += [dest_last[d].eq(start_e), dest_x[d].eq(c_x)]
             with m.If(c.dropping):
                 m.d.comb += [self.ev_drop.eq(c.port_bit),
                              self.ev_drop_reason.eq(Mux(c.dup, DROP_DUPLICATE, DROP_MISMATCH))]
@@ -469,11 +508,12 @@ class AggregationEngine(wiring.Component):
                 # for the schedule (a resend reads the slot too).
                 for b in range(2):
                     m.d.comb += [meta_wr[b].addr.eq(c.gslot),
-                                 meta_wr[b].data.eq(Mux(c.bank == b, c.upd, c.other)),
+                                 meta_wr[b].data.eq(Mux(c.bank == b, c.upd, c_other)),
                                  meta_wr[b].en.eq(1)]
                     with m.If(c.bank == b):
                         m.d.comb += [meta_wr[b].data.last_e.eq(start_e),
-                                     meta_wr[b].data.last_r.eq(c.phase)]
+                                     meta_wr[b].data.last_r.eq(c.phase),
+                                     meta_wr[b].data.last_x.eq(c.phase + c.job.beats + RMW_GAP)]
                 for n in range(P):
                     m.d.comb += [learned_wr[n].addr.eq(c.job_id), learned_wr[n].data.eq(c.source),
                                  learned_wr[n].en.eq(c.port_bit[n])]
@@ -517,27 +557,19 @@ class AggregationEngine(wiring.Component):
             m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
                          held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
 
-        # Forwarding: DECIDE sees the slot, learned addresses and free times as COMMIT
-        # leaves them. (If COMMIT does not commit, DECIDE's result is flushed or waits.)
-        c_writes = c_valid & ~c.dropping
+        # Forwarding: DECIDE sees the slot and learned addresses as COMMIT leaves them.
+        # (If COMMIT does not commit, DECIDE's result is flushed or waits.)
+        # (The slot's last start is not: a frame of the same slot and bank takes its
+        # constraint from COMMIT's pass, `rel` above.)
         c_upd = Signal(meta_layout)
-        m.d.comb += [c_upd.eq(c.upd), c_upd.last_e.eq(start_e), c_upd.last_r.eq(c.phase)]
-        same_slot = c_writes & (c.gslot == lead.gslot)
+        m.d.comb += [c_upd.eq(c.upd), c_upd.last_r.eq(c.phase),
+                     c_upd.last_x.eq(c.phase + c.job.beats + RMW_GAP)]
         for b in range(2):
-            m.d.comb += meta_now[b].eq(Mux(same_slot, Mux(c.bank == b, c_upd, c.other),
+            m.d.comb += meta_now[b].eq(Mux(same_slot, Mux(c.bank == b, c_upd, c_other),
                                             meta_rd[b].data))
         for n in range(P):
             m.d.comb += learned_now[n].eq(Mux(c_writes & c.port_bit[n] & (c.job_id == lead.job),
                                                c.source, learned_rd[n].data))
-        with m.If(c_valid & (c.port == port)):
-            m.d.comb += [port_now_e.eq(end_e), port_now_r.eq(end_r)]
-        with m.Else():
-            m.d.comb += [port_now_e.eq(port_free_e[port]), port_now_r.eq(port_free_r[port])]
-        for d in range(P):
-            with m.If(c_valid & c.emits & c.dest[d]):
-                m.d.comb += [dest_now_e[d].eq(end_e), dest_now_r[d].eq(end_r)]
-            with m.Else():
-                m.d.comb += [dest_now_e[d].eq(dest_free_e[d]), dest_now_r[d].eq(dest_free_r[d])]
 
         init_idx = Signal(range(p.slots + 1))
         running = Signal()
@@ -552,7 +584,7 @@ class AggregationEngine(wiring.Component):
 
         # PICK: the oldest eligible frame, once every port's next frame is known (and,
         # while frames are held, once the hold has grown).
-        advance_d = ~stall & ~abandon        # DECIDE's frame moves on (or there is none)
+        m.d.comb += advance_d.eq(~stall & ~abandon)   # DECIDE's frame moves on (or there is none)
         go = Signal()
         m.d.comb += go.eq(running & advance_d & any_queued & ~unshown.any()
                           & (~holding | (held_steps == 0)))
@@ -564,9 +596,15 @@ class AggregationEngine(wiring.Component):
             m.d.sync += [c_valid.eq(0), d_valid.eq(0)]
         for n in range(P):
             done = commit & c.port_bit[n]    # its oldest frame in flight leaves
-            take = go & (winner == n)
-            pop = take & from_fifo[n]
-            m.d.comb += fready[n].eq(pop)
+            take = go & win[n]
+            # The FIFO's head moves into the lookahead queue whenever the queue has room,
+            # picked or not, so the FIFO's read enable is a register's compare. (A port
+            # with no unpicked frame in its queue has room: at most two are in flight.)
+            # PICK takes the head in the cycle it moves, or from the queue later. Nothing
+            # is taken before the slot memory is initialised.
+            room = running & (look_n[n] != LOOKAHEAD)
+            pop = room & fvalid[n]
+            m.d.comb += fready[n].eq(room)
             with m.If(done):
                 for k in range(LOOKAHEAD - 1):
                     m.d.sync += look[n][k].eq(look[n][k + 1])

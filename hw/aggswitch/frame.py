@@ -173,6 +173,9 @@ def slot_meta(p: Params):
         # the next one at least passes.RMW_GAP cycles later (docs/engine-v2.md)
         "last_e": 32,
         "last_r": range(p.ports),
+        # last_r + the last pass's beats + RMW_GAP: where a new round in a denser dtype
+        # may start (cycles after (last_e, phase 0); RMW_GAP is 2)
+        "last_x": range(p.ports + p.slot_lines + 2),
     })
 
 

@@ -14,7 +14,7 @@ from amaranth import *
 from amaranth.lib import data
 
 __all__ = ["HORIZON_BITS", "period_time", "start_phase", "not_before", "later", "advance",
-           "first_period", "start_after"]
+           "first_period", "start_after", "first_offset", "latest"]
 
 # A constraint on a pass's start is at most this many periods ahead of the earliest start
 # the decision could give it (a few queued jobs' worth); one further ahead is a stamp from
@@ -66,3 +66,35 @@ def start_after(base, constraints, bits=HORIZON_BITS):
         ahead = Mux(valid & (d[bits:] == 0), d[:bits], 0)
         best = Mux(ahead > best, ahead, best)
     return (base + best)[:32]
+
+
+def first_offset(x, phase, ports, x_max, n=None, plus=0):
+    """The first period whose cycle of phase `phase` is at or after cycle x + n + plus of
+    period 0 (x, n small signals, plus a constant, the sum at most x_max): a table of the
+    sum's quotient and remainder by `ports`, so no adder before it. A constraint kept as
+    (start period e, cycles x from the start of period e) is then e + first_offset(x, ...)
+    = first_period(*advance(e, 0, x, ...), phase)."""
+    if n is None:
+        n = C(0, 0)
+    w = len(n)
+    sums = [min((i & ((1 << w) - 1)) + (i >> w) + plus, x_max) for i in range(1 << (w + len(x)))]
+    idx = Cat(n, x)
+    q = Array(C(v // ports, range(x_max // ports + 1)) for v in sums)[idx]
+    r = Array(C(v % ports, range(ports)) for v in sums)[idx]
+    return (q + (phase < r))[:len(Signal(range(x_max // ports + 2)))]
+
+
+def latest(candidates):
+    """The latest period of [(valid, period)] (0 if none is valid): every pair compared
+    at once (not_before, one subtraction each), then a one-hot AND-OR select, so the depth
+    does not grow with the number of candidates the way a chain of later() does. The
+    valid periods must lie within 2**31 of each other (start_after()'s horizon keeps them
+    so)."""
+    out = 0
+    for i, (ok_i, v_i) in enumerate(candidates):
+        win = ok_i
+        for j, (ok_j, v_j) in enumerate(candidates):
+            if j != i:
+                win = win & (~ok_j | not_before(v_i, v_j))
+        out = out | Mux(win, v_i, 0)
+    return out
