@@ -561,7 +561,7 @@ def run_nextpnr(args, out, clock, summary):
         summary["fmax_note"] = f"does not fit the device: {mon.overfull} after packing"
         return 1, (f"synth: the design does not fit the device ({mon.overfull} after packing); "
                    "the README (Measured) names configurations that fit the 85k, e.g. "
-                   "make synth PORTS=2 DATA_WIDTH=256")
+                   "make synth PORTS=2 DATA_WIDTH=128")
     if rc != 0 or not placed.exists() or not place_report.exists():
         print("\n".join(tail[-15:]))
         summary["fmax_note"] = "placement failed, see place.log"
