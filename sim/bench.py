@@ -8,7 +8,8 @@ patterns of issue 11, in every dtype the build admits.
 Runs tb/cocotb/test_bench.py (the patterns, the hosts and the checks are described there)
 on the exported RTL under cocotb with the cocotbext-axi bus models, then prints a table,
 writes build/bench/bench.json and plots build/bench/bench.png (matplotlib, the `bench`
-extra). Every RESULT is checked against the golden model; the run fails (exit status 1)
+extra). The table and the JSON also record the simulation speed (simulated cycles per
+second of wall time, per run and overall). Every RESULT is checked against the golden model; the run fails (exit status 1)
 on any mismatch or scoreboard error, after writing the outputs.
 """
 
@@ -82,16 +83,29 @@ def _lat(lat) -> str:
     return f"{lat['min']}/{med}/{lat['max']}"
 
 
+def _speed(cps) -> str:
+    return f"{cps:,.0f}" if cps else "n/a"
+
+
+def sim_speed(runs) -> dict:
+    """Simulated cycles per second of wall time over every run (the model's build and
+    start-up excluded), testbench included."""
+    cycles = sum(r.get("sim_cycles", 0) for r in runs)
+    wall = sum(r.get("wall_s", 0.0) for r in runs)
+    return {"sim_cycles": cycles, "sim_seconds": round(wall, 2),
+            "cycles_per_second": round(cycles / wall) if wall > 0 else None}
+
+
 def format_table(data: dict) -> str:
     """The per-(pattern, dtype) table, then one line per stalled-port run."""
     head = ("pattern", "dtype", "accepted", "of presented", "per port", "latency min/med/max",
-            "RESULTs", "retx", "mismatches")
+            "RESULTs", "retx", "mismatches", "cycles/s")
     rows = []
     for r in data["runs"]:
         rows.append((r["pattern"], r["dtype"], f"{r['accepted']:.3f}", f"{r['presented']:.3f}",
                      " ".join(f"{x:.2f}" for x in r["per_port"]), _lat(r["latency"]),
                      str(r["results_checked"]), str(r["hosts"]["retransmissions"]),
-                     str(r["mismatches"])))
+                     str(r["mismatches"]), _speed(r.get("cycles_per_second"))))
     w = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(c.ljust(n) for c, n in zip(cells, w)).rstrip()  # noqa: E731
     out = [line(head), line(["-" * n for n in w])] + [line(r) for r in rows]
@@ -172,6 +186,7 @@ def main(argv=None) -> int:
                 skipped_dtypes=a.skipped_dtypes, log=str(res.log_file))
     data["mismatches"] = sum(r["mismatches"] for r in data["runs"])
     data["errors"] = sum(len(r["errors"]) for r in data["runs"])
+    data["sim_speed"] = sim_speed(data["runs"])
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench.json").write_text(json.dumps(data, indent=1) + "\n")
     print(format_table(data))
@@ -181,6 +196,9 @@ def main(argv=None) -> int:
           f"tlast (documented idle latency {data['latency_documented']})")
     print(f"  checked {sum(r['results_checked'] for r in data['runs'])} RESULTs against the "
           f"golden model: {data['mismatches']} mismatches, {data['errors']} errors")
+    sp = data["sim_speed"]
+    print(f"  sim speed   {_speed(sp['cycles_per_second'])} cycles/s ({sp['sim_cycles']:,} "
+          f"cycles in {sp['sim_seconds']:.1f} s of the runs, testbench included, {a.sim})")
     png = a.out / "bench.png"
     if plot(data, png):
         print(f"  plot        {png}")

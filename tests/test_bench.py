@@ -1,6 +1,6 @@
 """`make bench` machinery (sim/bench.py, tb/cocotb/test_bench.py) on a small parameter set:
 two patterns, two dtypes and a few frames produce the JSON with accepted fractions in
-(0, 1] and checked RESULTs; and a RESULT corrupted on its way to the checker (the test
+(0, 1], checked RESULTs and the simulation speed; and a RESULT corrupted on its way to the checker (the test
 hook flips one payload bit) is reported as a mismatch and fails the run.
 
 The parameter set is one the RTL regression builds anyway (tests/test_rtl.py MX_SMALL:
@@ -44,11 +44,16 @@ def test_bench_small(tmp_path, capsys):
         assert all(0 <= x <= 1 for x in r["per_port"]), r
         assert r["results_checked"] > 0 and r["mismatches"] == 0 and not r["errors"], r
         assert r["latency"]["min"] >= data["latency_documented"], r
+        # the run's speed: at least the cycles the traffic took, over its wall time
+        assert r["sim_cycles"] >= r["cycles"] > 0 and r["cycles_per_second"] > 0, r
     s = runs[("stalled_port", "int32")]["stall"]
     assert s["port"] == MX_SMALL.ports - 1 and 0 < s["others_accepted"] <= 1
     assert "rx" in s["counters_at_stall_end"]
     assert data["mismatches"] == 0 and data["passed"]
     assert "lockstep" in text and "PASS" in text
+    sp = data["sim_speed"]
+    assert sp["sim_cycles"] == sum(r["sim_cycles"] for r in runs.values())
+    assert sp["cycles_per_second"] > 0 and "cycles/s" in text
     try:
         import matplotlib  # noqa: F401
         assert (out / "bench.png").stat().st_size > 0

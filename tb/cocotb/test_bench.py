@@ -40,7 +40,8 @@ beats over beats + cycles with tvalid high and tready low); the latency of every
 (first tvalid minus the tlast cycle of the DATA frame that caused it, as the scoreboard
 measures it). For stalled_port also the accepted fraction of the ports outside the
 stalled port's job, over their own window, and the stalled port's counters at the end of
-the stall.
+the stall. And the simulation speed: simulated cycles per second of wall time over the
+whole run, testbench included.
 
 Environment: AGGSWITCH_BENCH_PATTERNS, AGGSWITCH_BENCH_DTYPES (comma-separated names;
 default all, dtypes the build refuses are skipped), AGGSWITCH_BENCH_FRAMES (chunks per
@@ -358,9 +359,14 @@ async def test_bench(dut):
                 raw["skipped"].append({"pattern": pattern, "dtype": dname,
                                        "reason": "not supported by this build"})
                 continue
-            t_wall = time.monotonic()
+            t_wall, c_sim = time.monotonic(), tb.sim_cycle()
             run = await run_pattern(tb, pattern, dtype, frames, stall, jobs, hosts_by_port)
-            run["wall_s"] = round(time.monotonic() - t_wall, 2)
+            wall = time.monotonic() - t_wall
+            # simulation speed: every cycle the run simulated (traffic, settle, counter
+            # reads, reset) per second of wall time, testbench included
+            run["sim_cycles"] = tb.sim_cycle() - c_sim
+            run["wall_s"] = round(wall, 2)
+            run["cycles_per_second"] = round(run["sim_cycles"] / wall) if wall > 0 else None
             raw["runs"].append(run)
             out_file.write_text(json.dumps(raw, indent=1) + "\n")
             tb.log.info("bench %s %s: accepted %.3f, presented %.3f, latency %s, %d errors",
