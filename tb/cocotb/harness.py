@@ -52,7 +52,7 @@ import cocotb
 from cocotb.clock import Clock
 from cocotb.queue import Queue
 from cocotb.simtime import get_sim_time
-from cocotb.triggers import RisingEdge
+from cocotb.triggers import Event, RisingEdge
 from cocotb.triggers import SimTimeoutError, with_timeout
 from cocotbext.axi import (AxiLiteBus, AxiLiteMaster, AxiResp, AxiStreamBus, AxiStreamSink,
                            AxiStreamSource)
@@ -260,8 +260,9 @@ class IngressSource(AxiStreamSource):
     lanes), and a cycle writes only the signals whose value changes (tdata, and tvalid,
     tlast, tkeep, tid, tdest, tuser when they differ from what the source last drove).
 
-    The loop below follows AxiStreamSource._run of cocotbext-axi 0.1.28 line for line;
-    only the beat packing and the writes differ."""
+    `_step` follows AxiStreamSource._run of cocotbext-axi 0.1.28 line for line; only the
+    beat packing and the writes differ, and one IngressDriver coroutine steps the sources
+    of every port instead of a coroutine per source."""
 
     def _beats(self, frame) -> list:
         """(tdata, tkeep, tlast, tid, tdest, tuser) of every beat of `frame`, as
@@ -292,106 +293,188 @@ class IngressSource(AxiStreamSource):
             beats.append((data, keep, int(e >= n), ti[j], tde[j], tu[j]))
         return beats
 
+    def __init__(self, bus, clock, *args, driver: "IngressDriver" = None, **kwargs):
+        # before the base's __init__, which starts _run (no reset signal: at once)
+        self._driver = driver if driver is not None else IngressDriver(clock)
+        self._st = None
+        super().__init__(bus, clock, *args, **kwargs)
+        self.active_event = _WakeEvent(self._driver)
+
+    def _handle_reset(self, state):
+        if state:
+            self._st = None               # restarted by the next _run
+        super()._handle_reset(state)
+
     async def _run(self):
-        frame = None
-        beats = None
-        index = 0
-        self.active = False
+        """Parked: the driver's one coroutine steps every source (`_step`) at each rising
+        edge, which costs one wake-up per cycle for all ports instead of one per port.
+        This task only (re)starts the source's state; the base kills it on reset, which
+        the driver sees as `_run_cr` being None."""
         bus = self.bus
-
-        has_tready = hasattr(bus, "tready")
-        has_tvalid = hasattr(bus, "tvalid")
-        has_tlast = hasattr(bus, "tlast")
-        has_tkeep = hasattr(bus, "tkeep")
-        has_tid = hasattr(bus, "tid")
-        has_tdest = hasattr(bus, "tdest")
-        has_tuser = hasattr(bus, "tuser")
-        read_tready = raw_reader(bus.tready) if has_tready else None
-        w_data = raw_writer(bus.tdata)
-        w_valid = raw_writer(bus.tvalid) if has_tvalid else None
-        w_last = raw_writer(bus.tlast) if has_tlast else None
-        w_keep = raw_writer(bus.tkeep) if has_tkeep else None
-        w_id = raw_writer(bus.tid) if has_tid else None
-        w_dest = raw_writer(bus.tdest) if has_tdest else None
-        w_user = raw_writer(bus.tuser) if has_tuser else None
-        log_frames = self.log.isEnabledFor(logging.INFO)
-
+        st = _SourceState()
+        st.has_tready = hasattr(bus, "tready")
+        st.has_tvalid = hasattr(bus, "tvalid")
+        st.has_tlast = hasattr(bus, "tlast")
+        st.has_tkeep = hasattr(bus, "tkeep")
+        st.has_tid = hasattr(bus, "tid")
+        st.has_tdest = hasattr(bus, "tdest")
+        st.has_tuser = hasattr(bus, "tuser")
+        st.read_tready = raw_reader(bus.tready) if st.has_tready else None
+        st.w_data = raw_writer(bus.tdata)
+        st.w_valid = raw_writer(bus.tvalid) if st.has_tvalid else None
+        st.w_last = raw_writer(bus.tlast) if st.has_tlast else None
+        st.w_keep = raw_writer(bus.tkeep) if st.has_tkeep else None
+        st.w_id = raw_writer(bus.tid) if st.has_tid else None
+        st.w_dest = raw_writer(bus.tdest) if st.has_tdest else None
+        st.w_user = raw_writer(bus.tuser) if st.has_tuser else None
+        st.log_frames = self.log.isEnabledFor(logging.INFO)
         # tvalid: only this source drives it, so its value at an edge is the one this
         # source wrote last (read once here, where the bus holds its initial or reset 0).
-        valid = (not has_tvalid) or raw_reader(bus.tvalid)() == "1"
-        # What this source last drove (None: unknown, write the next value whatever it is).
-        d_valid = d_last = d_keep = d_id = d_dest = d_user = None
+        st.valid = (not st.has_tvalid) or raw_reader(bus.tvalid)() == "1"
+        self.active = False
+        self._st = st
+        self._driver.attach(self)
+        await _Never().wait()
 
-        clock_edge_event = RisingEdge(self.clock)
+    def _step(self) -> bool:
+        """One rising edge of AxiStreamSource._run (cocotbext-axi 0.1.28), line for line;
+        False when the source went idle (it waits for a send, as the base waits on
+        active_event)."""
+        st = self._st
+        tready_sample = (not st.has_tready) or st.read_tready() == "1"
+        tvalid_sample = st.valid
 
+        if (tready_sample and tvalid_sample) or not tvalid_sample:
+            if st.frame is None and not self.queue.empty():
+                frame = self.queue.get_nowait()
+                self.dequeue_event.set()
+                self.queue_occupancy_bytes -= len(frame)
+                self.queue_occupancy_frames -= 1
+                self.current_frame = frame
+                frame.sim_time_start = get_sim_time()
+                frame.sim_time_end = None
+                if st.log_frames:
+                    self.log.info("TX frame: %s", frame)
+                st.frame = frame
+                st.beats = self._beats(frame)
+                st.index = 0
+                self.active = True
+
+            if st.frame is not None and not self.pause:
+                data, keep, last, tid, tdest, tuser = st.beats[st.index]
+                st.index += 1
+                if last:
+                    st.frame.sim_time_end = get_sim_time()
+                    st.frame.handle_tx_complete()
+                    st.frame = None
+                    st.beats = None
+                    self.current_frame = None
+
+                st.w_data(data)
+                if st.has_tvalid:
+                    st.valid = True
+                    if st.d_valid != 1:
+                        st.w_valid(1)
+                        st.d_valid = 1
+                if st.has_tlast and st.d_last != last:
+                    st.w_last(last)
+                    st.d_last = last
+                if st.has_tkeep and st.d_keep != keep:
+                    st.w_keep(keep)
+                    st.d_keep = keep
+                if st.has_tid and st.d_id != tid:
+                    st.w_id(tid)
+                    st.d_id = tid
+                if st.has_tdest and st.d_dest != tdest:
+                    st.w_dest(tdest)
+                    st.d_dest = tdest
+                if st.has_tuser and st.d_user != tuser:
+                    st.w_user(tuser)
+                    st.d_user = tuser
+            else:
+                if st.has_tvalid:
+                    st.valid = False
+                    if st.d_valid != 0:
+                        st.w_valid(0)
+                        st.d_valid = 0
+                if st.has_tlast and st.d_last != 0:
+                    st.w_last(0)
+                    st.d_last = 0
+                self.active = st.frame is not None
+                if st.frame is None and self.queue.empty():
+                    self.idle_event.set()
+                    self.active_event.clear()
+                    return False
+        return True
+
+
+class _SourceState:
+    """What IngressSource._run kept in local variables between edges."""
+    frame = None
+    beats = None
+    index = 0
+    valid = False
+    # what the source last drove (None: unknown, write the next value whatever it is)
+    d_valid = d_last = d_keep = d_id = d_dest = d_user = None
+
+
+class _Never(Event):
+    """An event nobody sets: a parked task waits on it until it is killed."""
+
+
+class _WakeEvent(Event):
+    """A source's active_event: also records when it was set, and wakes the driver."""
+
+    def __init__(self, driver: "IngressDriver"):
+        super().__init__()
+        self._driver = driver
+        self.woke_at = -1
+
+    def set(self, *args, **kwargs):
+        self.woke_at = get_sim_time()
+        super().set(*args, **kwargs)
+        self._driver.wake.set()
+
+
+class IngressDriver:
+    """One coroutine for the IngressSources of every port on one clock. At each rising
+    edge it steps every running source that is busy, in the cycle where the source's own
+    loop would have run: a source that went idle is stepped again from the first edge
+    after a send set its active_event (the base awaits active_event, then the next edge).
+    It sleeps while every source is idle."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.sources = []
+        self.wake = Event()
+        self._task = None
+
+    def attach(self, src):
+        if src not in self.sources:
+            self.sources.append(src)
+        src._busy = True
+        if self._task is None:
+            self._task = cocotb.start_soon(self._run())
+        self.wake.set()
+
+    async def _run(self):
+        edge = RisingEdge(self.clock)
         while True:
-            await clock_edge_event
-
-            # read handshake signals (raw: no Logic object per read; X/Z reads as not 1)
-            tready_sample = (not has_tready) or read_tready() == "1"
-            tvalid_sample = valid
-
-            if (tready_sample and tvalid_sample) or not tvalid_sample:
-                if frame is None and not self.queue.empty():
-                    frame = self.queue.get_nowait()
-                    self.dequeue_event.set()
-                    self.queue_occupancy_bytes -= len(frame)
-                    self.queue_occupancy_frames -= 1
-                    self.current_frame = frame
-                    frame.sim_time_start = get_sim_time()
-                    frame.sim_time_end = None
-                    if log_frames:
-                        self.log.info("TX frame: %s", frame)
-                    beats = self._beats(frame)
-                    index = 0
-                    self.active = True
-
-                if frame is not None and not self.pause:
-                    data, keep, last, tid, tdest, tuser = beats[index]
-                    index += 1
-                    if last:
-                        frame.sim_time_end = get_sim_time()
-                        frame.handle_tx_complete()
-                        frame = None
-                        beats = None
-                        self.current_frame = None
-
-                    w_data(data)
-                    if has_tvalid:
-                        valid = True
-                        if d_valid != 1:
-                            w_valid(1)
-                            d_valid = 1
-                    if has_tlast and d_last != last:
-                        w_last(last)
-                        d_last = last
-                    if has_tkeep and d_keep != keep:
-                        w_keep(keep)
-                        d_keep = keep
-                    if has_tid and d_id != tid:
-                        w_id(tid)
-                        d_id = tid
-                    if has_tdest and d_dest != tdest:
-                        w_dest(tdest)
-                        d_dest = tdest
-                    if has_tuser and d_user != tuser:
-                        w_user(tuser)
-                        d_user = tuser
-                else:
-                    if has_tvalid:
-                        valid = False
-                        if d_valid != 0:
-                            w_valid(0)
-                            d_valid = 0
-                    if has_tlast and d_last != 0:
-                        w_last(0)
-                        d_last = 0
-                    self.active = frame is not None
-                    if frame is None and self.queue.empty():
-                        self.idle_event.set()
-                        self.active_event.clear()
-
-                        await self.active_event.wait()
+            await edge
+            now = get_sim_time()
+            busy = False
+            for src in self.sources:
+                if src._run_cr is None or src._st is None:
+                    continue              # in reset (killed) or not restarted yet
+                if not src._busy:
+                    ev = src.active_event
+                    if not (ev.is_set() and ev.woke_at < now):
+                        continue
+                src._busy = src._step()
+                busy = busy or src._busy
+            if not busy and not any(s.active_event.is_set() for s in self.sources):
+                self.wake.clear()
+                await self.wake.wait()
 
 
 class EgressSink(AxiStreamSink):
@@ -494,7 +577,9 @@ class TB:
         for p in range(P):
             for d in ("s", "m"):
                 logging.getLogger(f"cocotb.{dut._name}.{d}{p}_axis").setLevel(logging.WARNING)
-        self.sources = [IngressSource(AxiStreamBus.from_prefix(dut, f"s{p}_axis"), dut.clk)
+        self.ingress_driver = IngressDriver(dut.clk)
+        self.sources = [IngressSource(AxiStreamBus.from_prefix(dut, f"s{p}_axis"), dut.clk,
+                                      driver=self.ingress_driver)
                         for p in range(P)]
         self.sinks = [EgressSink(AxiStreamBus.from_prefix(dut, f"m{p}_axis"), dut.clk)
                       for p in range(P)]
