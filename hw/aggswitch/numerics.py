@@ -1114,14 +1114,20 @@ class FixedToFloatAny(wiring.Component):
 
     It is the result encoder's stages 1 to 3 (:func:`enc_front`, :func:`enc_normalise`
     with :func:`float_exponent`, :func:`float_round`) without the registers between them:
-    codec.BeatEncoder registers after each stage, each at most 8 LUT levels."""
+    codec.BeatEncoder registers after each stage, each at most 8 LUT levels.
+
+    `bf16_only`: the lane of codec.BeatEncoder that encodes BF16 and never FP32 (lanes
+    [lanes, 2 * lanes)): `bf16` is ignored and taken as 1; only the 9 normalised bits and
+    the sticky bit BF16 rounds on are formed (:func:`norm_top`, :func:`norm_sticky`), and
+    :func:`bf16_round` rounds them."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
-    def __init__(self, acc_width):
+    def __init__(self, acc_width, bf16_only=False):
         if acc_width < 32:
             raise ValueError("acc_width must be at least 32")
         self.acc_width = acc_width
+        self.bf16_only = bf16_only
         super().__init__({
             "acc": In(signed(acc_width)),
             "scale": In(signed(8)),
@@ -1133,9 +1139,13 @@ class FixedToFloatAny(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         sign, mag, over, lz, zero = enc_front(m, self.acc, "f")
-        top, s7, s23 = enc_normalise(m, mag, lz, "f")
         exp, inf, tiny = float_exponent(m, lz, zero, self.scale, "f")
-        bits = float_round(m, top, s7, s23, exp, inf, tiny, sign, self.bf16, "f")
+        if self.bf16_only:
+            top9, s23 = norm_top(m, mag, lz, 9, "f"), norm_sticky(m, mag, lz, 23, "f")
+            bits = bf16_round(m, top9, s23, exp, inf, tiny, sign, "f")
+        else:
+            top, s7, s23 = enc_normalise(m, mag, lz, "f")
+            bits = float_round(m, top, s7, s23, exp, inf, tiny, sign, self.bf16, "f")
         m.d.comb += [self.bits.eq(bits), self.overflow.eq(over)]
         return m
 
@@ -1367,15 +1377,20 @@ class MxLineEncoder(wiring.Component):
     a short shifter after the block is known. It is the result encoder's stages 1 to 4
     (:func:`enc_front`, :func:`enc_normalise`, :func:`mx_element_shift`,
     :func:`mx_element_round`) without the registers between them: codec.BeatEncoder
-    registers after each stage (and `info` after :class:`MxBlockScale`)."""
+    registers after each stage (and `info` after :class:`MxBlockScale`).
+
+    `window`: the form of codec.BeatEncoder's MX-only lanes instead, no normaliser: one
+    right shift of |a| to the element's rounding position (:func:`mx_element_window`),
+    the same bytes."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
-    def __init__(self, acc_width, lanes):
+    def __init__(self, acc_width, lanes, window=False):
         if acc_width < 32:
             raise ValueError("acc_width must be at least 32")
         self.acc_width = acc_width
         self.lanes = lanes
+        self.window = window
         super().__init__({
             "acc": In(signed(acc_width)).array(lanes),
             "scale": In(signed(8)),
@@ -1391,9 +1406,14 @@ class MxLineEncoder(wiring.Component):
         m.d.comb += [int8.eq(self.fmt == MX_FMT_INT8), e4m3.eq(self.fmt == MX_FMT_E4M3)]
         for i in range(self.lanes):
             sign, mag, _, lz, _ = enc_front(m, self.acc[i], f"l{i}")
-            top, _, s23 = enc_normalise(m, mag, lz, f"l{i}")
-            sh, sticky, expf = mx_element_shift(m, top[23 - NORM_KEEP:], s23, lz,
-                                                self.info.lo, self.info.eb, f"l{i}")
+            if self.window:
+                sh, sticky, expf = mx_element_window(m, mag, lz, self.info.lo, self.info.eb,
+                                                     f"l{i}")
+            else:
+                # norm[23:32] and norm[0:23] != 0, as enc_normalise has them
+                top9, s23 = norm_top(m, mag, lz, 9, f"l{i}"), norm_sticky(m, mag, lz, 23, f"l{i}")
+                sh, sticky, expf = mx_element_shift(m, top9, s23, lz, self.info.lo,
+                                                    self.info.eb, f"l{i}")
             byte = mx_element_round(m, sh, sticky, expf, sign, self.info.nan, int8, e4m3, f"l{i}")
             m.d.comb += self.elems.word_select(i, 8).eq(byte)
         return m
