@@ -246,8 +246,8 @@ class BeatEncoder(wiring.Component):
         # --- stage 2: normalisation; FP exponent -------------------------------------------
         # Lanes [0, L) encode every dtype: the significand of FP32 (norm[7:32]) and the
         # FP32 and BF16 sticky bits. Lanes [L, 2L) encode BF16 and MX: norm[23:32] and one
-        # sticky bit. MX-only lanes: norm[24:32] and the sticky bit under it. Only the
-        # shifter outputs a lane keeps are built (numerics.norm_top, norm_sticky).
+        # sticky bit. Only the shifter outputs a lane keeps are built (numerics.norm_top,
+        # norm_sticky). MX-only lanes have no normaliser: |a| waits for the block's grid.
         fp_layout = data.StructLayout({"top": 32 - NORM_KEEP, "s7": 1, "s23": 1, "exp": 8,
                                        "inf": 1, "tiny": 1, "sign": 1, "lz": 5})
         bf_layout = data.StructLayout({"top9": 9, "s23": 1, "exp": 8, "inf": 1, "tiny": 1,

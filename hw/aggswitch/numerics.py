@@ -151,8 +151,9 @@ def lzc(m, x, name="lzc"):
 
     Returns Signals (count, zero): `count` has ceil(log2(len(x))) bits and is
     meaningful only when `zero` (x == 0) is low. The input is padded at the LSB side to
-    a power of two, which leaves the count of a non-zero x unchanged. The tree nodes
-    are shared expression objects (the netlist emits each once)."""
+    a power of two, which leaves the count of a non-zero x unchanged. Every tree node
+    is a Signal, so the netlist emits each once (as shared expression objects they were
+    emitted again for every use, and so were their operands)."""
     x = as_signal(m, x, f"{name}_in")
     width = len(x)
     size = 1 << max(0, (width - 1).bit_length())
@@ -917,7 +918,8 @@ def enc_normalise(m, mag, lz, name):
     Returns Signals (top, s7, s23): top = norm[NORM_KEEP:32], s7 = norm[0:7] != 0 and s23 =
     norm[0:23] != 0, the sticky bits of the FP32 and BF16 (and MX) roundings
     (:func:`norm_sticky`: the shifter has only the outputs in `top`). A lane without FP32
-    takes :func:`norm_top` of 9 (BF16) or 8 (MX) bits and one sticky bit instead."""
+    takes :func:`norm_top` of 9 bits and the sticky bit under them (BF16 and MX) instead,
+    an MX-only lane no normaliser (:func:`mx_element_window`)."""
     top = norm_top(m, mag, lz, 32 - NORM_KEEP, name)
     s7 = norm_sticky(m, mag, lz, NORM_KEEP, name)
     s23 = norm_sticky(m, mag, lz, 23, name)
@@ -955,13 +957,10 @@ def float_round(m, top, s7, s23, exp, inf, tiny, sign, bf16, name):
     bit below (s23): BF16 rounds once, from the exact value, never FP32's rounded result.
     The increment of the packed encoding (at bit 0 or 16) carries from the mantissa into
     the exponent field (1.1..1 -> next binade, largest finite -> Inf), so one adder does
-    the rounding and the exponent adjustment.
-
-    `bf16` None: a lane that encodes BF16 only (:func:`bf16_round`)."""
+    the rounding and the exponent adjustment. A lane that never encodes FP32 takes
+    :func:`bf16_round` instead."""
     f = FLOAT_FORMATS["fp32"]
     cut = f.mbits - FLOAT_FORMATS["bf16"].mbits            # 16 significand bits fewer
-    if bf16 is None:
-        return bf16_round(m, top[cut:], s23, exp, inf, tiny, sign, name)
     q = top[1:]                                            # norm[8:32]: 24 bits
     guard = top[0]
     up32 = guard & (s7 | q[0])
@@ -1375,7 +1374,7 @@ class MxLineEncoder(wiring.Component):
     The window is taken from the normalised magnitude (leading one at bit 31, the same
     front end as the FP32/BF16 lanes), where the shift is r - n = max(0, lo - n): 0 .. 8,
     a short shifter after the block is known. It is the result encoder's stages 1 to 4
-    (:func:`enc_front`, :func:`enc_normalise`, :func:`mx_element_shift`,
+    (:func:`enc_front`, :func:`norm_top` and :func:`norm_sticky`, :func:`mx_element_shift`,
     :func:`mx_element_round`) without the registers between them: codec.BeatEncoder
     registers after each stage (and `info` after :class:`MxBlockScale`).
 
