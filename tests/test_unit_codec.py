@@ -163,6 +163,24 @@ def check_beat(p, b, sample):
     return f"dtype {dtype} scale {scale} count {count}: " + ", ".join(errs) if errs else None
 
 
+def edge_beats(p):
+    """Beats whose every lane holds the same edge of the float encodings, so that each lane
+    (the FP32/BF16 lanes and the BF16-only ones alike) meets it: the subnormal 2**-127 (|a|
+    = 1 at scale 127), +-Inf (beyond the format at scale -128), the largest finite FP32
+    value (BF16 rounds it to Inf), roundings that carry into the next binade, and the int32
+    saturation (OVERFLOW)."""
+    out = []
+    for dtype in (DTYPE_FP32, DTYPE_BF16, DTYPE_INT32):
+        n = per_beat(p, dtype)
+        for accs, scale in (([1, -1] * p.beat_lanes, 127),
+                            ([N.INT32_MAX, N.INT32_MIN] * p.beat_lanes, -128),
+                            ([(1 << 31) - (1 << 7), -(1 << 31) + (1 << 8)] * p.beat_lanes, -97),
+                            ([(1 << 31) - (1 << 8), (1 << 31) - (1 << 6)] * p.beat_lanes, -96),
+                            ([N.INT32_MAX + 5, N.INT32_MIN - 5] * p.beat_lanes, 0)):
+            out.append((dtype, accs[:p.beat_lanes], scale, n, 0))
+    return out
+
+
 @pytest.mark.parametrize("name,n_beats", [("w128", 600), ("w256", 300), ("w512", 150)])
 def test_beat_encoder_stream(name, n_beats):
     """Every dtype of the build, mixed beat by beat (back to back and with idle cycles):
@@ -177,6 +195,7 @@ def test_beat_encoder_stream(name, n_beats):
         dtype = rng.choice(dtypes(p))
         accs, scale, count = random_beat(rng, p, dtype)
         beats.append((dtype, accs, scale, count, rng.randrange(p.slot_lines)))
+    beats += edge_beats(p)
     samples = run(p, beats)
     lat = encoder_latency(p)
     bad = [e for t, b in enumerate(beats) if b is not None

@@ -16,8 +16,10 @@ from amaranth.lib.wiring import In, Out
 from .params import (Params, encoder_latency, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2, MX_BLOCK)
 from .numerics import (ElementToFixed, MxBlockScale, MX_BLOCK_INFO, MX_SCALE_BOUNDS, NORM_KEEP,
-                       block_magnitude, enc_front, enc_normalise, float_exponent, float_round,
-                       mx_element_round, mx_element_shift, mx_scale_bounds, sat32)
+                       bf16_round, block_magnitude, enc_front, enc_normalise, float_exponent,
+                       float_round, norm_sticky, norm_top,
+                       mx_element_round, mx_element_shift, mx_element_window, mx_scale_bounds,
+                       sat32)
 
 __all__ = ["bswap32", "is_mx", "elem_shift", "beat_count", "block_parts", "BeatDecoder",
            "BeatEncoder"]
@@ -131,13 +133,22 @@ class BeatEncoder(wiring.Component):
         window           block_beats - 1 more cycles (MX only; 0 at data_width >= 256)
         stage 2          normalisation, FP exponent; MX: the block's shared exponent
                          (numerics.MxBlockScale), registered as the block's `info`
-        stage 3          FP32/BF16 rounding; MX: the shift to the block's grid
+        stage 3          FP32/BF16 rounding and the INT32/FP32/BF16 bytes; MX: the shift
+                         to the block's grid
         stage 4          MX rounding (only in a build with MX dtypes)
         output register  the dtype's bytes
 
     so `encoder_latency(p)` is block_beats + 3 without MX, block_beats + 4 with it. A dtype
     that is done before the last stage waits in registers, so every dtype has the same
     delay. Datapath registers have no reset.
+
+    Each lane is built for the dtypes that can reach it, as the decoder's: lanes [0, L)
+    (L = `lanes`) encode every dtype; lanes [L, 2L) BF16 and MX, so their normaliser keeps
+    only BF16's 9 bits and one sticky bit, and their rounding is BF16's (no FP32 rounding,
+    no int32 result); lanes [2L, 4L) MX only: no normaliser at all (stage 2 only
+    registers |a|; stage 3 shifts it right to the block's grid in one shifter,
+    numerics.mx_element_window), no FP exponent or rounding. A build without MX has no MX
+    logic and no lanes past 2L.
 
     MX needs the whole block before its first element can be encoded (the shared exponent
     is over the block). At data_width >= 256 a beat holds whole blocks; a block over
@@ -224,39 +235,55 @@ class BeatEncoder(wiring.Component):
             nxt = [reg(s1_layout, f"win{k}_lane{i}") for i in range(n_lanes)]
             m.d.sync += [b.eq(a) for a, b in zip(s1, nxt)]
             s1 = nxt
-        # INT32 results wait for the output register
+        # INT32 results wait for stage 3, where the plain dtypes' bytes are formed
         int_at = {1: int_s}
-        for k in range(2, lat - 1):
+        for k in range(2, D + 2):
             nxt = [reg(32, f"int{k}_{i}") for i in range(L)]
             m.d.sync += [b.eq(a) for a, b in zip(int_at[k - 1], nxt)]
             int_at[k] = nxt
         c2 = ctl[D]                               # the beat in stage 2
 
         # --- stage 2: normalisation; FP exponent -------------------------------------------
+        # Lanes [0, L) encode every dtype: the significand of FP32 (norm[7:32]) and the
+        # FP32 and BF16 sticky bits. Lanes [L, 2L) encode BF16 and MX: norm[23:32] and one
+        # sticky bit. Only the shifter outputs a lane keeps are built (numerics.norm_top,
+        # norm_sticky). MX-only lanes have no normaliser: |a| waits for the block's grid.
         fp_layout = data.StructLayout({"top": 32 - NORM_KEEP, "s7": 1, "s23": 1, "exp": 8,
                                        "inf": 1, "tiny": 1, "sign": 1, "lz": 5})
-        mx_layout = data.StructLayout({"top9": 9, "s23": 1, "sign": 1, "lz": 5})
+        bf_layout = data.StructLayout({"top9": 9, "s23": 1, "exp": 8, "inf": 1, "tiny": 1,
+                                       "sign": 1, "lz": 5})
+        mx_layout = data.StructLayout({"mag": 32, "sign": 1, "lz": 5})
         s2 = []
         for i in range(n_lanes):
-            top, s7, s23 = enc_normalise(m, s1[i].mag, s1[i].lz, f"lane{i}")
+            mag, lz = s1[i].mag, s1[i].lz
             if i < 2 * L:
-                r = reg(fp_layout, f"s2_lane{i}")
-                exp, inf, tiny = float_exponent(m, s1[i].lz, s1[i].zero, c2.scale, f"lane{i}")
-                m.d.sync += [r.top.eq(top), r.s7.eq(s7), r.s23.eq(s23), r.exp.eq(exp),
-                             r.inf.eq(inf), r.tiny.eq(tiny)]
-            else:
+                if i < L:
+                    r = reg(fp_layout, f"s2_lane{i}")
+                    top, s7, s23 = enc_normalise(m, mag, lz, f"lane{i}")
+                    m.d.sync += [r.top.eq(top), r.s7.eq(s7), r.s23.eq(s23)]
+                else:
+                    r = reg(bf_layout, f"s2_lane{i}")
+                    m.d.sync += [r.top9.eq(norm_top(m, mag, lz, 9, f"lane{i}")),
+                                 r.s23.eq(norm_sticky(m, mag, lz, 23, f"lane{i}"))]
+                exp, inf, tiny = float_exponent(m, lz, s1[i].zero, c2.scale, f"lane{i}")
+                m.d.sync += [r.exp.eq(exp), r.inf.eq(inf), r.tiny.eq(tiny)]
+            else:                                 # MX only: shifted in stage 3 (below)
                 r = reg(mx_layout, f"s2_lane{i}")
-                m.d.sync += [r.top9.eq(top[23 - NORM_KEEP:]), r.s23.eq(s23)]
-            m.d.sync += [r.sign.eq(s1[i].sign), r.lz.eq(s1[i].lz)]
+                m.d.sync += r.mag.eq(mag)
+            m.d.sync += [r.sign.eq(s1[i].sign), r.lz.eq(lz)]
             s2.append(r)
         c3 = ctl[D + 1]                           # the beat in stage 3
 
-        # --- stage 3: FP32/BF16 rounding ----------------------------------------------------
-        fp_bits = []
+        # --- stage 3: FP32/BF16 rounding; the beat's INT32/FP32/BF16 bytes ------------------
+        fp_bits = []                              # lanes [0, L): 32 bits; [L, 2L): BF16's 16
         for i in range(2 * L):
             r = s2[i]
-            fp_bits.append(float_round(m, r.top, r.s7, r.s23, r.exp, r.inf, r.tiny, r.sign,
-                                       c3.bf16, f"lane{i}"))
+            if i < L:
+                fp_bits.append(float_round(m, r.top, r.s7, r.s23, r.exp, r.inf, r.tiny, r.sign,
+                                           c3.bf16, f"lane{i}"))
+            else:
+                fp_bits.append(bf16_round(m, r.top9, r.s23, r.exp, r.inf, r.tiny, r.sign,
+                                          f"lane{i}"))
 
         def plain_bytes(c, ints, floats):
             """INT32, FP32 or BF16 payload bytes of the beat with control `c`."""
@@ -316,13 +343,20 @@ class BeatEncoder(wiring.Component):
             for i in range(p.beat_lanes):
                 r = s2[i]
                 blk = info[i // n]
-                top9 = r.top[23 - NORM_KEEP:] if i < 2 * L else r.top9
-                sh, sticky, expf = mx_element_shift(m, top9, r.s23, r.lz, blk.lo, blk.eb, f"lane{i}")
+                if i < L:
+                    sh, sticky, expf = mx_element_shift(m, r.top[23 - NORM_KEEP:], r.s23, r.lz,
+                                                        blk.lo, blk.eb, f"lane{i}")
+                elif i < 2 * L:
+                    sh, sticky, expf = mx_element_shift(m, r.top9, r.s23, r.lz, blk.lo, blk.eb,
+                                                        f"lane{i}")
+                else:                             # one shift of |a| to the block's grid
+                    sh, sticky, expf = mx_element_window(m, r.mag, r.lz, blk.lo, blk.eb, f"lane{i}")
                 x = reg(s3_layout, f"s3_lane{i}")
                 m.d.sync += [x.sh.eq(sh), x.sticky.eq(sticky), x.expf.eq(expf), x.sign.eq(r.sign)]
                 s3.append(x)
-            fp_s3 = [reg(32, f"s3_fp{i}") for i in range(2 * L)]
-            m.d.sync += [b.eq(a) for a, b in zip(fp_bits, fp_s3)]
+            # the INT32/FP32/BF16 bytes, formed here as in a build without MX
+            plain3 = reg(p.data_width, "s3_plain")
+            m.d.sync += plain3.eq(plain_bytes(c3, int_at[D + 1], fp_bits))
             nan3 = [reg(1, f"s3_nan{j}") for j in range(parts)]
             first3 = [Signal(name=f"s3_first{j}") for j in range(parts)]
             scale3 = [reg(8, f"s3_scale{j}") for j in range(parts)]
@@ -339,7 +373,7 @@ class BeatEncoder(wiring.Component):
                 elems.append(mx_element_round(m, x.sh, x.sticky, x.expf, x.sign, nan3[i // n],
                                               c4.int8, c4.e4m3, f"lane{i}"))
             m.d.sync += [
-                out_bytes.eq(Mux(c4.mx, Cat(*elems), plain_bytes(c4, int_at[D + 2], fp_s3))),
+                out_bytes.eq(Mux(c4.mx, Cat(*elems), plain3)),
                 out_overflow.eq(Mux(c4.mx, Cat(*ovf3).any(), c4.lane_ovf)),
                 out_scale_valid.eq(Mux(c4.mx, Cat(*first3), 0)),
             ]

@@ -45,7 +45,8 @@ __all__ = ["FloatFormat", "FLOAT_FORMATS", "MX_FORMATS", "DTYPE_FORMAT",
            "FloatToFixed", "MxElementToFixed", "FixedToFloat", "MxBlockEncoder",
            "ElementToFixed", "FixedToFloatAny", "MX_BLOCK_INFO", "MX_FMT_INT8", "MX_FMT_E4M3",
            "MX_FMT_E5M2", "MxBlockMagnitude", "MxBlockScale", "MxBlockExponent",
-           "MxLineEncoder", "NORM_KEEP", "enc_front", "sat32", "enc_normalise",
+           "MxLineEncoder", "NORM_KEEP", "enc_front", "sat32", "enc_normalise", "norm_top",
+           "norm_sticky", "bf16_round", "mx_element_window",
            "float_exponent", "float_round", "mx_element_shift", "mx_element_round",
            "block_magnitude", "MX_SCALE_BOUNDS", "mx_scale_bounds"]
 
@@ -150,12 +151,24 @@ def lzc(m, x, name="lzc"):
 
     Returns Signals (count, zero): `count` has ceil(log2(len(x))) bits and is
     meaningful only when `zero` (x == 0) is low. The input is padded at the LSB side to
-    a power of two, which leaves the count of a non-zero x unchanged. The tree nodes
-    are shared expression objects (the netlist emits each once)."""
+    a power of two, which leaves the count of a non-zero x unchanged. Every tree node
+    is a Signal, so the netlist emits each once (as shared expression objects they were
+    emitted again for every use, and so were their operands)."""
     x = as_signal(m, x, f"{name}_in")
     width = len(x)
     size = 1 << max(0, (width - 1).bit_length())
     v = Cat(Const(0, size - width), x)
+
+    nodes = []
+
+    def node(value, width):
+        # every tree node a Signal: an expression used twice (a count as the lower half of
+        # its parent's mux, a zero flag as the mux select and in the AND) would be emitted
+        # twice, and each copy again for its own uses, doubling per level
+        s = Signal(width, name=f"{name}_n{len(nodes)}")
+        nodes.append(s)
+        m.d.comb += s.eq(value)
+        return s
 
     def tree(v):
         if len(v) == 1:
@@ -163,8 +176,12 @@ def lzc(m, x, name="lzc"):
         half = len(v) // 2
         c_lo, z_lo = tree(v[:half])
         c_hi, z_hi = tree(v[half:])
+        if len(v) == 2:       # leaves: count ~hi, zero ~(hi | lo)
+            return v[1:2] == 0, v == 0
         # top half empty: count its width plus the low half's zeros
-        return Mux(z_hi, Cat(c_lo, Const(1, 1)), Cat(c_hi, Const(0, 1))), z_hi & z_lo
+        z_hi = z_hi if isinstance(z_hi, Signal) else node(z_hi, 1)
+        return (node(Mux(z_hi, Cat(c_lo, Const(1, 1)), Cat(c_hi, Const(0, 1))), len(c_lo) + 1),
+                node(z_hi & z_lo, 1))
 
     c, z = tree(v)
     count = Signal(len(c), name=f"{name}_count")
@@ -243,15 +260,20 @@ def sat_abs(m, acc, name="sat"):
     """int32 saturation of a signed accumulator as Signals: sign, magnitude (32 bits,
     <= 2**31) and overflow. acc is outside int32 exactly when its bits 31 and up are not
     all equal (a few-input test, not two wide compares); in range, |acc| needs only the
-    low 32 bits negated."""
+    low 32 bits negated. One adder does the negation and the saturation: its operand is
+    the low bits inverted for a negative acc, or the saturated magnitude; its carry-in is
+    1 for an in-range negative acc (a mux in front of one adder, not two muxes after it,
+    which the LUT mapper would copy into every bit for depth)."""
     neg = acc[-1]
     top = acc[31:]
     over = Signal(name=f"{name}_over")
+    opnd = Signal(32, name=f"{name}_opnd")
     mag = Signal(32, name=f"{name}_mag")
     low = acc[:32]
     m.d.comb += [
         over.eq(top.any() & ~top.all()),
-        mag.eq(Mux(over, Mux(neg, 1 << 31, INT32_MAX), Mux(neg, -low, low)[:32])),
+        opnd.eq(Mux(over, Mux(neg, 1 << 31, INT32_MAX), low ^ neg.replicate(32))),
+        mag.eq(opnd + (neg & ~over)),
     ]
     return neg, mag, over
 
@@ -848,16 +870,59 @@ def sat32(m, acc, over, name):
     return v
 
 
+def norm_sticky(m, mag, lz, k, name):
+    """norm[0:k] != 0 for norm = |a| << lz (:func:`enc_normalise`), from |a| itself: the
+    bits of |a| that the shift leaves under bit k are those below k - lz, a mask of lz
+    alone, so no shifter output is needed for a sticky bit. A Signal."""
+    mask = Signal(k, name=f"{name}_mask")
+    st = Signal(name=f"{name}_s{k}")
+    m.d.comb += [mask.eq(Const((1 << k) - 1, k) >> lz), st.eq((mag[:k] & mask).any())]
+    return st
+
+
+def _shift_columns(m, value, amount, keep, left, name):
+    """`keep` bits of a shift of `value` by `amount` (unsigned): the top `keep` bits of
+    (value << amount)[:len(value)] (`left`) or the low `keep` bits of value >> amount, as a
+    Signal. Written as one mux column per bit of `amount`, the largest first, each only as
+    wide as the later columns need to fill the `keep` outputs (32 bits to 8 by 5 bits: 23,
+    15, 11, 9 and 8). Given a plain shift and a slice, the LUT mapper builds every output
+    as its own 32-input mux, about twice the LUTs."""
+    w = len(value)
+    widths = {}
+    width = keep
+    for k in range(len(amount)):                # from the last column (by 1) back
+        widths[k] = width
+        width = min(w, width + (1 << k))
+    cur = value                                 # left: bits [w - len(cur), w); right: [0, len(cur))
+    for k in reversed(range(len(amount))):
+        full = Cat(Const(0, w - len(cur)), cur) if left else cur
+        col = Signal(widths[k], name=f"{name}_{'shl' if left else 'shr'}{1 << k}")
+        if left:
+            m.d.comb += col.eq(Mux(amount[k], (full << (1 << k))[w - widths[k]:w],
+                                   full[w - widths[k]:w]))
+        else:
+            m.d.comb += col.eq(Mux(amount[k], (full >> (1 << k))[:widths[k]], full[:widths[k]]))
+        cur = col
+    return cur
+
+
+def norm_top(m, mag, lz, keep, name):
+    """The top `keep` bits of norm = |a| << lz (norm[32 - keep:32], the leading one at bit
+    31), as a Signal: a shifter with only those outputs (:func:`_shift_columns`)."""
+    assert len(mag) == 32 and len(lz) == 5 and 1 <= keep <= 32
+    return _shift_columns(m, mag, lz, keep, True, f"{name}_norm")
+
+
 def enc_normalise(m, mag, lz, name):
-    """Stage 2 of every result lane: norm = |a| << lz, the leading one at bit 31. Returns
-    Signals (top, s7, s23): top = norm[NORM_KEEP:32], s7 = norm[0:7] != 0 and s23 =
-    norm[0:23] != 0, the sticky bits of the FP32 and BF16 (and MX) roundings."""
-    norm = Signal(32, name=f"{name}_norm")
-    m.d.comb += norm.eq((mag << lz)[:32])
-    top = Signal(32 - NORM_KEEP, name=f"{name}_top")
-    s7 = Signal(name=f"{name}_s7")
-    s23 = Signal(name=f"{name}_s23")
-    m.d.comb += [top.eq(norm[NORM_KEEP:]), s7.eq(norm[:NORM_KEEP].any()), s23.eq(norm[:23].any())]
+    """Stage 2 of a lane that encodes FP32: norm = |a| << lz, the leading one at bit 31.
+    Returns Signals (top, s7, s23): top = norm[NORM_KEEP:32], s7 = norm[0:7] != 0 and s23 =
+    norm[0:23] != 0, the sticky bits of the FP32 and BF16 (and MX) roundings
+    (:func:`norm_sticky`: the shifter has only the outputs in `top`). A lane without FP32
+    takes :func:`norm_top` of 9 bits and the sticky bit under them (BF16 and MX) instead,
+    an MX-only lane no normaliser (:func:`mx_element_window`)."""
+    top = norm_top(m, mag, lz, 32 - NORM_KEEP, name)
+    s7 = norm_sticky(m, mag, lz, NORM_KEEP, name)
+    s23 = norm_sticky(m, mag, lz, 23, name)
     return top, s7, s23
 
 
@@ -892,7 +957,8 @@ def float_round(m, top, s7, s23, exp, inf, tiny, sign, bf16, name):
     bit below (s23): BF16 rounds once, from the exact value, never FP32's rounded result.
     The increment of the packed encoding (at bit 0 or 16) carries from the mantissa into
     the exponent field (1.1..1 -> next binade, largest finite -> Inf), so one adder does
-    the rounding and the exponent adjustment."""
+    the rounding and the exponent adjustment. A lane that never encodes FP32 takes
+    :func:`bf16_round` instead."""
     f = FLOAT_FORMATS["fp32"]
     cut = f.mbits - FLOAT_FORMATS["bf16"].mbits            # 16 significand bits fewer
     q = top[1:]                                            # norm[8:32]: 24 bits
@@ -906,6 +972,22 @@ def float_round(m, top, s7, s23, exp, inf, tiny, sign, bf16, name):
     body = Mux(inf, f.inf_field, Mux(tiny, 1 << (f.mbits - 1), packed))
     bits = Signal(32, name=f"{name}_bits")
     m.d.comb += bits.eq(Mux(bf16, Cat(body[cut:], sign), Cat(body, sign)))
+    return bits
+
+
+def bf16_round(m, top9, s23, exp, inf, tiny, sign, name):
+    """:func:`float_round` of a lane that encodes BF16 only: from norm[23:32] (`top9`) and
+    s23, the 16 bits of BF16 (one 15-bit adder, no FP32 rounding). A Signal of 16 bits."""
+    f = FLOAT_FORMATS["bf16"]
+    q = top9[1:]                                           # norm[24:32]: 8 bits
+    up = top9[0] & (s23 | q[0])
+    normal = q[f.mbits]
+    packed = Signal(f.width - 1, name=f"{name}_packed")
+    m.d.comb += packed.eq(Cat(q[:f.mbits], Mux(normal, exp, 0)) + up)
+    # tiny: 2**-127, BF16 0x0040 (see float_exponent)
+    body = Mux(inf, f.inf_field, Mux(tiny, 1 << (f.mbits - 1), packed))
+    bits = Signal(16, name=f"{name}_bits")
+    m.d.comb += bits.eq(Cat(body, sign))
     return bits
 
 
@@ -931,6 +1013,28 @@ def mx_element_shift(m, top9, s23, lz, lo, eb, name):
         sh.eq(Mux(below, n8, Mux(big, 0, n8 >> d))),
         sticky.eq(st24 | (~below & Mux(big, n8.any(), (n8 & thermometer(d, 8)).any()))),
         expf.eq(Mux(below, (31 - lz) + eb, lo + eb)[:6]),
+    ]
+    return sh, sticky, expf
+
+
+def mx_element_window(m, mag, lz, lo, eb, name):
+    """Stage 3 of an MX-only lane: :func:`mx_element_shift`'s outputs (sh, sticky, expf),
+    bit for bit, from |a| and its leading-zero count instead of the normalised magnitude,
+    so that the lane needs no normaliser in stage 2. The rounding position r = max(n, lo)
+    (n = 31 - lz) is formed first; the 8-bit window sh = (|a| << 7)[r:r + 8] is then one
+    right shift of |a| by r (:func:`_shift_columns`), the sticky bit the OR of |a|'s bits
+    under r - 7 (a mask of r alone), expf = r + eb."""
+    n = Signal(5, name=f"{name}_n")
+    r = Signal(5, name=f"{name}_r")
+    m.d.comb += [n.eq(~lz), r.eq(Mux(n > lo, n, lo))]
+    sh = _shift_columns(m, Cat(Const(0, 7), mag), r, 8, False, f"{name}_win")
+    mask = Signal(24, name=f"{name}_mask")          # bit p: p < r - 7
+    sticky = Signal(name=f"{name}_sticky")
+    expf = Signal(6, name=f"{name}_expf")
+    m.d.comb += [
+        mask.eq(Const((1 << 24) - 1, 24) >> ~r),
+        sticky.eq((mag[:24] & mask).any()),
+        expf.eq((r + eb)[:6]),
     ]
     return sh, sticky, expf
 
@@ -1009,14 +1113,20 @@ class FixedToFloatAny(wiring.Component):
 
     It is the result encoder's stages 1 to 3 (:func:`enc_front`, :func:`enc_normalise`
     with :func:`float_exponent`, :func:`float_round`) without the registers between them:
-    codec.BeatEncoder registers after each stage, each at most 8 LUT levels."""
+    codec.BeatEncoder registers after each stage, each at most 8 LUT levels.
+
+    `bf16_only`: the lane of codec.BeatEncoder that encodes BF16 and never FP32 (lanes
+    [lanes, 2 * lanes)): `bf16` is ignored and taken as 1; only the 9 normalised bits and
+    the sticky bit BF16 rounds on are formed (:func:`norm_top`, :func:`norm_sticky`), and
+    :func:`bf16_round` rounds them."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
-    def __init__(self, acc_width):
+    def __init__(self, acc_width, bf16_only=False):
         if acc_width < 32:
             raise ValueError("acc_width must be at least 32")
         self.acc_width = acc_width
+        self.bf16_only = bf16_only
         super().__init__({
             "acc": In(signed(acc_width)),
             "scale": In(signed(8)),
@@ -1028,9 +1138,13 @@ class FixedToFloatAny(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         sign, mag, over, lz, zero = enc_front(m, self.acc, "f")
-        top, s7, s23 = enc_normalise(m, mag, lz, "f")
         exp, inf, tiny = float_exponent(m, lz, zero, self.scale, "f")
-        bits = float_round(m, top, s7, s23, exp, inf, tiny, sign, self.bf16, "f")
+        if self.bf16_only:
+            top9, s23 = norm_top(m, mag, lz, 9, "f"), norm_sticky(m, mag, lz, 23, "f")
+            bits = bf16_round(m, top9, s23, exp, inf, tiny, sign, "f")
+        else:
+            top, s7, s23 = enc_normalise(m, mag, lz, "f")
+            bits = float_round(m, top, s7, s23, exp, inf, tiny, sign, self.bf16, "f")
         m.d.comb += [self.bits.eq(bits), self.overflow.eq(over)]
         return m
 
@@ -1260,17 +1374,22 @@ class MxLineEncoder(wiring.Component):
     The window is taken from the normalised magnitude (leading one at bit 31, the same
     front end as the FP32/BF16 lanes), where the shift is r - n = max(0, lo - n): 0 .. 8,
     a short shifter after the block is known. It is the result encoder's stages 1 to 4
-    (:func:`enc_front`, :func:`enc_normalise`, :func:`mx_element_shift`,
+    (:func:`enc_front`, :func:`norm_top` and :func:`norm_sticky`, :func:`mx_element_shift`,
     :func:`mx_element_round`) without the registers between them: codec.BeatEncoder
-    registers after each stage (and `info` after :class:`MxBlockScale`)."""
+    registers after each stage (and `info` after :class:`MxBlockScale`).
+
+    `window`: the form of codec.BeatEncoder's MX-only lanes instead, no normaliser: one
+    right shift of |a| to the element's rounding position (:func:`mx_element_window`),
+    the same bytes."""
 
     LATENCY = 0     # combinational: outputs follow inputs in the same cycle
 
-    def __init__(self, acc_width, lanes):
+    def __init__(self, acc_width, lanes, window=False):
         if acc_width < 32:
             raise ValueError("acc_width must be at least 32")
         self.acc_width = acc_width
         self.lanes = lanes
+        self.window = window
         super().__init__({
             "acc": In(signed(acc_width)).array(lanes),
             "scale": In(signed(8)),
@@ -1286,9 +1405,14 @@ class MxLineEncoder(wiring.Component):
         m.d.comb += [int8.eq(self.fmt == MX_FMT_INT8), e4m3.eq(self.fmt == MX_FMT_E4M3)]
         for i in range(self.lanes):
             sign, mag, _, lz, _ = enc_front(m, self.acc[i], f"l{i}")
-            top, _, s23 = enc_normalise(m, mag, lz, f"l{i}")
-            sh, sticky, expf = mx_element_shift(m, top[23 - NORM_KEEP:], s23, lz,
-                                                self.info.lo, self.info.eb, f"l{i}")
+            if self.window:
+                sh, sticky, expf = mx_element_window(m, mag, lz, self.info.lo, self.info.eb,
+                                                     f"l{i}")
+            else:
+                # norm[23:32] and norm[0:23] != 0, as enc_normalise has them
+                top9, s23 = norm_top(m, mag, lz, 9, f"l{i}"), norm_sticky(m, mag, lz, 23, f"l{i}")
+                sh, sticky, expf = mx_element_shift(m, top9, s23, lz, self.info.lo,
+                                                    self.info.eb, f"l{i}")
             byte = mx_element_round(m, sh, sticky, expf, sign, self.info.nan, int8, e4m3, f"l{i}")
             m.d.comb += self.elems.word_select(i, 8).eq(byte)
         return m
