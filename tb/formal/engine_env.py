@@ -36,7 +36,8 @@ from aggswitch.codec import is_mx
 from .common import elaborated, as_submodule, origin
 
 # Datapath modules cut for the round-bookkeeping proofs (RTLIL module names).
-CUT = ("top.engine.banks", "top.engine.pass*.decoder", "top.engine.emitter*.encoder")
+CUT = ("top.engine.banks", "top.engine.pass*.decoder", "top.engine.emitter*.encoder",
+       "top.engine.resbuf.banks")
 
 LOOKAHEAD = 3       # frames a port can have between PICK and COMMIT (engine.py)
 

@@ -1,0 +1,277 @@
+"""Result buffer: every RESULT payload encoded once, read by each of its destinations at
+its own pace (docs/engine-v2.md, "Result path").
+
+A completing (or resending) pass writes its encoded beats into an *entry* of this buffer,
+whatever its destinations are doing; each destination port then reads the entries
+referenced to it, in decision order, into its egress payload FIFO. The multicast costs
+one write, and an entry is free again once its last destination has read it.
+
+Banks and rotation. The buffer is `ports` banks of `data_width`-bit words (block RAM,
+one write and one read port each). Beat j of an entry lives in bank j mod ports, at row
+`entry * ENTRY_ROWS + j div ports`. Writers: the emitter of port s hands over beat j in a
+cycle that the pass schedule fixes (its passes start in phase start_phase(s) and never
+stall), so writer s is at bank (t + s + c) mod ports in cycle t for a constant c: two
+writers are never in one bank in a cycle, and no writer ever waits. Readers: destination
+d may read bank (phase + d) mod ports in cycle t, and only that one, so two readers are
+never in one bank either. A reader takes its entry's beats in order, one per cycle, as
+its turn walks along the banks; when its egress FIFO is full it waits for the next turn
+at the bank of its next beat (at most ports - 1 cycles).
+
+Entries. The decision stage allocates an entry for each RESULT it hands over
+(`alloc_*`: at most one per cycle) and every destination gets a reference to it in its
+reference queue. Each destination holds at most RESULT_QUOTA references queued at its
+egress plus the one it is reading, so `ports * (RESULT_QUOTA + 1)` entries are never all
+in use: allocation never fails for lack of entries, it can only wait a few cycles for
+the scanning pointer to reach a free one (`alloc_ok`). An entry's `written` flag is set
+by its writer's last beat (with its done record: OVERFLOW and the MX scale line); a
+reader starts an entry only once it is written, so it never overtakes the writer, and it
+frees its reference as it reads the last beat, so an entry is never rewritten before
+every destination has read it.
+
+Each destination's output is a beat stream (`data`, `data_en`) and, with the first beat
+of each RESULT, its done record (`done_en`, `done_overflow`, `done_scales`): the egress
+starts a RESULT only once its first beat is in the FIFO, and the reader then keeps ahead
+of the MAC (`egress_beats` credits, docs/ARCHITECTURE.md).
+"""
+
+from amaranth import *
+from amaranth.lib import wiring, data
+from amaranth.lib.wiring import In, Out
+from amaranth.lib.fifo import SyncFIFOBuffered
+from amaranth.lib.memory import Memory
+
+from .params import Params
+
+__all__ = ["RESULT_QUOTA", "result_entries", "entry_rows", "result_write", "ResultBuffer",
+           "ResultBanks"]
+
+# RESULTs a destination may have queued at its egress (decided, not yet started).
+RESULT_QUOTA = 4
+
+
+def result_entries(p: Params):
+    """Entries of the result buffer: every destination's quota and the one it reads."""
+    return p.ports * (RESULT_QUOTA + 1)
+
+
+def entry_rows(p: Params):
+    """Rows of one entry in each bank (a power of two: the row is the entry's index and
+    the beat's row within the entry side by side)."""
+    per_bank = -(-p.slot_lines // p.ports)
+    return 1 << (per_bank - 1).bit_length()
+
+
+def result_write(p: Params):
+    """One encoded RESULT beat from a port's emitter, registered."""
+    return data.StructLayout({
+        "valid": 1,
+        "entry": range(result_entries(p)),
+        "beat": range(p.slot_lines),
+        "data": p.data_width,
+        # the cycle before the last beat: the entry is complete after the next cycle
+        "finish": 1,
+        "finish_entry": range(result_entries(p)),
+        # with the last beat: the done record
+        "last": 1,
+        "overflow": 1,
+        "scales": 8 * p.mx_blocks,
+    })
+
+
+def _div_mod(value, n, limit):
+    """(value div n, value mod n) for 0 <= value < limit, as wiring when n is a power of
+    two and as small tables otherwise."""
+    if n & (n - 1) == 0:
+        k = n.bit_length() - 1
+        return value >> k, value[:k] if k else C(0, 1)
+    div = Array(C(i // n, max(1, ((limit - 1) // n).bit_length())) for i in range(limit))
+    mod = Array(C(i % n, max(1, (n - 1).bit_length())) for i in range(limit))
+    return div[value], mod[value]
+
+
+class ResultBuffer(wiring.Component):
+    def __init__(self, p: Params):
+        self.p = p
+        N = result_entries(p)
+        members = {
+            "alloc_en": In(1), "alloc_dest": In(p.ports), "alloc_beats": In(range(p.slot_lines + 1)),
+            "alloc_entry": Out(range(N)), "alloc_ok": Out(1),
+            "pop": In(p.ports),                       # a payload beat left destination d's FIFO
+            "data": Out(p.data_width).array(p.ports), "data_en": Out(p.ports),
+            "done_en": Out(p.ports), "done_overflow": Out(p.ports),
+            "done_scales": Out(8 * p.mx_blocks).array(p.ports),
+            "in_use": Out(N),                         # entries referenced (for tests)
+        }
+        for s in range(p.ports):
+            members[f"w{s}"] = In(result_write(p))
+        super().__init__(members)
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        P = p.ports
+        N = result_entries(p)
+        R = entry_rows(p)
+        L = p.slot_lines
+        F = p.egress_beats
+        scale_bits = 8 * p.mx_blocks if p.mx_ok else 0
+        writers = [getattr(self, f"w{s}") for s in range(P)]
+
+        # --- entry state --------------------------------------------------------------
+        pending = [Signal(P, name=f"pending{e}") for e in range(N)]    # destinations to read it
+        written = Signal(N)
+        overflow = Signal(N)
+        scales = [Signal(scale_bits, name=f"scales{e}") for e in range(N)] if scale_bits else []
+        free = Signal(N)
+        m.d.comb += [free.eq(Cat(*[pd == 0 for pd in pending])), self.in_use.eq(~free)]
+
+        # --- allocation: a pointer scans the entries for a free one --------------------
+        ptr = Signal(range(N))
+        ptr1 = Signal(range(N), init=1 % N)        # ptr + 1 mod N
+        ok = Signal()
+        m.d.comb += [self.alloc_entry.eq(ptr), self.alloc_ok.eq(ok)]
+        with m.If(self.alloc_en | ~ok):
+            m.d.sync += [ptr.eq(ptr1), ptr1.eq(Mux(ptr1 == N - 1, 0, ptr1 + 1)),
+                         ok.eq(Array(free)[ptr1])]
+        for e in range(N):
+            with m.If(self.alloc_en & (ptr == e)):
+                m.d.sync += [pending[e].eq(self.alloc_dest), written[e].eq(0)]
+
+        # --- writers ------------------------------------------------------------------
+        rbits = (R - 1).bit_length()
+        wr_bank, wr_row = [], []
+        for s, w in enumerate(writers):
+            row_in, bank = _div_mod(w.beat, P, L)
+            w_bank = Signal(range(P), name=f"wr_bank{s}")
+            w_row = Signal(range(N * R), name=f"wr_row{s}")
+            # the row within the entry (zero-extended to rbits), then the entry
+            m.d.comb += [w_bank.eq(bank),
+                         w_row.eq(Cat(Cat(row_in, C(0, rbits))[:rbits], w.entry) if rbits else w.entry)]
+            wr_bank.append(w_bank)
+            wr_row.append(w_row)
+            for e in range(N):
+                with m.If(w.finish & (w.finish_entry == e)):
+                    m.d.sync += written[e].eq(1)
+                with m.If(w.valid & w.last & (w.entry == e)):
+                    m.d.sync += overflow[e].eq(w.overflow)
+                    if scale_bits:
+                        m.d.sync += scales[e].eq(w.scales[:scale_bits])
+
+        # --- readers (declared here, driven below) -----------------------------------------
+        rd_issue = [Signal(name=f"rd_issue{d}") for d in range(P)]
+        rd_bank = [Signal(range(P), name=f"rd_bank{d}") for d in range(P)]
+        rd_row = [Signal(range(N * R), name=f"rd_row{d}") for d in range(P)]
+
+        # --- banks: each takes the writer and the reader whose turn it is ----------------
+        m.submodules.banks = banks = ResultBanks(p)
+        bank_data = []
+        for b in range(P):
+            wsel = [w.valid & (wr_bank[s] == b) for s, w in enumerate(writers)]
+            rsel = [rd_issue[d] & (rd_bank[d] == b) for d in range(P)]
+            m.d.comb += [
+                banks.wr_en[b].eq(Cat(*wsel).any()),
+                banks.wr_row[b].eq(_or_all([Mux(wsel[s], wr_row[s], 0) for s in range(P)])),
+                banks.wr_data[b].eq(_or_all([Mux(wsel[s], writers[s].data, 0) for s in range(P)])),
+                banks.rd_row[b].eq(_or_all([Mux(rsel[d], rd_row[d], 0) for d in range(P)])),
+            ]
+            bank_data.append(banks.rd_data[b])
+
+        ref_layout = data.StructLayout({"entry": range(N), "beats": range(L + 1)})
+        for d in range(P):
+            refs = SyncFIFOBuffered(width=ref_layout.size, depth=RESULT_QUOTA + 1)
+            m.submodules[f"refs{d}"] = refs
+            m.d.comb += [refs.w_data.eq(Cat(self.alloc_entry, self.alloc_beats)),
+                         refs.w_en.eq(self.alloc_en & self.alloc_dest[d])]
+            head = ref_layout(refs.r_data)
+
+            # The reference at the head is ready once its entry is written (registered:
+            # not for the cycle after a pop, when the head has just changed).
+            head_ready = Signal(name=f"head_ready{d}")
+            load = Signal(name=f"load{d}")
+            m.d.sync += head_ready.eq(refs.r_rdy & ~load & Array(written)[head.entry])
+
+            active = Signal(name=f"active{d}")
+            entry = Signal(range(N), name=f"entry{d}")
+            beats = Signal(range(L + 1), name=f"beats{d}")
+            j = Signal(range(L), name=f"j{d}")
+            j_row = Signal(max(1, rbits), name=f"j_row{d}")
+            j_bank = Signal(range(P), name=f"j_bank{d}")
+            my_bank = Signal(range(P), init=d % P, name=f"my_bank{d}")
+            m.d.sync += my_bank.eq(Mux(my_bank == P - 1, 0, my_bank + 1))
+            # the turn is (phase + d) mod ports; my_bank counts it from reset
+            credits = Signal(range(F + 1), init=F, name=f"credits{d}")
+            credit_ok = Signal(init=1, name=f"credit_ok{d}")
+            last = j == beats - 1
+            issue = rd_issue[d]
+            m.d.comb += [issue.eq(active & credit_ok & (j_bank == my_bank)),
+                         rd_bank[d].eq(j_bank),
+                         rd_row[d].eq(Cat(j_row[:rbits], entry) if rbits else entry)]
+            m.d.comb += load.eq(head_ready & (~active | (issue & last)))
+            m.d.comb += refs.r_en.eq(load)
+            with m.If(issue):
+                m.d.sync += [j.eq(j + 1), j_bank.eq(Mux(j_bank == P - 1, 0, j_bank + 1))]
+                with m.If(j_bank == P - 1):
+                    m.d.sync += j_row.eq(j_row + 1)
+                with m.If(last):
+                    m.d.sync += active.eq(0)
+                    # the last beat is read: this destination is done with the entry
+                    for e in range(N):
+                        with m.If(entry == e):
+                            m.d.sync += pending[e][d].eq(0)
+            with m.If(load):
+                m.d.sync += [active.eq(1), entry.eq(head.entry), beats.eq(head.beats),
+                             j.eq(0), j_row.eq(0), j_bank.eq(0)]
+            credits_next = Signal(range(F + 1), name=f"credits_next{d}")
+            m.d.comb += credits_next.eq(credits - issue + self.pop[d])
+            m.d.sync += [credits.eq(credits_next), credit_ok.eq(credits_next != 0)]
+
+            # The read: data from the bank one cycle later, with the done record of the
+            # entry's first beat.
+            q_en = Signal(name=f"q_en{d}")
+            q_first = Signal(name=f"q_first{d}")
+            q_bank = Signal(range(P), name=f"q_bank{d}")
+            q_ovf = Signal(name=f"q_overflow{d}")
+            m.d.sync += [q_en.eq(issue), q_first.eq(issue & (j == 0)), q_bank.eq(j_bank),
+                         q_ovf.eq(Array(overflow)[entry])]
+            m.d.comb += [self.data[d].eq(Array(bank_data)[q_bank]), self.data_en[d].eq(q_en),
+                         self.done_en[d].eq(q_first), self.done_overflow[d].eq(q_ovf)]
+            if scale_bits:
+                q_scales = Signal(scale_bits, name=f"q_scales{d}")
+                m.d.sync += q_scales.eq(Array(scales)[entry])
+                m.d.comb += self.done_scales[d].eq(q_scales)
+        return m
+
+
+class ResultBanks(wiring.Component):
+    """The buffer's `ports` block RAMs, one write and one (synchronous) read port each.
+    A separate block so that the proofs of the engine's control can cut the data."""
+
+    def __init__(self, p: Params):
+        self.p = p
+        rows = result_entries(p) * entry_rows(p)
+        super().__init__({
+            "wr_en": In(1).array(p.ports), "wr_row": In(range(rows)).array(p.ports),
+            "wr_data": In(p.data_width).array(p.ports),
+            "rd_row": In(range(rows)).array(p.ports), "rd_data": Out(p.data_width).array(p.ports),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.p
+        rows = result_entries(p) * entry_rows(p)
+        for b in range(p.ports):
+            mem = Memory(shape=p.data_width, depth=rows, init=[])
+            m.submodules[f"bank{b}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [wp.en.eq(self.wr_en[b]), wp.addr.eq(self.wr_row[b]),
+                         wp.data.eq(self.wr_data[b]), rp.addr.eq(self.rd_row[b]),
+                         self.rd_data[b].eq(rp.data)]
+        return m
+
+
+def _or_all(values):
+    out = values[0]
+    for v in values[1:]:
+        out = out | v
+    return out
