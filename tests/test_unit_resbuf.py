@@ -31,14 +31,18 @@ import pytest
 from amaranth.sim import Simulator
 
 from aggswitch.params import Params
-from aggswitch.resbuf import ResultBuffer, RESULT_QUOTA, result_entries
+from aggswitch.resbuf import ResultBuffer, RESULT_QUOTA, result_entries, side_bits
 
 
 def _result(p, rng, idx, dest, beats, source):
-    scale_bits = 8 * p.mx_blocks if p.mx_ok else 0
-    return {"idx": idx, "dest": dest, "beats": beats, "source": source,
-            "data": [rng.getrandbits(p.data_width) for _ in range(beats)],
-            "overflow": rng.getrandbits(1), "scales": rng.getrandbits(scale_bits) if scale_bits else 0,
+    sb = side_bits(p)
+    # an MX RESULT (where the build has MX): its beats carry their blocks' scales
+    mx = bool(sb) and beats <= -(-8 * p.mx_blocks // sb) and rng.random() < 0.5
+    side = [rng.getrandbits(sb) if mx else 0 for _ in range(beats)]
+    line = sum(v << (sb * j) for j, v in enumerate(side)) & ((1 << 8 * p.mx_blocks) - 1)
+    return {"idx": idx, "dest": dest, "beats": beats, "source": source, "mx": mx,
+            "data": [rng.getrandbits(p.data_width) for _ in range(beats)], "side": side,
+            "overflow": rng.getrandbits(1), "scales": line,
             "entry": None, "readers": set(d for d in range(p.ports) if dest >> d & 1),
             "freed_at": None, "alloc_at": None}
 
@@ -66,6 +70,7 @@ def run(p: Params, requests, stall=lambda d, t: False, cycles=6000, seed=1, chec
     sending = [None] * P                       # per port: [result, beats sent]
     sent = [[] for _ in range(P)]
     times = [[None, None] for _ in range(P)]
+    done_at = [[] for _ in range(P)]
     in_use_since = {}                          # entry -> result
 
     async def bench(ctx):
@@ -94,6 +99,7 @@ def run(p: Params, requests, stall=lambda d, t: False, cycles=6000, seed=1, chec
                 ctx.set(dut.alloc_en, 1)
                 ctx.set(dut.alloc_dest, dest)
                 ctx.set(dut.alloc_beats, beats)
+                ctx.set(dut.alloc_mx, r["mx"])
                 for d in range(P):
                     if dest >> d & 1:
                         queued[d] += 1
@@ -124,30 +130,31 @@ def run(p: Params, requests, stall=lambda d, t: False, cycles=6000, seed=1, chec
                     ctx.set(w.entry, r["entry"])
                     ctx.set(w.beat, j)
                     ctx.set(w.data, r["data"][j])
+                    if side_bits(p):
+                        ctx.set(w.side, r["side"][j])
                     if j == r["beats"] - 1:
                         ctx.set(w.last, 1)
                         ctx.set(w.overflow, r["overflow"])
-                        ctx.set(w.scales, r["scales"])
                 if t in finish[s]:
                     ctx.set(w.finish, 1)
                     ctx.set(w.finish_entry, finish[s].pop(t)["entry"])
             # --- egress: take what the buffer delivers, send a beat a cycle unless stalled
             pops = 0
             for d in range(P):
+                done = ctx.get(dut.done_en) >> d & 1
                 if ctx.get(dut.data_en) >> d & 1:
-                    done = ctx.get(dut.done_en) >> d & 1
-                    if done:
-                        assert cur[d] is None or cur[d][1] == cur[d][0]["beats"], \
-                            f"port {d}: a RESULT started before the last one ended"
+                    if cur[d] is None or cur[d][1] == cur[d][0]["beats"]:
                         assert stream[d], f"port {d}: a RESULT nobody sent it"
-                        r = results[stream[d].pop(0)]
-                        cur[d] = [r, 0]
-                        assert ctx.get(dut.done_overflow) >> d & 1 == r["overflow"]
-                        if p.mx_ok:
-                            assert ctx.get(dut.done_scales[d]) == r["scales"]
-                    assert cur[d] is not None and cur[d][1] < cur[d][0]["beats"], \
-                        f"port {d}: a payload beat outside a RESULT"
+                        cur[d] = [results[stream[d].pop(0)], 0]
                     r, j = cur[d]
+                    # the done record: with the first beat, or with the last of an MX RESULT
+                    want_done = j == r["beats"] - 1 if r["mx"] else j == 0
+                    assert done == want_done, (d, r["idx"], j, r["mx"], done)
+                    if done:
+                        assert ctx.get(dut.done_overflow) >> d & 1 == r["overflow"]
+                        if r["mx"]:
+                            assert ctx.get(dut.done_scales[d]) == r["scales"], (d, r["idx"])
+                        done_at[d].append(r["idx"])
                     assert ctx.get(dut.data[d]) == r["data"][j], (d, r["idx"], j)
                     cur[d][1] += 1
                     fifo[d].append((r, j))
@@ -159,10 +166,12 @@ def run(p: Params, requests, stall=lambda d, t: False, cycles=6000, seed=1, chec
                     if times[d][0] is None:
                         times[d][0] = t
                     times[d][1] = t
-                # send: a RESULT starts once its first beat is here (the deparser's rule),
+                elif done:
+                    raise AssertionError(f"port {d}: a done record without a beat")
+                # send: a RESULT starts once its done record is here (the deparser's rule),
                 # then one beat per cycle; an underrun is a beat missing mid-RESULT
                 if not stall(d, t):
-                    if sending[d] is None and fifo[d]:
+                    if sending[d] is None and fifo[d] and fifo[d][0][0]["idx"] in done_at[d]:
                         assert fifo[d][0][1] == 0
                         sending[d] = [fifo[d][0][0], 0]
                         queued[d] -= 1

@@ -3,11 +3,11 @@
 The engine hands over a RESULT in three parts: its descriptor when the round is decided
 (header fields, with the destination's learned address as it stood then), then, once the
 pass has encoded the whole payload into the result buffer, its payload beats as this
-port reads them from there (resbuf.ResultBuffer), the first with a `done` record of the
-flags only the pass can know (OVERFLOW, and for MX dtypes the line of block scales that
-precedes the elements). The deparser starts a frame only when its first payload beat is
-in the FIFO (the reader then stays ahead of the MAC: a MAC must never underrun) and its
-due cycle has come (fixed latency, §10.4), then sends the 64-byte header, built here,
+port reads them from there (resbuf.ResultBuffer), with a `done` record of the flags only
+the pass can know (OVERFLOW, and for MX dtypes the line of block scales that precedes the
+elements): with the first beat, or with the last of an MX RESULT. The deparser starts a
+frame only when its `done` record is in (the reader then stays ahead of the MAC: a MAC
+must never underrun) and its due cycle has come (fixed latency, §10.4), then sends the 64-byte header, built here,
 followed by the payload beats. Bytes beyond the frame's end are driven as zero.
 """
 
@@ -90,6 +90,7 @@ class ResultDeparser(wiring.Component):
             "pop": Out(1),        # a payload beat left for the output register (a credit)
             "watchdog": In(32),   # pause watchdog (cycles; 0: off), SPEC §7
             "expired": Out(1),    # tready has held a beat for `watchdog` cycles or more
+            "takes": Out(1),      # room | expired, as one register (the engine's COMMIT)
             "tx": Out(1),         # a frame started (for the counters)
         })
 
@@ -132,15 +133,16 @@ class ResultDeparser(wiring.Component):
         pop = Signal()                      # a payload beat leaves for the output register
         m.d.comb += self.pop.eq(pop)
         queued = Signal(range(RESULT_DESC_DEPTH + 1))
-        queued_next = Signal.like(queued)
-        m.d.comb += queued_next.eq(queued - (qfifo.r_en & qfifo.r_rdy))
-        m.d.sync += queued.eq(Mux(self.desc_en, queued_next + 1, queued_next))
+        started = qfifo.r_en & qfifo.r_rdy           # a RESULT leaves the queue
+        m.d.sync += queued.eq(Mux(self.desc_en, Mux(started, queued, queued + 1),
+                                  Mux(started, queued - 1, queued)))
         # `room` is itself a register, `queued < RESULT_DESC_DEPTH` of the value just
-        # registered, compared before desc_en selects it: the engine's COMMIT sees a
-        # flip-flop, not a compare.
+        # registered: the compares are made on the register, before the FSM's start and
+        # desc_en select one (the engine's COMMIT sees a flip-flop, not a compare).
         room = Signal(init=1)
-        m.d.sync += room.eq(Mux(self.desc_en, queued_next + 1 < RESULT_DESC_DEPTH,
-                                queued_next < RESULT_DESC_DEPTH))
+        room_next = Mux(self.desc_en, Mux(started, queued < RESULT_DESC_DEPTH, queued + 1 < RESULT_DESC_DEPTH),
+                        Mux(started, 1, queued < RESULT_DESC_DEPTH))
+        m.d.sync += room.eq(room_next)
         m.d.comb += self.room.eq(room)
 
         # The payload FIFO's block-RAM output is registered once more, in `pay`, before any
@@ -195,8 +197,14 @@ class ResultDeparser(wiring.Component):
                 m.d.sync += stalled_for.eq(stalled_for + 1)
         with m.Else():
             m.d.sync += stalled_for.eq(0)
-        m.d.sync += self.expired.eq(self.watchdog.any() & (stalled_for >= self.watchdog)
-                                    & out_valid & ~self.tready)
+        # (`stalled_for >= watchdog` is registered first, while the stall goes on, so that
+        # `takes` is an OR of `room`'s logic and a few flip-flops: the flag comes a cycle
+        # after the count reaches the watchdog.)
+        stalling = out_valid & ~self.tready
+        reached = Signal()
+        m.d.sync += reached.eq(self.watchdog.any() & (stalled_for >= self.watchdog) & stalling)
+        expired_next = reached & stalling
+        m.d.sync += [self.expired.eq(expired_next), self.takes.eq(room_next | expired_next)]
 
         hbeat = Signal(range(H + 1))
         scale_beats = p.scale_beats

@@ -91,23 +91,13 @@ class ResultEmitter(wiring.Component):
         job_overflow = overflow | enc.overflow
         with m.If(ctl.valid):
             m.d.sync += overflow.eq(Mux(ctl.last, 0, job_overflow))
-        # The MX scale line: each block's scale byte as its first beat is encoded. The done
-        # record takes the line with the round's last beat's scales in.
+        # MX: each block's scale byte as its first beat is encoded goes with that beat (side
+        # bits of the result buffer's word); the reader puts the scale line together.
         finishing = ctl.valid & ctl.last
-        scales = Signal(8 * p.mx_blocks)
         if p.mx_ok:
             parts, _ = block_parts(p)
-            words = Signal(8 * -(-p.mx_blocks // parts) * parts)   # whole beats of scales
-            with_beat = Signal.like(words)
-            m.d.comb += with_beat.eq(words)
-            per_block = (p.block_beats - 1).bit_length()
-            at = ctl.beat if parts > 1 else ctl.beat >> per_block
-            with m.If(ctl.valid & enc.scale_valid.any()):
-                m.d.comb += with_beat.word_select(at, 8 * parts).eq(
-                    Cat(*(Mux(enc.scale_valid[j], enc.scale_byte[j], 0) for j in range(parts))))
-            # the scale line ends in zero bytes (SPEC §3): start each round from zero
-            m.d.sync += words.eq(Mux(finishing, 0, with_beat))
-            m.d.comb += scales.eq(with_beat)
+            m.d.sync += self.wr.side.eq(Cat(*(Mux(ctl.valid & enc.scale_valid[j], enc.scale_byte[j], 0)
+                                              for j in range(parts))))
         w = self.wr
         m.d.sync += [
             w.data.eq(enc.bytes),
@@ -117,7 +107,6 @@ class ResultEmitter(wiring.Component):
             self.ev_overflow.eq(finishing & ctl.result & job_overflow),
             self.ev_nan.eq(finishing & ctl.result & ctl.nan),
         ]
-        m.d.sync += w.scales.eq(scales)
         # The entry is complete once the last beat, registered above, is written: say so
         # a cycle ahead (its readers start two cycles after the flag at the earliest).
         m.d.comb += [w.finish.eq(finishing & ctl.dest), w.finish_entry.eq(ctl.entry)]

@@ -96,6 +96,7 @@ class AggregationEngine(wiring.Component):
             # egress: descriptors at decision time, then payload beats, then `done`
             "eg_desc_en": Out(p.ports), "eg_room": In(p.ports),
             "eg_expired": In(p.ports),                  # past the pause watchdog (SPEC §7)
+            "eg_takes": In(p.ports),                    # eg_room | eg_expired, registered
             "eg_data": Out(p.data_width).array(p.ports), "eg_data_en": Out(p.ports),
             "eg_done_en": Out(p.ports), "eg_done_overflow": Out(p.ports),
             "eg_done_scales": Out(8 * p.mx_blocks).array(p.ports),  # MX: the block scales
@@ -467,7 +468,7 @@ class AggregationEngine(wiring.Component):
         c_lost = Signal(P)
         m.d.comb += c_lost.eq(Mux(c.emits, c.dest & ~self.eg_room & self.eg_expired, 0))
         c_send = c.dest & ~c_lost
-        c_room = (c.dest & ~self.eg_room & ~self.eg_expired) == 0
+        c_room = (c.dest & ~self.eg_takes) == 0
         job_ready = Cat(*[ps.job_ready for ps in passes])
         # An emitting decision also takes a result-buffer entry (one is free within a few
         # cycles, resbuf.py).
@@ -492,7 +493,7 @@ class AggregationEngine(wiring.Component):
                 with m.If(c.emits):
                     m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost),
                                  resbuf.alloc_en.eq(1), resbuf.alloc_dest.eq(c_send),
-                                 resbuf.alloc_beats.eq(c.job.beats)]
+                                 resbuf.alloc_beats.eq(c.job.beats), resbuf.alloc_mx.eq(is_mx(c.job.dtype))]
                 with m.If(c.resend):
                     m.d.comb += self.ev_resend.eq(c.port_bit & c_send)
                 # Both banks' metadata: the round, and the start of the slot's last pass
@@ -528,7 +529,7 @@ class AggregationEngine(wiring.Component):
         with m.If(held_steps != 0):
             m.d.sync += [held.eq(grown), held_steps.eq(held_steps - 1)]
         # Retry as soon as one of those destinations can take a RESULT again.
-        with m.If(held_for.any() & ((held_for & ~self.eg_room & ~self.eg_expired) != held_for)):
+        with m.If(held_for.any() & ((held_for & ~self.eg_takes) != held_for)):
             m.d.sync += [held.eq(0), held_steps.eq(0), held_for.eq(0)]
         holding = held.any()
         for n in range(P):
@@ -546,7 +547,7 @@ class AggregationEngine(wiring.Component):
                      stall.eq(c_valid & ~can_commit & ~(c.emits & ~c_room))]
         with m.If(abandon):
             m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
-                         held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
+                         held_for.eq(held_for | (c.dest & ~self.eg_takes))]
 
         # Forwarding: DECIDE sees the slot and learned addresses as COMMIT leaves them.
         # (If COMMIT does not commit, DECIDE's result is flushed or waits.)

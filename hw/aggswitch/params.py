@@ -113,8 +113,11 @@ class Params:
         result buffer (resbuf.py): it reads against this many credits, and once it has
         had to wait for room it is back at the bank of its next beat within `ports - 1`
         cycles and its beat in the FIFO 3 later. So `ports + 6` beats keep the MAC fed
-        from a RESULT's first beat to its last; the power of two above."""
-        return 1 << (self.ports + 6).bit_length()
+        from a RESULT's first beat to its last. An MX RESULT starts once all its element
+        beats are in (its scale line comes with them), so they must fit too; the power of
+        two above."""
+        mx_beats = -(-self.slot_elems // self.beat_lanes) if self.mx_ok else 0
+        return 1 << max(self.ports + 6, mx_beats + 2).bit_length()
 
     @property
     def order_bits(self):

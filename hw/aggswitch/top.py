@@ -130,6 +130,7 @@ class AggSwitch(wiring.Component):
                 eg.done_en.eq(eng.eg_done_en[n]), eg.done_overflow.eq(eng.eg_done_overflow[n]),
                 eg.done_scales.eq(eng.eg_done_scales[n]),
                 eng.eg_room[n].eq(eg.room), eng.eg_expired[n].eq(eg.expired), eng.eg_pop[n].eq(eg.pop),
+                eng.eg_takes[n].eq(eg.takes),
                 eg.watchdog.eq(ctl.egress_watchdog),
                 eg.cycles.eq(ctl.cycles), eg.switch_mac.eq(ctl.switch_mac),
                 eg.switch_ip.eq(ctl.switch_ip), eg.agg_port.eq(ctl.agg_port),

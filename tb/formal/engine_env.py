@@ -182,9 +182,10 @@ class EngineEnv:
 
         # --- the egress side -----------------------------------------------------------------
         if self.room == "free":
-            m.d.comb += [eng.eg_room.eq(AnySeq(P)), eng.eg_expired.eq(AnySeq(P))]
+            room, expired = AnySeq(P), AnySeq(P)
+            m.d.comb += [eng.eg_room.eq(room), eng.eg_expired.eq(expired), eng.eg_takes.eq(room | expired)]
         else:
-            m.d.comb += [eng.eg_room.eq(-1), eng.eg_expired.eq(0)]
+            m.d.comb += [eng.eg_room.eq(-1), eng.eg_expired.eq(0), eng.eg_takes.eq(-1)]
 
         # --- descriptors: one register per port, legal, in arrival order ---------------------
         self.src_valid = []
