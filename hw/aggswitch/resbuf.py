@@ -139,17 +139,17 @@ class ResultBuffer(wiring.Component):
         # --- allocation -----------------------------------------------------------------
         # Two candidates, registered: the lowest free even entry and the lowest free odd
         # one. An entry allocated in one cycle is still free in the candidates of the next
-        # (they were found before it was taken), so after an allocation of the even one
-        # the odd one is used, and the even one otherwise. `alloc_ok` asks for both: it is
-        # on COMMIT's path, so it is one AND of two registers (with as many entries as
-        # there are, one parity runs out alone only for a cycle or so).
+        # (they were found before it was taken), so the parities take turns: every
+        # allocation switches to the other one, and the entries a stalled port holds are
+        # half of each. `alloc_ok` asks for both: it is on COMMIT's path, so it is one AND
+        # of two registers.
         cand = [Signal(range(N), name=f"cand{k}") for k in range(2)]
         cand_ok = Signal(2)
         for k in range(2):
             ok_k, idx_k = _lowest(m, [free[e] for e in range(k, N, 2)], f"cand{k}")
             m.d.sync += [cand[k].eq(Cat(C(k, 1), idx_k)), cand_ok[k].eq(ok_k)]
-        use_odd = Signal()                         # the even candidate was taken just before
-        m.d.sync += use_odd.eq(self.alloc_en & ~use_odd)
+        use_odd = Signal()                         # the odd candidate's turn
+        m.d.sync += use_odd.eq(use_odd ^ self.alloc_en)
         m.d.comb += [self.alloc_entry.eq(Mux(use_odd, cand[1], cand[0])),
                      self.alloc_ok.eq(cand_ok.all())]
         for e in range(N):
