@@ -7,8 +7,8 @@ port reads them from there (resbuf.ResultBuffer), with a `done` record of the fl
 the pass can know (OVERFLOW, and for MX dtypes the line of block scales that precedes the
 elements): with the first beat, or with the last of an MX RESULT. The deparser starts a
 frame only when its `done` record is in (the reader then stays ahead of the MAC: a MAC
-must never underrun) and its due cycle has come (fixed latency, §10.4), then sends the 64-byte header, built here,
-followed by the payload beats. Bytes beyond the frame's end are driven as zero.
+must never underrun) and its due cycle has come (fixed latency, §10.4), then sends the
+64-byte header, built here, followed by the payload beats. Bytes beyond the frame's end are driven as zero.
 """
 
 from amaranth import *

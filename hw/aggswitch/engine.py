@@ -9,17 +9,18 @@ time per port and every port at once (docs/engine-v2.md).
              schedule, with COMMIT's writes forwarded; COMMIT it: write the metadata and
              the learned address, hand each destination port its RESULT descriptor, and
              queue the pass job on the frame's own port, with a result-buffer entry for a
-             RESULT. COMMIT waits while the port's job queue is full or no entry is free yet; a full destination abandons the decision and flushes the
-             stages behind it (a destination past the pause watchdog is dropped instead,
-             docs/SPEC.md §10.10).
+             RESULT. COMMIT waits while the port's job queue is full or no entry is free
+             yet; a full destination abandons the decision and flushes the stages behind
+             it (a destination past the pause watchdog is dropped instead, docs/SPEC.md
+             §10.10).
     pass     per port (passes.PortPass): from the scheduled start, one payload beat per
              cycle in every dtype through the rotating accumulator banks
              (passes.AccumulatorBanks);
              a completing or resent frame's sums go to the result emitter
              (emitter.ResultEmitter), which encodes them into the RESULT's entry of the
              result buffer (resbuf.ResultBuffer); every destination reads it from there
-             into its egress FIFO at its own pace. A dropped frame is a one-beat job that only frees its buffer, so every
-             port's buffer is freed in order.
+             into its egress FIFO at its own pace. A dropped frame is a one-beat job that
+             only frees its buffer, so every port's buffer is freed in order.
 
 The schedule (schedule.py) keeps the sums exact without any arbitration: passes on one
 (slot, bank) start at least `RMW_GAP` cycles apart in decision order, and a port's passes
@@ -419,8 +420,8 @@ class AggregationEngine(wiring.Component):
         same_slot = c_writes & (c.gslot == lead.gslot)
         m.d.comb += fresh.other_prev.eq(same_slot & (c.bank != lead.bank))
 
-        # DECIDE: the constraints of the frame on its port and its slot as the passes committed so far leave them; the pass COMMIT holds now is kept
-        # apart (`rel`, `pd`): it commits in the cycle this frame enters COMMIT, which adds
+        # DECIDE: the constraints of the frame on its port and its slot as the passes
+        # committed so far leave them; the pass COMMIT holds now is kept apart (`rel`, `pd`): it commits in the cycle this frame enters COMMIT, which adds
         # the offset to its start (s_last) there. A stamp far from now (more than 2**15
         # periods back or 2**HORIZON_BITS ahead) is one from 2**32 periods ago and is
         # ignored, as start_after() does.

@@ -182,8 +182,8 @@ def latency(params: Params = Params()) -> int:
     buffer), then the destination's reader of the result buffer (`ports + 2`: its
     reference ready, its first read, up to `ports - 1` cycles more for its turn at the
     buffer's bank 0, the read data), 2 through the egress `done` FIFO and the output
-    register. The longest pass is a full slot of 32-bit elements (`slot_lines` beats); shorter ones are padded to it, so the constant holds for every dtype and
-    count. The pass of the frame's port starts between 3 cycles after the
+    register. The longest pass is a full slot of 32-bit elements (`slot_lines` beats);
+    shorter ones are padded to it, so the constant holds for every dtype and count. The pass of the frame's port starts between 3 cycles after the
     decision (its job queue) and `ports - 1` more (the port's phase in the bank rotation,
     docs/engine-v2.md): `ports + 2` cycles on the longest path. docs/ARCHITECTURE.md has
     the cycle-by-cycle table.

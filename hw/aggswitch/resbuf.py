@@ -8,11 +8,11 @@ one write, and an entry is free again once its last destination has read it.
 
 Banks and rotation. The buffer is `ports` banks of `data_width`-bit words (block RAM,
 one write and one read port each). Beat j of an entry lives in bank j mod ports, at row
-`entry * ENTRY_ROWS + j div ports`. Writers: the emitter of port s hands over beat j in a
+`entry * entry_rows + j div ports`. Writers: the emitter of port s hands over beat j in a
 cycle that the pass schedule fixes (its passes start in phase start_phase(s) and never
 stall), so writer s is at bank (t + s + c) mod ports in cycle t for a constant c: two
 writers are never in one bank in a cycle, and no writer ever waits. Readers: destination
-d may read bank (phase + d) mod ports in cycle t, and only that one, so two readers are
+d may read bank (t + d) mod ports in cycle t, and only that one, so two readers are
 never in one bank either. A reader takes its entry's beats in order, one per cycle, as
 its turn walks along the banks; when its egress FIFO is full it waits for the next turn
 at the bank of its next beat (at most ports - 1 cycles).
