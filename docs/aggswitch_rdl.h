@@ -56,7 +56,7 @@ extern "C" {
 #define AGGSWITCH__LATENCY__VALUE_bm 0xffffffff
 #define AGGSWITCH__LATENCY__VALUE_bp 0
 #define AGGSWITCH__LATENCY__VALUE_bw 32
-#define AGGSWITCH__LATENCY__VALUE_reset 0x28
+#define AGGSWITCH__LATENCY__VALUE_reset 0x2e
 
 // reg - aggswitch::CYCLES
 #define AGGSWITCH__CYCLES__VALUE_bm 0xffffffff

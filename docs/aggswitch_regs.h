@@ -36,7 +36,7 @@
 #define AGGSWITCH_JOBS_MASK 0xFFFFFFFFu
 /* fixed latency in cycles, last DATA beat to first RESULT tvalid (docs/SPEC.md §10.4) (ro) */
 #define AGGSWITCH_LATENCY_OFFSET 0x001Cu
-#define AGGSWITCH_LATENCY_RESET 0x00000028u
+#define AGGSWITCH_LATENCY_RESET 0x0000002Eu
 #define AGGSWITCH_LATENCY_MASK 0xFFFFFFFFu
 /* free-running cycle counter (the RESULT timestamp clock) (counter) */
 #define AGGSWITCH_CYCLES_OFFSET 0x0020u

@@ -1,13 +1,14 @@
 """Egress: per-port RESULT deparser (SPEC §6, docs/SPEC.md §10.5).
 
 The engine hands over a RESULT in three parts: its descriptor when the round is decided
-(header fields, with the destination's learned address as it stood then), its payload
-beats as the pass computes them, and a `done` record with the flags only the pass can know
-(OVERFLOW, and for MX dtypes the line of block scales that precedes the elements) once
-the last beat is written. The deparser starts a frame only when its
-payload is complete (a MAC must never underrun) and its due cycle has come (fixed latency,
-§10.4), then sends the 64-byte header, built here, followed by the payload beats. Bytes
-beyond the frame's end are driven as zero.
+(header fields, with the destination's learned address as it stood then), then, once the
+pass has encoded the whole payload into the result buffer, its payload beats as this
+port reads them from there (resbuf.ResultBuffer), with a `done` record of the flags only
+the pass can know (OVERFLOW, and for MX dtypes the line of block scales that precedes the
+elements): with the first beat, or with the last of an MX RESULT. The deparser starts a
+frame only when its `done` record is in (the reader then stays ahead of the MAC: a MAC
+must never underrun) and its due cycle has come (fixed latency, §10.4), then sends the
+64-byte header, built here, followed by the payload beats. Bytes beyond the frame's end are driven as zero.
 """
 
 from amaranth import *
@@ -18,9 +19,11 @@ from amaranth.lib.fifo import SyncFIFOBuffered
 from .params import Params, latency, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
 from .frame import *
 from .numerics import thermometer
-from .codec import beat_count
+from .resbuf import RESULT_QUOTA
 
-RESULT_DESC_DEPTH = 4
+# RESULTs decided for this port and not started yet: the port's quota of result-buffer
+# references.
+RESULT_DESC_DEPTH = RESULT_QUOTA
 
 
 def ip_header_words(ip_total, dst_ip):
@@ -83,9 +86,11 @@ class ResultDeparser(wiring.Component):
             "data_in": In(p.data_width), "data_en": In(1),
             "desc_in": In(result_descriptor(p)), "desc_en": In(1),
             "done_en": In(1), "done_overflow": In(1), "done_scales": In(8 * p.mx_blocks),
-            "room": Out(1),       # room for one more RESULT behind the one being written
+            "room": Out(1),       # room for one more RESULT (the quota, resbuf.py)
+            "pop": Out(1),        # a payload beat left for the output register (a credit)
             "watchdog": In(32),   # pause watchdog (cycles; 0: off), SPEC §7
             "expired": Out(1),    # tready has held a beat for `watchdog` cycles or more
+            "takes": Out(1),      # room | expired, as one register (the engine's COMMIT)
             "tx": Out(1),         # a frame started (for the counters)
         })
 
@@ -122,34 +127,22 @@ class ResultDeparser(wiring.Component):
         switch_sum = Signal(16, reset_less=True)
         m.d.sync += switch_sum.eq(ones_sum(m, [self.switch_ip[16:], self.switch_ip[:16]], "switch_sum_c"))
 
-        # Room: a RESULT is decided (desc_en) well before its payload is written, and the
-        # engine may have scheduled several. Each decided RESULT reserves its payload's
-        # beats until they are written, so the payloads of all of them always fit: room for
-        # a full slot more is `beats held + beats reserved + L <= depth`, with fewer than
-        # RESULT_DESC_DEPTH descriptors queued. Both are counted as they change, into
-        # registers, so that `room` is a register for the engine's decision. A written beat
-        # moves from reserved to held, so only a beat leaving `pay` and a decision count.
-        L = p.slot_lines
+        # Room: fewer than RESULT_DESC_DEPTH RESULTs decided for this port and not started.
+        # The payload FIFO needs no reservation: the result buffer holds each payload, and
+        # its reader for this port writes a beat here only against a credit (`pop`).
         pop = Signal()                      # a payload beat leaves for the output register
-        # depth - held - reserved - L (held: in the FIFO and in `pay`)
-        slack = Signal(range(-(2 * depth + 2 * L + 2), depth + 1), init=depth - L)
+        m.d.comb += self.pop.eq(pop)
         queued = Signal(range(RESULT_DESC_DEPTH + 1))
-        # desc_en ends the engine's decision: it only selects between sums made without it
-        # (desc_in is the engine's COMMIT register)
-        slack_next = Signal.like(slack)
-        slack_taken = Signal.like(slack)
-        queued_next = Signal.like(queued)
-        m.d.comb += [slack_next.eq(slack + pop),
-                     slack_taken.eq(slack + pop - beat_count(p, self.desc_in.dtype, self.desc_in.count)),
-                     queued_next.eq(queued - (qfifo.r_en & qfifo.r_rdy))]
-        m.d.sync += [slack.eq(Mux(self.desc_en, slack_taken, slack_next)),
-                     queued.eq(Mux(self.desc_en, queued_next + 1, queued_next))]
-        # `room` is itself a register, `(slack >= 0) & (queued < RESULT_DESC_DEPTH)` of the
-        # values just registered, compared before desc_en selects them: the engine's
-        # COMMIT sees a flip-flop, not a compare.
-        room = Signal(init=depth - L >= 0)
-        m.d.sync += room.eq(Mux(self.desc_en, (slack_taken >= 0) & (queued_next + 1 < RESULT_DESC_DEPTH),
-                                (slack_next >= 0) & (queued_next < RESULT_DESC_DEPTH)))
+        started = qfifo.r_en & qfifo.r_rdy           # a RESULT leaves the queue
+        m.d.sync += queued.eq(Mux(self.desc_en, Mux(started, queued, queued + 1),
+                                  Mux(started, queued - 1, queued)))
+        # `room` is itself a register, `queued < RESULT_DESC_DEPTH` of the value just
+        # registered: the compares are made on the register, before the FSM's start and
+        # desc_en select one (the engine's COMMIT sees a flip-flop, not a compare).
+        room = Signal(init=1)
+        room_next = Mux(self.desc_en, Mux(started, queued < RESULT_DESC_DEPTH, queued + 1 < RESULT_DESC_DEPTH),
+                        Mux(started, 1, queued < RESULT_DESC_DEPTH))
+        m.d.sync += room.eq(room_next)
         m.d.comb += self.room.eq(room)
 
         # The payload FIFO's block-RAM output is registered once more, in `pay`, before any
@@ -204,8 +197,14 @@ class ResultDeparser(wiring.Component):
                 m.d.sync += stalled_for.eq(stalled_for + 1)
         with m.Else():
             m.d.sync += stalled_for.eq(0)
-        m.d.sync += self.expired.eq(self.watchdog.any() & (stalled_for >= self.watchdog)
-                                    & out_valid & ~self.tready)
+        # (`stalled_for >= watchdog` is registered first, while the stall goes on, so that
+        # `takes` is an OR of `room`'s logic and a few flip-flops: the flag comes a cycle
+        # after the count reaches the watchdog.)
+        stalling = out_valid & ~self.tready
+        reached = Signal()
+        m.d.sync += reached.eq(self.watchdog.any() & (stalled_for >= self.watchdog) & stalling)
+        expired_next = reached & stalling
+        m.d.sync += [self.expired.eq(expired_next), self.takes.eq(room_next | expired_next)]
 
         hbeat = Signal(range(H + 1))
         scale_beats = p.scale_beats

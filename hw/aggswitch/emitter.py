@@ -1,11 +1,12 @@
 """Result emitter: the sums of a completing (or resent) round, one payload beat per cycle
-from one port's passes, encoded in the round's dtype for the destination ports' egress
-FIFOs.
+from one port's passes, encoded in the round's dtype into the RESULT's entry of the
+result buffer (resbuf.ResultBuffer).
 
-Every port has one. The decision stage never lets two emitting passes that share a
-destination overlap, so each egress FIFO takes beats from at most one emitter per cycle
-(the engine ORs them). A round's beats arrive on consecutive cycles, which the MX block
-window of the encoder relies on (data_width 128).
+Every port has one, and it never waits: its beats follow the port's pass, so in every
+cycle it is at a different bank of the result buffer than every other port's emitter. A
+round's beats arrive on consecutive cycles, which the MX block window of the encoder
+relies on (data_width 128). A RESULT with no destination left (every one dropped by the
+pause watchdog) is encoded but not written.
 """
 
 from amaranth import *
@@ -16,6 +17,7 @@ from .params import Params, encoder_latency, DTYPE_BF16
 from .codec import BeatEncoder, block_parts, is_mx
 from .numerics import thermometer
 from .passes import emit_beat
+from .resbuf import result_write, result_entries
 
 __all__ = ["ResultEmitter"]
 
@@ -28,7 +30,8 @@ def _beat_ctl(p: Params):
         "last": 1,
         "result": 1,
         "nan": 1,
-        "dest": p.ports,
+        "dest": 1,                    # it has a destination (it is written)
+        "entry": range(result_entries(p)),
     })
 
 
@@ -60,9 +63,7 @@ class ResultEmitter(wiring.Component):
         self.p = p
         super().__init__({
             "beat_in": In(emit_beat(p)),
-            "eg_data": Out(p.data_width), "eg_data_en": Out(p.ports),
-            "eg_done_en": Out(p.ports), "eg_done_overflow": Out(1),
-            "eg_done_scales": Out(8 * p.mx_blocks),
+            "wr": Out(result_write(p)),
             "ev_result": Out(1), "ev_overflow": Out(1), "ev_nan": Out(1),
         })
 
@@ -79,7 +80,8 @@ class ResultEmitter(wiring.Component):
             m.d.comb += enc.acc[i].eq(emitting.sums[i])
         ctl = Signal(_beat_ctl(p))
         m.d.comb += [ctl.valid.eq(emitting.valid), ctl.beat.eq(emitting.beat), ctl.last.eq(emitting.last),
-                     ctl.result.eq(emitting.result), ctl.nan.eq(emitting.nan), ctl.dest.eq(emitting.dest)]
+                     ctl.result.eq(emitting.result), ctl.nan.eq(emitting.nan), ctl.dest.eq(emitting.dest.any()),
+                     ctl.entry.eq(emitting.entry)]
         for j in range(encoder_latency(p)):
             nxt = Signal(_beat_ctl(p), name=f"ctl{j}")
             m.d.sync += nxt.eq(ctl)
@@ -89,31 +91,23 @@ class ResultEmitter(wiring.Component):
         job_overflow = overflow | enc.overflow
         with m.If(ctl.valid):
             m.d.sync += overflow.eq(Mux(ctl.last, 0, job_overflow))
-        # The MX scale line: each block's scale byte as its first beat is encoded. The done
-        # record takes the line with the round's last beat's scales in.
+        # MX: each block's scale byte as its first beat is encoded goes with that beat (side
+        # bits of the result buffer's word); the reader puts the scale line together.
         finishing = ctl.valid & ctl.last
-        scales = Signal(8 * p.mx_blocks)
         if p.mx_ok:
             parts, _ = block_parts(p)
-            words = Signal(8 * -(-p.mx_blocks // parts) * parts)   # whole beats of scales
-            with_beat = Signal.like(words)
-            m.d.comb += with_beat.eq(words)
-            per_block = (p.block_beats - 1).bit_length()
-            at = ctl.beat if parts > 1 else ctl.beat >> per_block
-            with m.If(ctl.valid & enc.scale_valid.any()):
-                m.d.comb += with_beat.word_select(at, 8 * parts).eq(
-                    Cat(*(Mux(enc.scale_valid[j], enc.scale_byte[j], 0) for j in range(parts))))
-            # the scale line ends in zero bytes (SPEC §3): start each round from zero
-            m.d.sync += words.eq(Mux(finishing, 0, with_beat))
-            m.d.comb += scales.eq(with_beat)
+            m.d.sync += self.wr.side.eq(Cat(*(Mux(ctl.valid & enc.scale_valid[j], enc.scale_byte[j], 0)
+                                              for j in range(parts))))
+        w = self.wr
         m.d.sync += [
-            self.eg_data.eq(enc.bytes),
-            self.eg_data_en.eq(Mux(ctl.valid, ctl.dest, 0)),
-            self.eg_done_en.eq(Mux(finishing, ctl.dest, 0)),
-            self.eg_done_overflow.eq(job_overflow),
+            w.data.eq(enc.bytes),
+            w.valid.eq(ctl.valid & ctl.dest), w.entry.eq(ctl.entry), w.beat.eq(ctl.beat),
+            w.last.eq(finishing), w.overflow.eq(job_overflow),
             self.ev_result.eq(finishing & ctl.result),
             self.ev_overflow.eq(finishing & ctl.result & job_overflow),
             self.ev_nan.eq(finishing & ctl.result & ctl.nan),
         ]
-        m.d.sync += self.eg_done_scales.eq(scales)
+        # The entry is complete once the last beat, registered above, is written: say so
+        # a cycle ahead (its readers start two cycles after the flag at the earliest).
+        m.d.comb += [w.finish.eq(finishing & ctl.dest), w.finish_entry.eq(ctl.entry)]
         return m

@@ -8,21 +8,23 @@ time per port and every port at once (docs/engine-v2.md).
              outcome (new round / join / resend / duplicate / mismatch) and its pass
              schedule, with COMMIT's writes forwarded; COMMIT it: write the metadata and
              the learned address, hand each destination port its RESULT descriptor, and
-             queue the pass job on the frame's own port. COMMIT waits while the port's job
-             queue is full; a full destination abandons the decision and flushes the
-             stages behind it (a destination past the pause watchdog is dropped instead,
-             docs/SPEC.md §10.10).
+             queue the pass job on the frame's own port, with a result-buffer entry for a
+             RESULT. COMMIT waits while the port's job queue is full or no entry is free
+             yet; a full destination abandons the decision and flushes the stages behind
+             it (a destination past the pause watchdog is dropped instead, docs/SPEC.md
+             §10.10).
     pass     per port (passes.PortPass): from the scheduled start, one payload beat per
              cycle in every dtype through the rotating accumulator banks
              (passes.AccumulatorBanks);
              a completing or resent frame's sums go to the result emitter
-             (emitter.ResultEmitter), which encodes them into the destinations' egress
-             FIFOs. A dropped frame is a one-beat job that only frees its buffer, so every
-             port's buffer is freed in order.
+             (emitter.ResultEmitter), which encodes them into the RESULT's entry of the
+             result buffer (resbuf.ResultBuffer); every destination reads it from there
+             into its egress FIFO at its own pace. A dropped frame is a one-beat job that
+             only frees its buffer, so every port's buffer is freed in order.
 
 The schedule (schedule.py) keeps the sums exact without any arbitration: passes on one
-(slot, bank) start at least `RMW_GAP` cycles apart in decision order, passes that emit do
-not overlap, and a port's passes follow each other. Accumulators are exact (SPEC §4):
+(slot, bank) start at least `RMW_GAP` cycles apart in decision order, and a port's passes
+follow each other. Accumulators are exact (SPEC §4):
 `acc_width` = 32 + ceil(log2(ports)) bits per lane, and a round has at most one
 contribution per port.
 """
@@ -39,6 +41,7 @@ from .codec import is_mx, elem_shift, beat_count
 from .schedule import HORIZON_BITS, start_phase, advance, first_period, first_offset, latest
 from .passes import RMW_GAP, JOB_LEAD, bank_rows, port_job, PortPass, AccumulatorBanks
 from .emitter import ResultEmitter
+from .resbuf import ResultBuffer
 
 from amaranth.lib.memory import Memory
 
@@ -94,9 +97,11 @@ class AggregationEngine(wiring.Component):
             # egress: descriptors at decision time, then payload beats, then `done`
             "eg_desc_en": Out(p.ports), "eg_room": In(p.ports),
             "eg_expired": In(p.ports),                  # past the pause watchdog (SPEC §7)
+            "eg_takes": In(p.ports),                    # eg_room | eg_expired, registered
             "eg_data": Out(p.data_width).array(p.ports), "eg_data_en": Out(p.ports),
             "eg_done_en": Out(p.ports), "eg_done_overflow": Out(p.ports),
             "eg_done_scales": Out(8 * p.mx_blocks).array(p.ports),  # MX: the block scales
+            "eg_pop": In(p.ports),                      # a payload beat left the egress FIFO
             # events for the counters
             "ev_accept": Out(p.ports), "ev_drop": Out(p.ports), "ev_drop_reason": Out(3),
             "ev_resend": Out(p.ports), "ev_result": Out(p.ports), "ev_overflow": Out(p.ports), "ev_nan": Out(p.ports),
@@ -171,28 +176,20 @@ class AggregationEngine(wiring.Component):
                 getattr(banks, f"wr_row{n}").eq(ps.wr_row),
                 getattr(banks, f"wr_data{n}").eq(ps.wr_data),
             ]
-        # One result emitter per port. Emitting passes that share a destination never
-        # overlap (the schedule), so each egress port ORs what the emitters offer it.
-        emitters = []
+        # One result emitter per port, writing the RESULT's entry of the result buffer,
+        # from which every destination reads it into its egress FIFO (resbuf.py): no two
+        # emitters ever meet, whatever their destinations.
+        m.submodules.resbuf = resbuf = ResultBuffer(p)
         for n in range(P):
             em = ResultEmitter(p)
             m.submodules[f"emitter{n}"] = em
-            emitters.append(em)
             m.d.comb += [em.beat_in.eq(passes[n].emit), self.ev_result[n].eq(em.ev_result),
-                         self.ev_overflow[n].eq(em.ev_overflow), self.ev_nan[n].eq(em.ev_nan)]
+                         self.ev_overflow[n].eq(em.ev_overflow), self.ev_nan[n].eq(em.ev_nan),
+                         getattr(resbuf, f"w{n}").eq(em.wr)]
+        m.d.comb += [resbuf.pop.eq(self.eg_pop), self.eg_data_en.eq(resbuf.data_en),
+                     self.eg_done_en.eq(resbuf.done_en), self.eg_done_overflow.eq(resbuf.done_overflow)]
         for d in range(P):
-            def offered(value, en):
-                out = 0
-                for em in emitters:
-                    out = out | Mux(getattr(em, en)[d], value(em), 0)
-                return out
-            m.d.comb += [
-                self.eg_data_en[d].eq(Cat(*[em.eg_data_en[d] for em in emitters]).any()),
-                self.eg_data[d].eq(offered(lambda em: em.eg_data, "eg_data_en")),
-                self.eg_done_en[d].eq(Cat(*[em.eg_done_en[d] for em in emitters]).any()),
-                self.eg_done_overflow[d].eq(offered(lambda em: em.eg_done_overflow, "eg_done_en")),
-                self.eg_done_scales[d].eq(offered(lambda em: em.eg_done_scales, "eg_done_en")),
-            ]
+            m.d.comb += [self.eg_data[d].eq(resbuf.data[d]), self.eg_done_scales[d].eq(resbuf.done_scales[d])]
 
         # ======================= decide stage ========================================
         hvalid = Cat(*[getattr(self, f"head{n}_valid") for n in range(P)])
@@ -350,7 +347,7 @@ class AggregationEngine(wiring.Component):
         # The 32-bit addition waits for COMMIT, so DECIDE only looks up small tables.
         X_MAX = P - 1 + p.slot_lines + RMW_GAP
         OFF = range(X_MAX // P + 2)
-        NC = 2 + P                           # constraints: the port, the slot, each destination
+        NC = 2                               # constraints: the port, the slot
 
         def offset(x, ph, n=None, plus=0):
             return first_offset(x, ph, P, X_MAX, n, plus)
@@ -414,19 +411,17 @@ class AggregationEngine(wiring.Component):
         m.d.comb += [c_other.eq(c.other), c_other.last_e.eq(Mux(c.other_prev, s_last, c.other.last_e))]
 
         # Where each earlier pass leaves the schedule (written by COMMIT): the start period
-        # of the port's last pass and of the last emitting pass to each destination, and
-        # the cycles from that start's phase to its end (offset() above).
+        # of the port's last pass, and the cycles from that start's phase to its end
+        # (offset() above). Emitting passes need no constraint of their own: each writes
+        # its own result-buffer entry (resbuf.py).
         port_last = Array(Signal(32, name=f"port_last{n}") for n in range(P))
         port_x = Array(Signal(range(X_MAX + 1), name=f"port_x{n}") for n in range(P))
-        dest_last = [Signal(32, name=f"dest_last{n}") for n in range(P)]
-        dest_x = [Signal(range(X_MAX + 1), name=f"dest_x{n}") for n in range(P)]
         c_writes = c_valid & ~c.dropping
         same_slot = c_writes & (c.gslot == lead.gslot)
         m.d.comb += fresh.other_prev.eq(same_slot & (c.bank != lead.bank))
 
-        # DECIDE: the constraints of the frame on its port, its slot and its destinations
-        # as the passes committed so far leave them; the pass COMMIT holds now is kept
-        # apart (`rel`, `pd`): it commits in the cycle this frame enters COMMIT, which adds
+        # DECIDE: the constraints of the frame on its port and its slot as the passes
+        # committed so far leave them; the pass COMMIT holds now is kept apart (`rel`, `pd`): it commits in the cycle this frame enters COMMIT, which adds
         # the offset to its start (s_last) there. A stamp far from now (more than 2**15
         # periods back or 2**HORIZON_BITS ahead) is one from 2**32 periods ago and is
         # ignored, as start_after() does.
@@ -434,20 +429,17 @@ class AggregationEngine(wiring.Component):
             d = (v - period)[:32]
             return (d[HORIZON_BITS:] == 0) | d[HORIZON_BITS - 1:].all()
         c_same_port = c_valid & (c.port == port)
-        c_dest = Mux(c_valid & c.emits, c.dest, 0)
         c_same_slot = same_slot & (c.bank == lead.bank) & ~dropping
         slot_off = Mux(denser, offset(mb.last_x, my_phase), offset(mb.last_r, my_phase, plus=RMW_GAP))
         cons = [(port_last[port], offset(port_x[port], my_phase), ~c_same_port),
                 (mb.last_e, slot_off, ~dropping & ~c_same_slot)]
-        cons += [(dest_last[d], offset(dest_x[d], my_phase), emits & dest[d] & ~c_dest[d])
-                 for d in range(P)]
         # (The slot's stamp is checked on both banks' reads before the bank is selected.)
         slot_recent = Mux(same_slot, recent(c_other.last_e),
                           Mux(lead.bank, recent(meta_rd[1].data.last_e), recent(meta_rd[0].data.last_e)))
         for i, (v, off, ok) in enumerate(cons):
             m.d.comb += [fresh.cv[i].eq(v), fresh.cd[i].eq(off),
                          fresh.cok[i].eq(ok & (slot_recent if i == 1 else recent(v)))]
-        c_end = c_same_port | (emits & (c_dest & dest).any())
+        c_end = c_same_port
         pd_end = Mux(c_end, offset(c.phase, my_phase, c.job.beats), 0)
         pd_slot = Mux(c_same_slot, Mux(denser, offset(c.phase, my_phase, c.job.beats, RMW_GAP),
                                        offset(c.phase, my_phase, plus=RMW_GAP)), 0)
@@ -477,12 +469,14 @@ class AggregationEngine(wiring.Component):
         c_lost = Signal(P)
         m.d.comb += c_lost.eq(Mux(c.emits, c.dest & ~self.eg_room & self.eg_expired, 0))
         c_send = c.dest & ~c_lost
-        c_room = (c.dest & ~self.eg_room & ~self.eg_expired) == 0
+        c_room = (c.dest & ~self.eg_takes) == 0
         job_ready = Cat(*[ps.job_ready for ps in passes])
-        can_commit = (job_ready & c.port_bit).any() & (~c.emits | c_room)
+        # An emitting decision also takes a result-buffer entry (one is free within a few
+        # cycles, resbuf.py).
+        can_commit = (job_ready & c.port_bit).any() & (~c.emits | (c_room & resbuf.alloc_ok))
         push_job = Signal(port_job(p))
         m.d.comb += [push_job.eq(c.job), push_job.e.eq(start_e),
-                     push_job.dest.eq(c.job.dest & ~c_lost)]
+                     push_job.dest.eq(c.job.dest & ~c_lost), push_job.entry.eq(resbuf.alloc_entry)]
         for n in range(P):
             m.d.comb += passes[n].job.eq(push_job)
 
@@ -492,16 +486,15 @@ class AggregationEngine(wiring.Component):
                 m.d.comb += passes[n].job_valid.eq(c.port_bit[n])
             c_x = c.phase + c.job.beats
             m.d.sync += [s_last.eq(start_e), port_last[c.port].eq(start_e), port_x[c.port].eq(c_x)]
-            for d in range(P):
-                with m.If(c.emits & c.dest[d]):
-                    m.d.sync += [dest_last[d].eq(start_e), dest_x[d].eq(c_x)]
             with m.If(c.dropping):
                 m.d.comb += [self.ev_drop.eq(c.port_bit),
                              self.ev_drop_reason.eq(Mux(c.dup, DROP_DUPLICATE, DROP_MISMATCH))]
             with m.Else():
                 m.d.comb += self.ev_accept.eq(c.port_bit)
                 with m.If(c.emits):
-                    m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost)]
+                    m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost),
+                                 resbuf.alloc_en.eq(1), resbuf.alloc_dest.eq(c_send),
+                                 resbuf.alloc_beats.eq(c.job.beats), resbuf.alloc_mx.eq(is_mx(c.job.dtype))]
                 with m.If(c.resend):
                     m.d.comb += self.ev_resend.eq(c.port_bit & c_send)
                 # Both banks' metadata: the round, and the start of the slot's last pass
@@ -537,7 +530,7 @@ class AggregationEngine(wiring.Component):
         with m.If(held_steps != 0):
             m.d.sync += [held.eq(grown), held_steps.eq(held_steps - 1)]
         # Retry as soon as one of those destinations can take a RESULT again.
-        with m.If(held_for.any() & ((held_for & ~self.eg_room & ~self.eg_expired) != held_for)):
+        with m.If(held_for.any() & ((held_for & ~self.eg_takes) != held_for)):
             m.d.sync += [held.eq(0), held_steps.eq(0), held_for.eq(0)]
         holding = held.any()
         for n in range(P):
@@ -547,7 +540,7 @@ class AggregationEngine(wiring.Component):
         # ======================= decide control =====================================
         # COMMIT either commits, or abandons a decision whose destination is full (the
         # frames behind it are flushed and picked again), or waits for its port's job
-        # queue (everything behind it waits too).
+        # queue or a result-buffer entry (everything behind it waits too).
         abandon = Signal()
         stall = Signal()
         m.d.comb += [commit.eq(c_valid & can_commit),
@@ -555,7 +548,7 @@ class AggregationEngine(wiring.Component):
                      stall.eq(c_valid & ~can_commit & ~(c.emits & ~c_room))]
         with m.If(abandon):
             m.d.sync += [held.eq(held | c.block), held_steps.eq(p.jobs),
-                         held_for.eq(held_for | (c.dest & ~self.eg_room & ~self.eg_expired))]
+                         held_for.eq(held_for | (c.dest & ~self.eg_takes))]
 
         # Forwarding: DECIDE sees the slot and learned addresses as COMMIT leaves them.
         # (If COMMIT does not commit, DECIDE's result is flushed or waits.)

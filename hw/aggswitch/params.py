@@ -108,17 +108,16 @@ class Params:
         return 1 << (4 * self.max_payload_beats - 1).bit_length()
 
     @property
-    def pass_slack(self):
-        """Beats in flight between the engine's decision and the egress FIFO write: issue,
-        decode (2 stages), accumulate, the result encoder (encoder_latency) and the
-        emitter's output register."""
-        return encoder_latency(self) + 4
-
-    @property
     def egress_beats(self):
-        """Depth of each egress payload FIFO: the RESULT being sent, the one decided behind
-        it and the lines in flight."""
-        return 1 << (3 * self.slot_lines + self.pass_slack - 1).bit_length()
+        """Depth of each egress payload FIFO, the prefetch of the port's reader of the
+        result buffer (resbuf.py): it reads against this many credits, and once it has
+        had to wait for room it is back at the bank of its next beat within `ports - 1`
+        cycles and its beat in the FIFO 3 later. So `ports + 6` beats keep the MAC fed
+        from a RESULT's first beat to its last. An MX RESULT starts once all its element
+        beats are in (its scale line comes with them), so they must fit too; the power of
+        two above."""
+        mx_beats = -(-self.slot_elems // self.beat_lanes) if self.mx_ok else 0
+        return 1 << max(self.ports + 6, mx_beats + 2).bit_length()
 
     @property
     def order_bits(self):
@@ -176,15 +175,17 @@ def latency(params: Params = Params()) -> int:
     RESULT on an idle port (docs/SPEC.md §10.4). One constant per parameter set and for
     every dtype.
 
-    The idle path is `slot_lines + encoder_latency + 13`: 2 ingress stages (beat
-    register, verdict), 2 through the descriptor FIFO, engine PICK, DECIDE and COMMIT, the
-    pass (one cycle per payload beat, then 2 decode stages and accumulate), the result
-    encoder, the emitter's output register, 2 through the egress `done` FIFO and the
-    output register. The longest pass is a full slot of 32-bit elements (`slot_lines`
-    beats); shorter ones are padded to it, so the constant holds for every dtype and
-    count. The pass of the frame's port starts between 3 cycles after the
+    The idle path is `slot_lines + encoder_latency + 2 * ports + 17`: 2 ingress stages
+    (beat register, verdict), 2 through the descriptor FIFO, engine PICK, DECIDE and
+    COMMIT, the pass (one cycle per payload beat, then 2 decode stages and accumulate),
+    the result encoder, the emitter's output register (the last beat into the result
+    buffer), then the destination's reader of the result buffer (`ports + 2`: its
+    reference ready, its first read, up to `ports - 1` cycles more for its turn at the
+    buffer's bank 0, the read data), 2 through the egress `done` FIFO and the output
+    register. The longest pass is a full slot of 32-bit elements (`slot_lines` beats);
+    shorter ones are padded to it, so the constant holds for every dtype and count. The pass of the frame's port starts between 3 cycles after the
     decision (its job queue) and `ports - 1` more (the port's phase in the bank rotation,
     docs/engine-v2.md): `ports + 2` cycles on the longest path. docs/ARCHITECTURE.md has
     the cycle-by-cycle table.
     """
-    return params.slot_lines + encoder_latency(params) + 13 + params.ports + 2
+    return params.slot_lines + encoder_latency(params) + 13 + (params.ports + 2) + (params.ports + 2)

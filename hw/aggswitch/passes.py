@@ -43,6 +43,7 @@ from .params import Params
 from .frame import buf_addr_bits, beats_bits, count_bits
 from .codec import BeatDecoder, is_mx, elem_shift, block_parts
 from .schedule import start_phase, not_before
+from .resbuf import result_entries
 
 __all__ = ["RMW_GAP", "JOB_QUEUE_DEPTH", "WORD_LINES", "bank_rows", "port_job", "emit_beat",
            "to_lines", "to_beat", "PortPass", "AccumulatorBanks"]
@@ -86,6 +87,7 @@ def port_job(p: Params):
         "result": 1,                               # completes the round (for the counters)
         "nan": 1,                                  # the round's NAN flag
         "dest": p.ports,                           # egress ports of the RESULT
+        "entry": range(result_entries(p)),         # its result-buffer entry
         "release_beats": beats_bits(p),
     })
 
@@ -103,6 +105,7 @@ def emit_beat(p: Params):
         "result": 1,
         "nan": 1,
         "dest": p.ports,
+        "entry": range(result_entries(p)),
     })
 
 
@@ -258,7 +261,8 @@ class PortPass(wiring.Component):
         e = self.emit
         m.d.comb += [e.valid.eq(s3.valid & s3.job.emit), e.beat.eq(s3.beat), e.last.eq(s3.last),
                      e.dtype.eq(s3.job.dtype), e.scale.eq(s3.job.scale), e.count.eq(s3.job.count),
-                     e.result.eq(s3.job.result), e.nan.eq(s3.job.nan), e.dest.eq(s3.job.dest)]
+                     e.result.eq(s3.job.result), e.nan.eq(s3.job.nan), e.dest.eq(s3.job.dest),
+                     e.entry.eq(s3.job.entry)]
         for g in range(WORD_LINES):
             for i in range(L):
                 m.d.comb += e.sums[g * L + i].eq(out_groups[g].word_select(i, p.acc_width))

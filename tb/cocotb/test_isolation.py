@@ -21,11 +21,24 @@ from __future__ import annotations
 import cocotb
 
 from aggswitch.regmap import EGRESS_WATCHDOG_DEFAULT
+from aggswitch.resbuf import RESULT_QUOTA
 from tb.cocotb.harness import start
 from tb.cocotb.test_switch import expect
 from tb.model import frames as F
 
 TIMEOUT_US = 5000
+# RESULTs a stalled port holds: its quota of queued RESULTs (hw/aggswitch/resbuf.py) and
+# the one stuck in its output register. A job that runs more rounds than this through a
+# stalled port is held back (or, past the watchdog, has RESULTs dropped).
+STALLED_HOLDS = RESULT_QUOTA + 1
+
+
+def slot_bank(tb, r):
+    """Slot (of job 1's, the upper half) and bank of job 1's round r: its slots in bank 0,
+    then in bank 1."""
+    half = tb.p.slots // 2
+    assert r < 2 * half, "more rounds than job 1's slots hold in both banks"
+    return r % half, (r // half) % 2
 
 
 async def _two_tenants(dut, name):
@@ -54,12 +67,13 @@ async def test_egress_watchdog(dut):
     # Job 1 runs more rounds than port 3's egress can hold while its host reads nothing.
     stalled = tb.sinks[3]
     stalled.pause = True
-    rounds1 = 8
+    rounds1 = STALLED_HOLDS + 4
     vals1 = {}
     for r in range(rounds1):
+        slot, bank = slot_bank(tb, r)
         for q in (2, 3):
             vals1[r, q] = tb.random_values(n, -(1 << 24), 1 << 24)
-            tb.send(q, tb.data(q, r, vals1[r, q], job=1, seq=100 + r))
+            tb.send(q, tb.data(q, slot, vals1[r, q], job=1, seq=100 + r, bank=bank))
     # Meanwhile job 0 (ports 0 and 1) must get all its RESULTs although it shares the
     # switch with the stalled port: at most the watchdog plus the time to drain job 1's
     # frames ahead of it in the engine.
@@ -78,7 +92,8 @@ async def test_egress_watchdog(dut):
                         "job 1's RESULTs on port 2 while port 3 is stalled")
     stall_cycles = tb.cycle
     stalled.pause = False
-    await tb.cycles(tb.quiet_cycles() + 8 * frame_beats)
+    # (long enough for port 3 to send everything it holds)
+    await tb.cycles(tb.quiet_cycles() + (STALLED_HOLDS + 8) * frame_beats)
 
     n_dropped = tb.reconcile_egress_drops(3)
     delivered = tb.epoch.expected[3]
@@ -97,7 +112,8 @@ async def test_egress_watchdog(dut):
     lost = dropped[0]
     h = F.parse_frame(lost.frame).hdr
     r = h.seq - 100
-    rec = await tb.send_isolated(3, tb.data(3, r, vals1[r, 3], job=1, seq=h.seq, retx=True))
+    slot, bank = slot_bank(tb, r)
+    rec = await tb.send_isolated(3, tb.data(3, slot, vals1[r, 3], job=1, seq=h.seq, bank=bank, retx=True))
     expect(rec, action="resend", what="retransmission of a RESULT the watchdog dropped")
     await tb.settle()
     resend = F.parse_frame(tb.epoch.egress[3][-1].data)
@@ -115,11 +131,14 @@ async def test_stall_holds_back_only_its_job(dut):
     n = tb.p.slot_elems
     await tb.driver.write("EGRESS_WATCHDOG", 0)        # never drop: only isolation helps
     tb.sinks[3].pause = True
-    rounds = 8
-    for r in range(rounds):
+    rounds = 8                                          # job 0's
+    rounds1 = STALLED_HOLDS + 4                         # job 1's: more than port 3 holds
+    for r in range(max(rounds, rounds1)):
         for q in range(4):
             job = 0 if q < 2 else 1
-            tb.send(q, tb.data(q, r, tb.random_values(n), job=job, seq=r))
+            if r < (rounds if job == 0 else rounds1):
+                slot, bank = (r, 0) if job == 0 else slot_bank(tb, r)
+                tb.send(q, tb.data(q, slot, tb.random_values(n), job=job, seq=r, bank=bank))
     # Job 0 runs as if alone: its frames arrive back to back, so a round every frame time
     # on each of its ports, plus the latency and the start-up of the engine.
     frame_beats = -(-tb.p.max_frame_bytes // tb.beat_bytes)
@@ -129,7 +148,7 @@ async def test_stall_holds_back_only_its_job(dut):
                         budget, "job 0's RESULTs while a port of job 1 is stalled")
     tb.log.info("job 0: %d rounds in %d cycles with port 3 stalled", rounds, tb.cycle - t0)
     assert len(tb.epoch.egress[3]) == 0, "port 3 sent a frame while its tready was low"
-    assert len(tb.epoch.egress[2]) < rounds, "job 1 completed every round although port 3 is full"
+    assert len(tb.epoch.egress[2]) < rounds1, "job 1 completed every round although port 3 is full"
     await tb.cycles(500)                                # job 1 stays held, nothing is lost
     tb.sinks[3].pause = False
     await tb.settle()

@@ -36,7 +36,8 @@ from aggswitch.codec import is_mx
 from .common import elaborated, as_submodule, origin
 
 # Datapath modules cut for the round-bookkeeping proofs (RTLIL module names).
-CUT = ("top.engine.banks", "top.engine.pass*.decoder", "top.engine.emitter*.encoder")
+CUT = ("top.engine.banks", "top.engine.pass*.decoder", "top.engine.emitter*.encoder",
+       "top.engine.resbuf.banks")
 
 LOOKAHEAD = 3       # frames a port can have between PICK and COMMIT (engine.py)
 
@@ -181,9 +182,10 @@ class EngineEnv:
 
         # --- the egress side -----------------------------------------------------------------
         if self.room == "free":
-            m.d.comb += [eng.eg_room.eq(AnySeq(P)), eng.eg_expired.eq(AnySeq(P))]
+            room, expired = AnySeq(P), AnySeq(P)
+            m.d.comb += [eng.eg_room.eq(room), eng.eg_expired.eq(expired), eng.eg_takes.eq(room | expired)]
         else:
-            m.d.comb += [eng.eg_room.eq(-1), eng.eg_expired.eq(0)]
+            m.d.comb += [eng.eg_room.eq(-1), eng.eg_expired.eq(0), eng.eg_takes.eq(-1)]
 
         # --- descriptors: one register per port, legal, in arrival order ---------------------
         self.src_valid = []

@@ -7,9 +7,10 @@ watchdog: `tready` high and the egress draining). Properties (Assert):
 - `pick`: a frame shown to the engine is taken within `N_PICK` cycles;
 - `decide`: a taken frame is decided (accepted: a slot update or a resend; or dropped
   and counted) within `N_DECIDE` cycles;
-- `result`: a RESULT handed to a destination port has its payload complete in that
-  port's egress FIFO (`eg_done_en`) within `N_RESULT` cycles of its decision (or of the
-  completion of the RESULT before it on that port, which completes first).
+- `result`: a RESULT handed to a destination port has its payload complete in the
+  result buffer and its first beat, with the done record, in that port's egress FIFO
+  (`eg_done_en`) within `N_RESULT` cycles of its decision (or of the completion of the
+  RESULT before it on that port, which completes first).
 
 The depth covers every frame's worst case: all `FRAMES` frames of every port taken, each
 a full slot of INT32 (the longest pass), plus the bounds.
@@ -28,7 +29,7 @@ PARAMS = Params(ports=2, data_width=128, slots=2, slot_elems=32, jobs=1)
 FRAMES = 1          # frames per port (2 make the check too slow for the 2-core machine)
 N_PICK = 3
 N_DECIDE = 6
-N_RESULT = 24
+N_RESULT = 28       # 24 before the result buffer: its reader adds ports + 2 cycles
 
 
 class ResponseHarness(Elaboratable):
@@ -88,6 +89,6 @@ class ResponseHarness(Elaboratable):
 def proof_sets():
     return [
         ProofSet("response", f"bounded response: taken within {N_PICK}, decided within {N_DECIDE}, "
-                 f"RESULT payload complete within {N_RESULT} cycles", ResponseHarness,
-                 mode="bmc", depth=32, cut=CUT, timeout=3000, engine="abc bmc3"),
+                 f"RESULT payload complete and first beat read within {N_RESULT} cycles", ResponseHarness,
+                 mode="bmc", depth=36, cut=CUT, timeout=3000, engine="abc bmc3"),
     ]
