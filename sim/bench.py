@@ -98,11 +98,12 @@ def sim_speed(runs) -> dict:
 
 def format_table(data: dict) -> str:
     """The per-(pattern, dtype) table, then one line per stalled-port run."""
-    head = ("pattern", "dtype", "accepted", "of presented", "per port", "latency min/med/max",
-            "RESULTs", "retx", "mismatches", "cycles/s")
+    head = ("pattern", "dtype", "accepted", "of presented", "stalls", "dropped", "per port",
+            "latency min/med/max", "RESULTs", "retx", "mismatches", "cycles/s")
     rows = []
     for r in data["runs"]:
         rows.append((r["pattern"], r["dtype"], f"{r['accepted']:.3f}", f"{r['presented']:.3f}",
+                     str(r.get("stall_cycles", "n/a")), str(r.get("dropped_beats", "n/a")),
                      " ".join(f"{x:.2f}" for x in r["per_port"]), _lat(r["latency"]),
                      str(r["results_checked"]), str(r["hosts"]["retransmissions"]),
                      str(r["mismatches"]), _speed(r.get("cycles_per_second"))))
@@ -191,8 +192,10 @@ def main(argv=None) -> int:
     (a.out / "bench.json").write_text(json.dumps(data, indent=1) + "\n")
     print(format_table(data))
     print(f"  accepted: accepted ingress bytes per cycle / (ports * data_width/8) over the "
-          f"window (first beat to the last first-copy tlast); of presented: accepted beats /"
-          f" (beats + tvalid-without-tready cycles); latency: RESULT first tvalid - DATA "
+          f"window (first beat to the last first-copy tlast); of presented: beats taken / "
+          f"(beats + tvalid-without-tready cycles), 1.0 without back-pressure; stalls: "
+          f"those cycles; dropped: beats taken in frames the switch dropped (duplicates, "
+          f"mismatches); latency: RESULT first tvalid - DATA "
           f"tlast (documented idle latency {data['latency_documented']})")
     print(f"  checked {sum(r['results_checked'] for r in data['runs'])} RESULTs against the "
           f"golden model: {data['mismatches']} mismatches, {data['errors']} errors")

@@ -71,3 +71,47 @@ def test_bench_small(tmp_path, capsys):
     (run,) = data["runs"]
     assert any("differs" in e for e in run["errors"]), run["errors"]
     assert "FAIL" in text
+
+
+def _record(port, t_first, seq, outcome, *, stalls=0, retx=False, beat_bytes=64):
+    """An ingress record as the harness keeps it: a full INT32 frame of 16 elements
+    (64 + 64 bytes: two beats at 64 bytes) and the golden model's outcome."""
+    from tb.cocotb.harness import IngressRecord
+    from tb.model import frames as F
+    data = F.data_frame(worker_mac=0x020000000001 + port, worker_ip=0x0A000001 + port,
+                        worker_port=5000, job=0, slot=0, worker=port, seq=seq,
+                        dtype=F.INT32, count=16, scale=0, payload=F.int32_payload(range(16)),
+                        retx=retx)
+    beats = -(-len(data) // beat_bytes)
+    return IngressRecord(port=port, t_last=t_first + beats + stalls - 1, data=data,
+                         tkeep_ok=True, exact=False, outcome=outcome, t_first=t_first,
+                         stalls=stalls)
+
+
+def test_presented_counts_dropped_frames_as_taken():
+    """"Of presented" is the switch's share of the cycles in which a host held tvalid high:
+    the beats it took over those beats plus the cycles it held tready low. A duplicate
+    that the switch takes at line rate and then drops (SPEC §5) is not back-pressure: with
+    no stall cycle the figure is 1.0 whatever the outcomes (the bench once divided only the
+    accepted frames' beats by the presented cycles and reported loss as 8 % back-pressure),
+    and each stall cycle counts against it."""
+    from tb.cocotb.test_bench import window_metrics
+    from tb.model import frames as F
+    from tb.model.switch import Outcome
+    new, join = Outcome(action="new"), Outcome(action="join", completed=True)
+    dup = Outcome(drop=F.DUPLICATE)
+    recs = [_record(0, 0, 1, new), _record(1, 0, 1, join),
+            _record(0, 2, 1, dup, retx=True), _record(1, 2, 1, Outcome(action="resend"), retx=True),
+            _record(0, 8, 2, new), _record(1, 8, 2, join)]    # the window ends with these
+    m = window_metrics(recs, [0, 1], 64)
+    assert m["presented"] == 1.0
+    assert m["window_cycles"] == 10
+    assert m["stall_cycles"] == 0 and m["dropped_beats"] == 2
+    assert m["accepted_of_presented"] == 10 / 12
+    assert m["by_outcome"]["duplicate"] == {"frames": 1, "beats": 2, "stalls": 0}
+    assert m["by_outcome"]["resend_retx"]["frames"] == 1
+    # three cycles of tready low during the duplicate: 12 beats over 15 cycles
+    recs[2] = _record(0, 2, 1, dup, stalls=3, retx=True)
+    m = window_metrics(recs, [0, 1], 64)
+    assert m["stall_cycles"] == 3 and m["presented"] == 12 / 15
+    assert m["by_outcome"]["duplicate"]["stalls"] == 3

@@ -53,7 +53,8 @@ SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 # the small set re-runs the tests whose behaviour depends most on the parameters
 SMALL_TESTS = ("test_single_round", "test_aggregation_rules", "test_static_drops",
                "test_random_traffic", "test_reset_mid_frame", "test_all_counts",
-               "test_tenant_random", "test_axil_concurrency", "test_every_dtype")
+               "test_tenant_random", "test_axil_concurrency", "test_every_dtype",
+               "test_retransmissions_at_line_rate")
 # MX at the narrowest width that has it, an odd port count, 4-line MX blocks
 MX_SMALL = Params(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2)
 MX_SMALL_TESTS = ("test_every_dtype", "test_dtype_mix", "test_static_drops")

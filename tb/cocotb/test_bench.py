@@ -35,8 +35,10 @@ of its chunks. Any error fails the test; the numbers are still written.
 Measures, per (pattern, dtype), over the measurement window (first ingress beat to the
 tlast of the last first-copy DATA frame; retransmissions after it are not offered load):
 accepted ingress bytes per cycle over ports * data_width/8 (SPEC §9), per port and over
-all ports; the share of presented beats the switch took without stalling them (accepted
-beats over beats + cycles with tvalid high and tready low); the latency of every RESULT
+all ports; the share of presented beats the switch took without stalling them (the beats
+of every frame it took, accepted or dropped by the rules of SPEC §5 such as a duplicate,
+over those beats + cycles with tvalid high and tready low), with the stall cycles and the
+beats per outcome (new, join, resend, RETX copies, drop reasons); the latency of every RESULT
 (first tvalid minus the tlast cycle of the DATA frame that caused it, as the scoreboard
 measures it). For stalled_port also the accepted fraction of the ports outside the
 stalled port's job, over their own window, and the stalled port's counters at the end of
@@ -277,7 +279,9 @@ def window_metrics(recs, ports, beat_bytes: int) -> dict:
     recs = [r for r in recs if r.port in ports]
     first = [r for r in recs if not (_hdr(r.data).flags & F.FLAG_RETX)]
     if not first:
-        return {"window_cycles": 0, "accepted": 0.0, "per_port": {}, "presented": 0.0}
+        return {"window_cycles": 0, "accepted": 0.0, "per_port": {}, "presented": 0.0,
+                "stall_cycles": 0, "accepted_of_presented": 0.0, "dropped_beats": 0,
+                "by_outcome": {}}
     t0 = min(r.t_first for r in recs)
     t1 = max(r.t_last for r in first)
     cyc = t1 - t0 + 1
@@ -286,13 +290,37 @@ def window_metrics(recs, ports, beat_bytes: int) -> dict:
     per_port = {p: sum(len(r.data) for r in acc if r.port == p) / (cyc * beat_bytes)
                 for p in ports}
     acc_beats = sum(-(-len(r.data) // beat_bytes) for r in acc)
-    offered = sum(-(-len(r.data) // beat_bytes) + r.stalls for r in inwin)
+    # Where the presented cycles went, per outcome of the frame (the golden model's: new,
+    # join, resend, with _retx for a RETX copy, or the drop reason): its beats and the
+    # cycles it waited on tready.
+    kinds: dict = {}
+    for r in inwin:
+        o = r.outcome
+        kind = ("none" if o is None else o.drop_name.lower() if o.drop is not None
+                else o.action + ("_retx" if _hdr(r.data).flags & F.FLAG_RETX else ""))
+        k = kinds.setdefault(kind, {"frames": 0, "beats": 0, "stalls": 0})
+        k["frames"] += 1
+        k["beats"] += -(-len(r.data) // beat_bytes)
+        k["stalls"] += r.stalls
+    beats = sum(k["beats"] for k in kinds.values())
+    stalls = sum(k["stalls"] for k in kinds.values())
+    offered = beats + stalls
     return {
         "window_cycles": cyc,
         "accepted_bytes": sum(len(r.data) for r in acc),
         "accepted": sum(per_port.values()) / len(ports),
         "per_port": per_port,
-        "presented": acc_beats / offered if offered else 0.0,
+        # the switch's share: every beat it took (a frame it then drops, a duplicate
+        # say, took its beats too) over the cycles with tvalid high; 1.0 without
+        # back-pressure
+        "presented": beats / offered if offered else 0.0,
+        "stall_cycles": stalls,
+        # the beats of frames it accepted over those cycles (before issue 11's loss
+        # analysis this was the "of presented" figure: it counts the hosts' duplicates
+        # as if the switch had refused them)
+        "accepted_of_presented": acc_beats / offered if offered else 0.0,
+        "dropped_beats": beats - acc_beats,
+        "by_outcome": kinds,
     }
 
 
@@ -449,6 +477,8 @@ async def run_pattern(tb, pattern: str, dtype: int, frames: int, stall: int, job
     run = {
         "pattern": pattern, "dtype": F.DTYPE_NAMES[dtype],
         "accepted": m["accepted"], "presented": m["presented"],
+        "stall_cycles": m["stall_cycles"], "accepted_of_presented": m["accepted_of_presented"],
+        "dropped_beats": m["dropped_beats"], "by_outcome": m["by_outcome"],
         "per_port": [m["per_port"][p] for p in range(P)],
         "window_cycles": m["window_cycles"], "accepted_bytes": m["accepted_bytes"],
         "cycles": t_hosts - t_start,
