@@ -88,6 +88,7 @@ class _Pending:
     deadline: int
     timeout: int
     sends: int = 1
+    first: int = 0         # cycle of the first copy
 
 
 @dataclass
@@ -107,8 +108,12 @@ class Host:
     timeout: int = 0       # retransmission timeout in cycles (0: never retransmit)
     results: set = field(default_factory=set)
     pending: dict = field(default_factory=dict)
+    # blocked_cycles: cycles with first copies still to send and none eligible (the
+    # window waits on a RESULT); recovered/recovery_cycles: chunks whose RESULT came only
+    # after a retransmission, and the cycles from their first copy to that RESULT
     stats: dict = field(default_factory=lambda: dict.fromkeys(
-        ("sent", "retransmissions", "data_lost", "results_lost", "stale_results"), 0))
+        ("sent", "retransmissions", "data_lost", "results_lost", "stale_results",
+         "blocked_cycles", "recovered", "recovery_cycles"), 0))
     errors: list = field(default_factory=list)
     event: Event = field(default_factory=Event)
 
@@ -143,7 +148,10 @@ class Host:
                                "which this worker has not sent")
             return
         self.results.add(i)
-        del self.pending[i]
+        p = self.pending.pop(i)
+        if p.sends > 1:
+            self.stats["recovered"] += 1
+            self.stats["recovery_cycles"] += cycle - p.first
         self.event.set()
 
 
@@ -173,6 +181,8 @@ async def run_host(tb, h: Host, max_retries: int = 40):
             h.event.clear()
             nxt = min((p.deadline for p in h.pending.values()), default=NEVER)
             await First(h.event.wait(), ClockCycles(clk, int(max(1, min(nxt - now, 1000)))))
+            if todo:
+                h.stats["blocked_cycles"] += tb.cycle - now
             continue
         gap = h.gaps[n_sent % len(h.gaps)] if h.gaps else 0
         if gap:
@@ -196,7 +206,7 @@ async def run_host(tb, h: Host, max_retries: int = 40):
             todo.remove(i)
             h.stats["sent"] += 1
             frame = h.frames[i]
-            p = h.pending[i] = _Pending(0, h.timeout)
+            p = h.pending[i] = _Pending(0, h.timeout, first=tb.cycle)
         p.deadline = tb.cycle + p.timeout if p.timeout else NEVER
         if h.data_loss and h.rng.random() < h.data_loss:
             # Lost on the way to the switch: the port sees no frame for its length.
