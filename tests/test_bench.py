@@ -41,6 +41,10 @@ def test_bench_small(tmp_path, capsys):
     for r in runs.values():
         assert 0 < r["accepted"] <= 1, r
         assert 0 < r["presented"] <= 1, r
+        kinds = r["by_outcome"].values()
+        beats, stalls = sum(k["beats"] for k in kinds), sum(k["stalls"] for k in kinds)
+        assert stalls == r["stall_cycles"] and r["presented"] == beats / (beats + stalls), r
+        assert r["accepted_of_presented"] <= r["presented"], r
         assert all(0 <= x <= 1 for x in r["per_port"]), r
         assert r["results_checked"] > 0 and r["mismatches"] == 0 and not r["errors"], r
         assert r["latency"]["min"] >= data["latency_documented"], r
