@@ -703,22 +703,34 @@ class ElementToFixed(wiring.Component):
 
     `formats`: the dtype codes this lane must convert (default: every one). A beat's upper
     lanes only ever see the denser dtypes (BF16 and MX from `lanes` up, MX only from
-    2 x `lanes` up), so the decoder builds them without the others: their select terms
-    become constants and the 24-bit significand paths, the FP32 exponent and the INT32
-    pass-through fold away (about half a lane's logic). For a dtype outside `formats` the
-    outputs are unspecified."""
+    2 x `lanes` up), so the decoder builds them without the others. A lane whose formats
+    are within BF16 and the MX dtypes has a significand of at most 8 bits: it is built as a
+    datapath of its own (`_elaborate_small`: the sign applied to the short significand
+    before the register, a 9-bit left shifter into 32 bits, a 9-bit rounding right shift;
+    no 24-bit shifter and no 32-bit adder), about a third of the universal lane. For a
+    dtype outside `formats` the outputs are unspecified."""
 
     LATENCY = 0     # combinational (pipelined=False): outputs follow inputs in the same cycle
     ALL_FORMATS = frozenset({DTYPE_INT32, DTYPE_FP32, DTYPE_BF16, DTYPE_MXINT8,
                              DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2})
     MX_FORMATS = frozenset({DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2})
 
+    @classmethod
+    def _formats(cls, formats):
+        formats = cls.ALL_FORMATS if formats is None else frozenset(formats)
+        if not formats or not formats <= cls.ALL_FORMATS:
+            raise ValueError(f"formats must be a non-empty subset of {sorted(cls.ALL_FORMATS)}")
+        return formats
+
+    def __new__(cls, pipelined=False, formats=None, *, src_loc_at=0):
+        # bad formats raise before the Elaboratable exists (no UnusedElaboratable warning)
+        cls._formats(formats)
+        return super().__new__(cls, src_loc_at=src_loc_at + 1)
+
     def __init__(self, pipelined=False, formats=None):
         self.pipelined = pipelined
         self.latency = int(pipelined)
-        self.formats = self.ALL_FORMATS if formats is None else frozenset(formats)
-        if not self.formats or not self.formats <= self.ALL_FORMATS:
-            raise ValueError(f"formats must be a non-empty subset of {sorted(self.ALL_FORMATS)}")
+        self.formats = self._formats(formats)
         super().__init__({
             "dtype": In(3),
             "bits": In(32),
@@ -728,8 +740,138 @@ class ElementToFixed(wiring.Component):
             "nan": Out(1),
         })
 
+    def _elaborate_small(self, m):
+        """The lane of a beat's upper elements (`formats` within BF16 and the MX dtypes):
+        every element there is a significand of at most 8 bits (BF16 8, MXINT8 8 as the
+        two's complement byte, E4M3 4, E5M2 3) times a power of two 2**k. The sign is
+        applied to that short significand before the register (sv, 9-bit two's
+        complement: -255 .. 255), so no 32-bit adder is needed after it:
+
+        - k >= 0: q = sv << k, one left shifter of 9 bits into 32 (sign-extended); the
+          value is outside int32 when a bit of sv ^ sign sits at 2**31 or above (a few
+          gates on sv's 8 low bits and k's 5 low bits), or k >= 32 and sv != 0.
+        - k < 0: q = RNE(sv / 2**-k) on the two's complement value: floor(sv / 2**-k) is
+          an arithmetic right shift, and the round-half-to-even increment (guard, sticky,
+          the quotient's LSB) is the same for both signs; the quotient has at most 8 bits,
+          so the increment is a 9-bit adder. Shifting by 10 or more gives the same result
+          as by 10 (every bit of a value below 2**8 is under the guard), so the amount is
+          clamped there.
+
+        NaN (the element's or an E8M0 block scale of 0xFF, MX only) gives 0 and `nan`,
+        Inf (E5M2, BF16) saturates: as the universal lane."""
+        b, d = self.bits, self.dtype
+        fmts = self.formats
+        f16, f43, f52 = (FLOAT_FORMATS[n] for n in ("bf16", "e4m3", "e5m2"))
+        has_mx = bool(fmts & self.MX_FORMATS)
+        # Formats as constants where the lane sees one only; an MX code is "not BF16"
+        # (INT8 when neither FP8 code), so the last choice needs no compare.
+        bf16 = Signal()
+        e4m3 = Signal()
+        e5m2 = Signal()
+        only_bf16 = fmts == {DTYPE_BF16}
+        m.d.comb += [
+            bf16.eq(1 if only_bf16 else (d == DTYPE_BF16) if DTYPE_BF16 in fmts else 0),
+            e4m3.eq((d == DTYPE_MXFP8_E4M3) if DTYPE_MXFP8_E4M3 in fmts else 0),
+            e5m2.eq((d == DTYPE_MXFP8_E5M2) if DTYPE_MXFP8_E5M2 in fmts else 0),
+        ]
+        int8 = ~bf16 & ~e4m3 & ~e5m2 if DTYPE_MXINT8 in fmts else Const(0, 1)
+        mx = ~bf16 if has_mx else Const(0, 1)
+
+        def field(f):
+            return b[f.mbits:f.mbits + f.ebits], b[:f.mbits]
+
+        e_16, m_16 = field(f16)
+        e_43, m_43 = field(f43)
+        e_52, m_52 = field(f52)
+        expf = Signal(8)
+        m.d.comb += expf.eq(Mux(bf16, e_16, Mux(e4m3, e_43, Mux(e5m2, e_52, 0))))
+        normal = expf.any()
+        top = Mux(bf16, e_16.all(), Mux(e4m3, e_43.all(), e_52.all()))
+        mant_any = Mux(bf16, m_16.any(), m_52.any())
+        elem_nan = ~int8 & Mux(e4m3, top & m_43.all(), top & mant_any)
+        elem_inf = ~int8 & ~e4m3 & top & ~mant_any
+        block_nan = mx & (self.block_scale == E8M0_NAN)
+        nan = Signal()
+        inf = Signal()
+        sign = Signal()
+        m.d.comb += [
+            nan.eq(elem_nan | block_nan),
+            inf.eq(elem_inf & ~block_nan),
+            sign.eq(Mux(bf16, b[15], b[7])),
+        ]
+        # the float significand (0 for NaN/Inf), then the signed 9-bit value
+        fsig = Signal(8)
+        m.d.comb += fsig.eq(Mux(elem_nan | elem_inf, 0,
+                                Mux(bf16, Cat(m_16, normal),
+                                    Mux(e4m3, Cat(m_43, normal), Cat(m_52, normal)))))
+        sv = Signal(signed(9))
+        m.d.comb += sv.eq(Mux(int8, b[:8].as_signed(), Mux(sign, -fsig, fsig)))
+        # k = exponent of the significand's bit 0 + (MX) block exponent + scale; the float
+        # formats' subnormals use exponent field 1.
+        def off(f):
+            return -(f.bias + f.mbits)
+
+        offset = Signal(signed(9))
+        m.d.comb += offset.eq(Mux(bf16, off(f16),
+                                  Mux(e4m3, off(f43) - E8M0_BIAS,
+                                      Mux(e5m2, off(f52) - E8M0_BIAS, -MXINT8_FRAC - E8M0_BIAS))))
+        base = Signal(signed(10))
+        m.d.comb += base.eq(offset + self.scale + Mux(mx, self.block_scale, 0))
+        k = Signal(signed(10))
+        m.d.comb += k.eq(base + Mux(int8, 0, Mux(normal, expf, 1)))
+        if self.pipelined:
+            regs = []
+            for name, v in (("sv", sv), ("sign", sign), ("k", k), ("nan", nan), ("inf", inf)):
+                r = Signal(Value.cast(v).shape(), name=f"{name}_r")
+                m.d.sync += r.eq(v)
+                regs.append(r)
+            sv, sign, k, nan, inf = regs
+        right = k[9]                                  # k < 0
+        # k >= 0
+        k5 = k[:5]
+        big = ~right & k[5:9].any()                   # k >= 32
+        # a log shifter with every stage a Signal only as wide as its outputs can be
+        left = sv
+        for n in range(5):
+            w = min(len(left) + (1 << n), 32)
+            nxt = Signal(signed(w), name=f"e2x_left{n}")
+            m.d.comb += nxt.eq(Mux(k5[n], left << (1 << n), left))
+            left = nxt
+        # bit i of sv (i < 8) reaches 2**31 when i + k5 >= 31: k5 = 24 + t, t >= 7 - i
+        t = thermometer(k5[:3], 7)                    # bit j: t > j
+        reach = Cat(*[t[6 - i] for i in range(7)], Const(1, 1)) & (k5[3] & k5[4]).replicate(8)
+        flip = sv[:8] ^ sv[8].replicate(8)            # bits that differ from the sign
+        sat = Signal(name="e2x_sat")
+        m.d.comb += sat.eq(inf | (~right & ((big & sv.any()) | (flip & reach).any())))
+        # k < 0: u = -k - 1 = ~k is the guard's position. u >= 9 puts every bit of sv
+        # under the guard (9 <= u < 16 shifts out all but sign bits, which rounds to 0);
+        # u >= 16 (`far`) gives 0 without the shifter.
+        nk = ~k
+        u = nk[:4]
+        far = nk[4:9].any()
+        y = Signal(signed(9), name="e2x_y")
+        m.d.comb += y.eq(sv >> u)
+        sticky = Signal(name="e2x_sticky")
+        m.d.comb += sticky.eq((sv.as_unsigned() & thermometer(u, 9)).any())
+        small = Signal(signed(9), name="e2x_small")
+        m.d.comb += small.eq((y >> 1) + (y[0] & (sticky | y[1])))
+        use_left = Signal(name="e2x_use_left")
+        use_small = Signal(name="e2x_use_small")
+        satc = Signal(name="e2x_satc")
+        m.d.comb += [
+            use_left.eq(~right & ~nan & ~sat),
+            use_small.eq(right & ~far & ~nan & ~inf),
+            satc.eq(~nan & sat),
+        ]
+        other = Signal(signed(32), name="e2x_other")
+        m.d.comb += other.eq(Mux(use_small, small, Mux(satc, Mux(sign, INT32_MIN, INT32_MAX), 0)))
+        m.d.comb += [self.q.eq(Mux(use_left, left, other)), self.nan.eq(nan)]
+        return m
+
     def elaborate(self, platform):
         m = Module()
+        if self.formats <= self.MX_FORMATS | {DTYPE_BF16}:
+            return self._elaborate_small(m)
         b, d = self.bits, self.dtype
         fp32 = Signal()
         bf16 = Signal()
