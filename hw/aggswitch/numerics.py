@@ -707,7 +707,7 @@ class ElementToFixed(wiring.Component):
     are within BF16 and the MX dtypes has a significand of at most 8 bits: it is built as a
     datapath of its own (`_elaborate_small`: the sign applied to the short significand
     before the register, a 9-bit left shifter into 32 bits, a 9-bit rounding right shift;
-    no 24-bit shifter and no 32-bit adder), about a third of the universal lane. For a
+    no 24-bit shifter and no 32-bit adder), under half of the universal lane. For a
     dtype outside `formats` the outputs are unspecified."""
 
     LATENCY = 0     # combinational (pipelined=False): outputs follow inputs in the same cycle
@@ -748,8 +748,9 @@ class ElementToFixed(wiring.Component):
         complement: -255 .. 255), so no 32-bit adder is needed after it:
 
         - k >= 0: q = sv << k, one left shifter of 9 bits into 32 (sign-extended); the
-          value is outside int32 when a bit of sv ^ sign sits at 2**31 or above (a few
-          gates on sv's 8 low bits and k's 5 low bits), or k >= 32 and sv != 0.
+          value is outside int32 when a bit of sv ^ sign sits at 2**31 or above (which
+          bits can is a suffix OR of sv ^ sign, formed before the register, selected by
+          k's 3 low bits), or k >= 32 and sv != 0.
         - k < 0: q = RNE(sv / 2**-k) on the two's complement value: floor(sv / 2**-k) is
           an arithmetic right shift, and the round-half-to-even increment (guard, sticky,
           the quotient's LSB) is the same for both signs; the quotient has at most 8 bits,
@@ -819,13 +820,27 @@ class ElementToFixed(wiring.Component):
         m.d.comb += base.eq(offset + self.scale + Mux(mx, self.block_scale, 0))
         k = Signal(signed(10))
         m.d.comb += k.eq(base + Mux(int8, 0, Mux(normal, expf, 1)))
+        # For the saturation test after the register, from the fields (not through the
+        # negation): lead[i] = the magnitude has a bit at i or above, so that shifted left
+        # by 31 - i or more it reaches 2**31 (for a negative value exactly -2**31 is then
+        # saturated, to the same -2**31). MXINT8 takes ~v for a negative v (|v| - 1, whose
+        # test is the exact one). nz = the value is not 0.
+        mag8 = Signal(8)
+        lead = Signal(8)
+        nz = Signal()
+        m.d.comb += [
+            mag8.eq(Mux(int8, b[:8] ^ b[7].replicate(8), fsig)),
+            lead.eq(Cat(*[mag8[i:].any() for i in range(8)])),
+            nz.eq(Mux(int8, b[:8].any(), fsig.any())),
+        ]
         if self.pipelined:
             regs = []
-            for name, v in (("sv", sv), ("sign", sign), ("k", k), ("nan", nan), ("inf", inf)):
+            for name, v in (("sv", sv), ("sign", sign), ("k", k), ("nan", nan), ("inf", inf),
+                            ("lead", lead), ("nz", nz)):
                 r = Signal(Value.cast(v).shape(), name=f"{name}_r")
                 m.d.sync += r.eq(v)
                 regs.append(r)
-            sv, sign, k, nan, inf = regs
+            sv, sign, k, nan, inf, lead, nz = regs
         right = k[9]                                  # k < 0
         # k >= 0
         k5 = k[:5]
@@ -837,12 +852,14 @@ class ElementToFixed(wiring.Component):
             nxt = Signal(signed(w), name=f"e2x_left{n}")
             m.d.comb += nxt.eq(Mux(k5[n], left << (1 << n), left))
             left = nxt
-        # bit i of sv (i < 8) reaches 2**31 when i + k5 >= 31: k5 = 24 + t, t >= 7 - i
-        t = thermometer(k5[:3], 7)                    # bit j: t > j
-        reach = Cat(*[t[6 - i] for i in range(7)], Const(1, 1)) & (k5[3] & k5[4]).replicate(8)
-        flip = sv[:8] ^ sv[8].replicate(8)            # bits that differ from the sign
-        sat = Signal(name="e2x_sat")
-        m.d.comb += sat.eq(inf | (~right & ((big & sv.any()) | (flip & reach).any())))
+        # bit i of sv (i < 8) reaches 2**31 when i + k5 >= 31, k5 = 24 + t: lead[7 - t]
+        over_big = Signal(name="e2x_over_big")        # k >= 32, sv != 0
+        over_t = Signal(name="e2x_over_t")            # 24 <= k < 32, a bit at 2**31 or above
+        m.d.comb += [
+            over_big.eq(big & nz),
+            over_t.eq(~right & k5[3] & k5[4] &
+                      Cat(*[lead[7 - j] for j in range(8)]).bit_select(k5[:3], 1)),
+        ]
         # k < 0: u = -k - 1 = ~k is the guard's position. u >= 9 puts every bit of sv
         # under the guard (9 <= u < 16 shifts out all but sign bits, which rounds to 0);
         # u >= 16 (`far`) gives 0 without the shifter.
@@ -859,9 +876,9 @@ class ElementToFixed(wiring.Component):
         use_small = Signal(name="e2x_use_small")
         satc = Signal(name="e2x_satc")
         m.d.comb += [
-            use_left.eq(~right & ~nan & ~sat),
+            use_left.eq(~right & ~nan & ~inf & ~over_big & ~over_t),
             use_small.eq(right & ~far & ~nan & ~inf),
-            satc.eq(~nan & sat),
+            satc.eq(~nan & (inf | over_big | over_t)),
         ]
         other = Signal(signed(32), name="e2x_other")
         m.d.comb += other.eq(Mux(use_small, small, Mux(satc, Mux(sign, INT32_MIN, INT32_MAX), 0)))
