@@ -748,15 +748,15 @@ class ElementToFixed(wiring.Component):
         complement: -255 .. 255), so no 32-bit adder is needed after it:
 
         - k >= 0: q = sv << k, one left shifter of 9 bits into 32 (sign-extended); the
-          value is outside int32 when a bit of sv ^ sign sits at 2**31 or above (which
-          bits can is a suffix OR of sv ^ sign, formed before the register, selected by
-          k's 3 low bits), or k >= 32 and sv != 0.
+          value is outside int32 when a bit of the magnitude reaches 2**31 (a suffix OR
+          of the magnitude, formed before the register, selected by k's 3 low bits), or
+          k >= 32 and sv != 0.
         - k < 0: q = RNE(sv / 2**-k) on the two's complement value: floor(sv / 2**-k) is
           an arithmetic right shift, and the round-half-to-even increment (guard, sticky,
           the quotient's LSB) is the same for both signs; the quotient has at most 8 bits,
-          so the increment is a 9-bit adder. Shifting by 10 or more gives the same result
-          as by 10 (every bit of a value below 2**8 is under the guard), so the amount is
-          clamped there.
+          so the increment is a 9-bit adder. The shifter takes 4 bits of -k - 1 (shifts
+          of 10 to 16 put every bit under the guard and round to 0); 17 or more give 0
+          without it.
 
         NaN (the element's or an E8M0 block scale of 0xFF, MX only) gives 0 and `nan`,
         Inf (E5M2, BF16) saturates: as the universal lane."""
