@@ -751,12 +751,17 @@ class ElementToFixed(wiring.Component):
           value is outside int32 when a bit of the magnitude reaches 2**31 (a suffix OR
           of the magnitude, formed before the register, selected by k's 3 low bits), or
           k >= 32 and sv != 0.
-        - k < 0: q = RNE(sv / 2**-k) on the two's complement value: floor(sv / 2**-k) is
-          an arithmetic right shift, and the round-half-to-even increment (guard, sticky,
-          the quotient's LSB) is the same for both signs; the quotient has at most 8 bits,
-          so the increment is a 9-bit adder. The shifter takes 4 bits of -k - 1 (shifts
-          of 10 to 16 put every bit under the guard and round to 0); 17 or more give 0
-          without it.
+        - k < 0: q = RNE(sv / 2**-k) on the two's complement value, u = -k - 1 the
+          guard's position: ((sv >> u) + 1) >> 1 with bit 0 cleared on a tie (the low
+          u + 1 bits exactly 2**u), the same for both signs. The increment is a 10-bit
+          carry chain after the 3-bit shifter, and the tie (from sv and u only) clears a
+          bit after it, so no guard, sticky or round bit stands in front of the adder.
+          u >= 8 rounds every value (|sv| <= 255) to 0 without the shifter.
+
+        After the register the three results (left shift, right shift, saturation or 0)
+        exclude each other, so q is an OR of the three gated values rather than a chain of
+        muxes: the MX lanes' deepest path (make timing at 256-bit beats) is the shifter,
+        the increment's chain and one LUT.
 
         NaN (the element's or an E8M0 block scale of 0xFF, MX only) gives 0 and `nan`,
         Inf (E5M2, BF16) saturates: as the universal lane."""
@@ -860,18 +865,25 @@ class ElementToFixed(wiring.Component):
             over_t.eq(~right & k5[3] & k5[4] &
                       Cat(*[lead[7 - j] for j in range(8)]).bit_select(k5[:3], 1)),
         ]
-        # k < 0: u = -k - 1 = ~k is the guard's position. u >= 9 puts every bit of sv
-        # under the guard (9 <= u < 16 shifts out all but sign bits, which rounds to 0);
-        # u >= 16 (`far`) gives 0 without the shifter.
+        # k < 0: u = -k - 1 = ~k is the guard's position. |sv| <= 255 < 2**8, so u >= 8
+        # (`far`) rounds to 0 (at most half an ulp, and exactly half only at the even 0);
+        # u < 8 is its 3 low bits. RNE(sv / 2**(u + 1)) = ((sv >> u) + 1) >> 1 (the same
+        # as (sv + 2**u) >> (u + 1): the bits shifted out first cannot carry), with bit 0
+        # cleared on a tie (the low u + 1 bits exactly 2**u). The increment is the last
+        # thing before the output: shifter, one carry chain, one LUT.
         nk = ~k
-        u = nk[:4]
-        far = nk[4:9].any()
+        u = nk[:3]
+        far = nk[3:9].any()
         y = Signal(signed(9), name="e2x_y")
         m.d.comb += y.eq(sv >> u)
-        sticky = Signal(name="e2x_sticky")
-        m.d.comb += sticky.eq((sv.as_unsigned() & thermometer(u, 9)).any())
+        inc = Signal(signed(10), name="e2x_inc")
+        m.d.comb += inc.eq(y + 1)
+        rs = inc[1:]
+        tie = Signal(name="e2x_tie")
+        m.d.comb += tie.eq(sv.as_unsigned().bit_select(u, 1) &
+                           ~(sv.as_unsigned()[:7] & thermometer(u, 7)).any())
         small = Signal(signed(9), name="e2x_small")
-        m.d.comb += small.eq((y >> 1) + (y[0] & (sticky | y[1])))
+        m.d.comb += small.eq(Cat(rs[0] & ~tie, rs[1:]))
         use_left = Signal(name="e2x_use_left")
         use_small = Signal(name="e2x_use_small")
         satc = Signal(name="e2x_satc")
@@ -880,9 +892,15 @@ class ElementToFixed(wiring.Component):
             use_small.eq(right & ~far & ~nan & ~inf),
             satc.eq(~nan & (inf | over_big | over_t)),
         ]
-        other = Signal(signed(32), name="e2x_other")
-        m.d.comb += other.eq(Mux(use_small, small, Mux(satc, Mux(sign, INT32_MIN, INT32_MAX), 0)))
-        m.d.comb += [self.q.eq(Mux(use_left, left, other)), self.nan.eq(nan)]
+        # the three cases exclude each other: an OR of the gated values, no mux chain
+        small32 = Signal(32, name="e2x_small32")      # sign-extended
+        sat = Signal(32, name="e2x_sat")
+        m.d.comb += [small32.eq(small.as_signed()), sat.eq(Mux(sign, INT32_MIN, INT32_MAX))]
+        m.d.comb += [
+            self.q.eq((left.as_unsigned() & use_left.replicate(32)) |
+                      (small32 & use_small.replicate(32)) | (sat & satc.replicate(32))),
+            self.nan.eq(nan),
+        ]
         return m
 
     def elaborate(self, platform):
