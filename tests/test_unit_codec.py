@@ -1,4 +1,7 @@
-"""Amaranth-simulator unit tests of the result encoder (hw/aggswitch/codec.py BeatEncoder)
+"""Amaranth-simulator unit tests of the beat decoder and the result encoder
+(hw/aggswitch/codec.py BeatDecoder, BeatEncoder). The decoder: every lane (the lanes of
+every dtype, the BF16+MX and the MX-only ones) of beats in every dtype of the build against
+the model's `decode`. The encoder
 against the golden model tb/model/numerics.py: a stream of beats in every dtype the build
 has, back to back and with gaps, each beat's bytes, OVERFLOW and MX scale bytes compared
 with the model's `encode` of the same accumulators exactly `encoder_latency(p)` cycles
@@ -18,7 +21,7 @@ import pytest
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
 
-from aggswitch.codec import BeatEncoder, block_parts
+from aggswitch.codec import BeatDecoder, BeatEncoder, block_parts
 from aggswitch.emitter import lane_mask
 from aggswitch.frame import count_bits
 from aggswitch.params import (DTYPE_BF16, DTYPE_FP32, DTYPE_INT32, DTYPE_MXFP8_E4M3,
@@ -265,3 +268,105 @@ def test_emitter_lane_mask(p):
     sim.add_testbench(bench)
     sim.run()
     assert not bad, f"{len(bad)} wrong (dtype, count, beat, mask, lanes): {bad[:5]}"
+
+
+# --------------------------------------------------------------------------
+# the beat decoder: every lane form (every dtype, BF16+MX, MX only) against the model
+# --------------------------------------------------------------------------
+BF16_EDGES = [0x0000, 0x8000, 0x0001, 0x8001, 0x007F, 0x807F, 0x0080, 0x3F80, 0xBF80,
+              0x3F81, 0x4EFF, 0xCF00, 0x4F00, 0x7F7F, 0xFF7F, 0x7F80, 0xFF80, 0x7FC0,
+              0xFF81, 0x7F81, 0x3F00, 0x3EC0, 0x3FC0, 0x4040, 0x40A0]
+FP32_EDGES = [0x00000000, 0x80000000, 0x00000001, 0x3F800000, 0xBF800000, 0x3F000000,
+              0x3FC00000, 0x4EFFFFFF, 0xCF000000, 0x4F000000, 0x7F800000, 0xFF800000,
+              0x7FC00000, 0x7F800001, 0x007FFFFF]
+DEC_SCALES = [-128, -20, -7, 0, 6, 20, 127]
+BLOCK_SCALES = [0, 1, 100, 120, 127, 134, 150, 254, 255]
+
+
+def decoder_beats(p, rng):
+    """(dtype, element codes, block scales per part, scale) beats: every MX code in every
+    lane position over the block scales (0, the NaN 0xFF, around the bias) and scales
+    (both ends); BF16 / FP32 edges (zeros, subnormals, int32 boundary, ties, +-Inf, NaN)
+    in every lane; random elements."""
+    parts, n = block_parts(p)
+    beats = []
+    for dtype in dtypes(p):
+        k = per_beat(p, dtype)
+        bits = 8 * ELEM_BYTES[dtype]
+        if dtype in MX:
+            pool = list(range(256))
+            for bs_i, sc in enumerate(DEC_SCALES):
+                rot = rng.randrange(256)
+                codes = pool[rot:] + pool[:rot]
+                for b0 in range(0, 256, k):
+                    bss = [BLOCK_SCALES[(bs_i + j + b0) % len(BLOCK_SCALES)] for j in range(parts)]
+                    beats.append((dtype, codes[b0:b0 + k], bss, sc))
+            continue
+        edges = {DTYPE_BF16: BF16_EDGES, DTYPE_FP32: FP32_EDGES,
+                 DTYPE_INT32: [0, 1, 0xFFFFFFFF, 0x7FFFFFFF, 0x80000000]}[dtype]
+        for sc in DEC_SCALES:
+            for off in range(0, len(edges), k):
+                vals = (edges[off:] + edges)[:k]
+                rng.shuffle(vals)
+                beats.append((dtype, vals, [rng.getrandbits(8) for _ in range(parts)], sc))
+        for _ in range(10):
+            vals = [rng.getrandbits(bits) for _ in range(k)]
+            beats.append((dtype, vals, [rng.getrandbits(8) for _ in range(parts)],
+                          rng.randint(-128, 127)))
+    rng.shuffle(beats)
+    return beats
+
+
+def decoder_expected(p, beat):
+    """The model's q of each of the beat's elements (MX: each block part decoded as a
+    block of its own with its scale byte)."""
+    dtype, vals, bss, scale = beat
+    eb = ELEM_BYTES[dtype]
+    if dtype not in MX:
+        payload = b"".join(v.to_bytes(eb, "big") for v in vals)
+        return [int(q) for q in N.decode(dtype, payload, len(vals), scale)[0]]
+    _, n = block_parts(p)
+    out = []
+    for j, bs in enumerate(bss):
+        codes = vals[j * n:(j + 1) * n]
+        payload = bytes([bs]) + bytes(MX_SCALE_LINE - 1) + bytes(codes) + bytes(MX_BLOCK - n)
+        out += [int(q) for q in N.decode(dtype, payload, MX_BLOCK, scale)[0][:n]]
+    return out
+
+
+@pytest.mark.parametrize("name", ["w128", "w256", "w512"])
+def test_beat_decoder(name):
+    """Each lane of a beat, in every dtype of the build, bit-exact with the model's
+    `decode`, BeatDecoder.LATENCY cycles after the beat goes in, beats back to back with
+    the dtype changing from one to the next."""
+    p = PARAMS[name]
+    beats = decoder_beats(p, random.Random(7))
+    dut = BeatDecoder(p)
+    parts, _ = block_parts(p)
+    assert BeatDecoder.LATENCY == 1
+    got = []
+
+    async def bench(ctx):
+        for dtype, vals, bss, scale in beats:
+            eb = ELEM_BYTES[dtype]
+            wire = b"".join(v.to_bytes(eb, "big") for v in vals)
+            ctx.set(dut.beat, int.from_bytes(wire, "little"))
+            ctx.set(dut.dtype, dtype)
+            ctx.set(dut.scale, scale)
+            for j in range(parts):
+                ctx.set(dut.block_scale[j], bss[j])
+            await ctx.tick()
+            got.append([ctx.get(dut.q[i]) for i in range(len(vals))])
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    bad = []
+    for beat, q in zip(beats, got):
+        want = decoder_expected(p, beat)
+        for i, (g, w) in enumerate(zip(q, want)):
+            if g != w:
+                bad.append(f"dtype {beat[0]} scale {beat[3]} lane {i} elem {beat[1][i]:#x}: "
+                           f"rtl {g} model {w}")
+    assert not bad, f"{len(bad)} mismatches:\n" + "\n".join(bad[:10])

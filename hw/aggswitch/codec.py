@@ -64,7 +64,9 @@ class BeatDecoder(wiring.Component):
 
     Lanes below `lanes` serve every dtype, those below 2 x lanes BF16 and MX, the others
     MX only: each lane's converter is built for only the formats that can reach it
-    (ElementToFixed's `formats`), and its outputs in any other dtype carry no meaning. A
+    (ElementToFixed's `formats`), and its outputs in any other dtype carry no meaning. The
+    BF16+MX and MX-only lanes convert an 8-bit significand in a datapath of their own
+    (under half of the universal lane's LUTs). A
     build without MX dtypes (data_width 128) has no MX-only lanes: their `q` is 0."""
 
     LATENCY = 1

@@ -703,22 +703,34 @@ class ElementToFixed(wiring.Component):
 
     `formats`: the dtype codes this lane must convert (default: every one). A beat's upper
     lanes only ever see the denser dtypes (BF16 and MX from `lanes` up, MX only from
-    2 x `lanes` up), so the decoder builds them without the others: their select terms
-    become constants and the 24-bit significand paths, the FP32 exponent and the INT32
-    pass-through fold away (about half a lane's logic). For a dtype outside `formats` the
-    outputs are unspecified."""
+    2 x `lanes` up), so the decoder builds them without the others. A lane whose formats
+    are within BF16 and the MX dtypes has a significand of at most 8 bits: it is built as a
+    datapath of its own (`_elaborate_small`: the sign applied to the short significand
+    before the register, a 9-bit left shifter into 32 bits, a 9-bit rounding right shift;
+    no 24-bit shifter and no 32-bit adder), under half of the universal lane. For a
+    dtype outside `formats` the outputs are unspecified."""
 
     LATENCY = 0     # combinational (pipelined=False): outputs follow inputs in the same cycle
     ALL_FORMATS = frozenset({DTYPE_INT32, DTYPE_FP32, DTYPE_BF16, DTYPE_MXINT8,
                              DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2})
     MX_FORMATS = frozenset({DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2})
 
+    @classmethod
+    def _formats(cls, formats):
+        formats = cls.ALL_FORMATS if formats is None else frozenset(formats)
+        if not formats or not formats <= cls.ALL_FORMATS:
+            raise ValueError(f"formats must be a non-empty subset of {sorted(cls.ALL_FORMATS)}")
+        return formats
+
+    def __new__(cls, pipelined=False, formats=None, *, src_loc_at=0):
+        # bad formats raise before the Elaboratable exists (no UnusedElaboratable warning)
+        cls._formats(formats)
+        return super().__new__(cls, src_loc_at=src_loc_at + 1)
+
     def __init__(self, pipelined=False, formats=None):
         self.pipelined = pipelined
         self.latency = int(pipelined)
-        self.formats = self.ALL_FORMATS if formats is None else frozenset(formats)
-        if not self.formats or not self.formats <= self.ALL_FORMATS:
-            raise ValueError(f"formats must be a non-empty subset of {sorted(self.ALL_FORMATS)}")
+        self.formats = self._formats(formats)
         super().__init__({
             "dtype": In(3),
             "bits": In(32),
@@ -728,8 +740,173 @@ class ElementToFixed(wiring.Component):
             "nan": Out(1),
         })
 
+    def _elaborate_small(self, m):
+        """The lane of a beat's upper elements (`formats` within BF16 and the MX dtypes):
+        every element there is a significand of at most 8 bits (BF16 8, MXINT8 8 as the
+        two's complement byte, E4M3 4, E5M2 3) times a power of two 2**k. The sign is
+        applied to that short significand before the register (sv, 9-bit two's
+        complement: -255 .. 255), so no 32-bit adder is needed after it:
+
+        - k >= 0: q = sv << k, one left shifter of 9 bits into 32 (sign-extended); the
+          value is outside int32 when a bit of the magnitude reaches 2**31 (a suffix OR
+          of the magnitude, formed before the register, selected by k's 3 low bits), or
+          k >= 32 and sv != 0.
+        - k < 0: q = RNE(sv / 2**-k) on the two's complement value, u = -k - 1 the
+          guard's position: ((sv >> u) + 1) >> 1 with bit 0 cleared on a tie (the low
+          u + 1 bits exactly 2**u), the same for both signs. The increment is a 10-bit
+          carry chain after the 3-bit shifter, and the tie (from sv and u only) clears a
+          bit after it, so no guard, sticky or round bit stands in front of the adder.
+          u >= 8 rounds every value (|sv| <= 255) to 0 without the shifter.
+
+        After the register the three results (left shift, right shift, saturation or 0)
+        exclude each other, so q is an OR of the three gated values rather than a chain of
+        muxes: the MX lanes' deepest path (make timing at 256-bit beats) is the shifter,
+        the increment's chain and one LUT.
+
+        NaN (the element's or an E8M0 block scale of 0xFF, MX only) gives 0 and `nan`,
+        Inf (E5M2, BF16) saturates: as the universal lane."""
+        b, d = self.bits, self.dtype
+        fmts = self.formats
+        f16, f43, f52 = (FLOAT_FORMATS[n] for n in ("bf16", "e4m3", "e5m2"))
+        has_mx = bool(fmts & self.MX_FORMATS)
+        # Formats as constants where the lane sees one only; an MX code is "not BF16"
+        # (INT8 when neither FP8 code), so the last choice needs no compare.
+        bf16 = Signal()
+        e4m3 = Signal()
+        e5m2 = Signal()
+        only_bf16 = fmts == {DTYPE_BF16}
+        m.d.comb += [
+            bf16.eq(1 if only_bf16 else (d == DTYPE_BF16) if DTYPE_BF16 in fmts else 0),
+            e4m3.eq((d == DTYPE_MXFP8_E4M3) if DTYPE_MXFP8_E4M3 in fmts else 0),
+            e5m2.eq((d == DTYPE_MXFP8_E5M2) if DTYPE_MXFP8_E5M2 in fmts else 0),
+        ]
+        int8 = ~bf16 & ~e4m3 & ~e5m2 if DTYPE_MXINT8 in fmts else Const(0, 1)
+        mx = ~bf16 if has_mx else Const(0, 1)
+
+        def field(f):
+            return b[f.mbits:f.mbits + f.ebits], b[:f.mbits]
+
+        e_16, m_16 = field(f16)
+        e_43, m_43 = field(f43)
+        e_52, m_52 = field(f52)
+        expf = Signal(8)
+        m.d.comb += expf.eq(Mux(bf16, e_16, Mux(e4m3, e_43, Mux(e5m2, e_52, 0))))
+        normal = expf.any()
+        top = Mux(bf16, e_16.all(), Mux(e4m3, e_43.all(), e_52.all()))
+        mant_any = Mux(bf16, m_16.any(), m_52.any())
+        elem_nan = ~int8 & Mux(e4m3, top & m_43.all(), top & mant_any)
+        elem_inf = ~int8 & ~e4m3 & top & ~mant_any
+        block_nan = mx & (self.block_scale == E8M0_NAN)
+        nan = Signal()
+        inf = Signal()
+        sign = Signal()
+        m.d.comb += [
+            nan.eq(elem_nan | block_nan),
+            inf.eq(elem_inf & ~block_nan),
+            sign.eq(Mux(bf16, b[15], b[7])),
+        ]
+        # the float significand (0 for NaN/Inf), then the signed 9-bit value
+        fsig = Signal(8)
+        m.d.comb += fsig.eq(Mux(elem_nan | elem_inf, 0,
+                                Mux(bf16, Cat(m_16, normal),
+                                    Mux(e4m3, Cat(m_43, normal), Cat(m_52, normal)))))
+        sv = Signal(signed(9))
+        m.d.comb += sv.eq(Mux(int8, b[:8].as_signed(), Mux(sign, -fsig, fsig)))
+        # k = exponent of the significand's bit 0 + (MX) block exponent + scale; the float
+        # formats' subnormals use exponent field 1.
+        def off(f):
+            return -(f.bias + f.mbits)
+
+        offset = Signal(signed(9))
+        m.d.comb += offset.eq(Mux(bf16, off(f16),
+                                  Mux(e4m3, off(f43) - E8M0_BIAS,
+                                      Mux(e5m2, off(f52) - E8M0_BIAS, -MXINT8_FRAC - E8M0_BIAS))))
+        base = Signal(signed(10))
+        m.d.comb += base.eq(offset + self.scale + Mux(mx, self.block_scale, 0))
+        k = Signal(signed(10))
+        m.d.comb += k.eq(base + Mux(int8, 0, Mux(normal, expf, 1)))
+        # For the saturation test after the register, from the fields (not through the
+        # negation): lead[i] = the magnitude has a bit at i or above, so that shifted left
+        # by 31 - i or more it reaches 2**31 (for a negative value exactly -2**31 is then
+        # saturated, to the same -2**31). MXINT8 takes ~v for a negative v (|v| - 1, whose
+        # test is the exact one). nz = the value is not 0.
+        mag8 = Signal(8)
+        lead = Signal(8)
+        nz = Signal()
+        m.d.comb += [
+            mag8.eq(Mux(int8, b[:8] ^ b[7].replicate(8), fsig)),
+            lead.eq(Cat(*[mag8[i:].any() for i in range(8)])),
+            nz.eq(Mux(int8, b[:8].any(), fsig.any())),
+        ]
+        if self.pipelined:
+            regs = []
+            for name, v in (("sv", sv), ("sign", sign), ("k", k), ("nan", nan), ("inf", inf),
+                            ("lead", lead), ("nz", nz)):
+                r = Signal(Value.cast(v).shape(), name=f"{name}_r")
+                m.d.sync += r.eq(v)
+                regs.append(r)
+            sv, sign, k, nan, inf, lead, nz = regs
+        right = k[9]                                  # k < 0
+        # k >= 0
+        k5 = k[:5]
+        big = ~right & k[5:9].any()                   # k >= 32
+        # a log shifter with every stage a Signal only as wide as its outputs can be
+        left = sv
+        for n in range(5):
+            w = min(len(left) + (1 << n), 32)
+            nxt = Signal(signed(w), name=f"e2x_left{n}")
+            m.d.comb += nxt.eq(Mux(k5[n], left << (1 << n), left))
+            left = nxt
+        # bit i of sv (i < 8) reaches 2**31 when i + k5 >= 31, k5 = 24 + t: lead[7 - t]
+        over_big = Signal(name="e2x_over_big")        # k >= 32, sv != 0
+        over_t = Signal(name="e2x_over_t")            # 24 <= k < 32, a bit at 2**31 or above
+        m.d.comb += [
+            over_big.eq(big & nz),
+            over_t.eq(~right & k5[3] & k5[4] &
+                      Cat(*[lead[7 - j] for j in range(8)]).bit_select(k5[:3], 1)),
+        ]
+        # k < 0: u = -k - 1 = ~k is the guard's position. |sv| <= 255 < 2**8, so u >= 8
+        # (`far`) rounds to 0 (at most half an ulp, and exactly half only at the even 0);
+        # u < 8 is its 3 low bits. RNE(sv / 2**(u + 1)) = ((sv >> u) + 1) >> 1 (the same
+        # as (sv + 2**u) >> (u + 1): the bits shifted out first cannot carry), with bit 0
+        # cleared on a tie (the low u + 1 bits exactly 2**u). The increment is the last
+        # thing before the output: shifter, one carry chain, one LUT.
+        nk = ~k
+        u = nk[:3]
+        far = nk[3:9].any()
+        y = Signal(signed(9), name="e2x_y")
+        m.d.comb += y.eq(sv >> u)
+        inc = Signal(signed(10), name="e2x_inc")
+        m.d.comb += inc.eq(y + 1)
+        rs = inc[1:]
+        tie = Signal(name="e2x_tie")
+        m.d.comb += tie.eq(sv.as_unsigned().bit_select(u, 1) &
+                           ~(sv.as_unsigned()[:7] & thermometer(u, 7)).any())
+        small = Signal(signed(9), name="e2x_small")
+        m.d.comb += small.eq(Cat(rs[0] & ~tie, rs[1:]))
+        use_left = Signal(name="e2x_use_left")
+        use_small = Signal(name="e2x_use_small")
+        satc = Signal(name="e2x_satc")
+        m.d.comb += [
+            use_left.eq(~right & ~nan & ~inf & ~over_big & ~over_t),
+            use_small.eq(right & ~far & ~nan & ~inf),
+            satc.eq(~nan & (inf | over_big | over_t)),
+        ]
+        # the three cases exclude each other: an OR of the gated values, no mux chain
+        small32 = Signal(32, name="e2x_small32")      # sign-extended
+        sat = Signal(32, name="e2x_sat")
+        m.d.comb += [small32.eq(small.as_signed()), sat.eq(Mux(sign, INT32_MIN, INT32_MAX))]
+        m.d.comb += [
+            self.q.eq((left.as_unsigned() & use_left.replicate(32)) |
+                      (small32 & use_small.replicate(32)) | (sat & satc.replicate(32))),
+            self.nan.eq(nan),
+        ]
+        return m
+
     def elaborate(self, platform):
         m = Module()
+        if self.formats <= self.MX_FORMATS | {DTYPE_BF16}:
+            return self._elaborate_small(m)
         b, d = self.bits, self.dtype
         fp32 = Signal()
         bf16 = Signal()
