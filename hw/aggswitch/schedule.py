@@ -70,18 +70,28 @@ def start_after(base, constraints, bits=HORIZON_BITS):
 
 def first_offset(x, phase, ports, x_max, n=None, plus=0):
     """The first period whose cycle of phase `phase` is at or after cycle x + n + plus of
-    period 0 (x, n small signals, plus a constant, the sum at most x_max): a table of the
-    sum's quotient and remainder by `ports`, so no adder before it. A constraint kept as
+    period 0 (x, n small signals, plus a constant, the sum at most x_max): the sum's
+    quotient and remainder by `ports`, bit slices of an adder for a power of two, else a
+    table on x and n (no adder before it). A constraint kept as
     (start period e, cycles x from the start of period e) is then e + first_offset(x, ...)
     = first_period(*advance(e, 0, x, ...), phase)."""
     if n is None:
         n = C(0, 0)
+    out_width = len(Signal(range(x_max // ports + 2)))
+    if ports & (ports - 1) == 0:
+        # A power of two: the quotient and remainder are bit slices of the sum, so an
+        # adder (one carry chain) is shallower than a table on all the bits of x and n
+        # (a 9-bit index at 4 ports and 64 lines per slot). Callers keep the sum within
+        # x_max, where the two agree.
+        k = ports.bit_length() - 1
+        total = x + n + plus
+        return ((total >> k) + (phase < total[:k]))[:out_width]
     w = len(n)
     sums = [min((i & ((1 << w) - 1)) + (i >> w) + plus, x_max) for i in range(1 << (w + len(x)))]
     idx = Cat(n, x)
     q = Array(C(v // ports, range(x_max // ports + 1)) for v in sums)[idx]
     r = Array(C(v % ports, range(ports)) for v in sums)[idx]
-    return (q + (phase < r))[:len(Signal(range(x_max // ports + 2)))]
+    return (q + (phase < r))[:out_width]
 
 
 def latest(candidates):
