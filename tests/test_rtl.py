@@ -1,7 +1,8 @@
 """RTL regression: the cocotb tests of tb/cocotb/ (test_switch, test_tenants, test_dtypes)
 on every available simulator (Icarus with cocotb's default -g2012; test_switch also with
 -g2005), for the default parameter set and two small non-default
-ones (128-bit without MX; 256-bit with three ports for the compression datapath).
+ones (128-bit, where an MX block spans two beats; 256-bit with three ports for the
+compression datapath, one MX block per beat).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
 export is large: one cocotb run of it takes Icarus 30-300 s), at the MX set only
@@ -55,7 +56,8 @@ SMALL_TESTS = ("test_single_round", "test_aggregation_rules", "test_static_drops
                "test_random_traffic", "test_reset_mid_frame", "test_all_counts",
                "test_tenant_random", "test_axil_concurrency", "test_every_dtype",
                "test_retransmissions_at_line_rate")
-# MX at the narrowest width that has it, an odd port count, 4-line MX blocks
+# MX with one block per beat, an odd port count, 4-line MX blocks (SMALL has MX blocks
+# over two beats)
 MX_SMALL = Params(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2)
 MX_SMALL_TESTS = ("test_every_dtype", "test_dtype_mix", "test_static_drops")
 
