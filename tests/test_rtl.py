@@ -1,11 +1,13 @@
 """RTL regression: the cocotb tests of tb/cocotb/ (test_switch, test_tenants, test_dtypes)
 on every available simulator (Icarus with cocotb's default -g2012; test_switch also with
 -g2005), for the default parameter set and two small non-default
-ones (128-bit without MX; 256-bit with three ports for the compression datapath).
+ones (128-bit, where an MX block spans two beats; 256-bit with three ports for the
+compression datapath, one MX block per beat).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
 export is large: one cocotb run of it takes Icarus 30-300 s), at the MX set only
-ICARUS_MX_SMALL; every other Icarus case of those sets carries the pytest marker
+ICARUS_MX_SMALL, at the 128-bit MX set (MX128) none (SMALL has MX over two beats on
+Icarus); every other Icarus case of those sets carries the pytest marker
 `regress`, and `make regress` runs it. `make test`
 still runs each of them at the default parameters on Verilator, and the ones in
 SMALL_TESTS at the small parameter set on Icarus too (test_regress_duplicates_stay_covered
@@ -55,9 +57,14 @@ SMALL_TESTS = ("test_single_round", "test_aggregation_rules", "test_static_drops
                "test_random_traffic", "test_reset_mid_frame", "test_all_counts",
                "test_tenant_random", "test_axil_concurrency", "test_every_dtype",
                "test_retransmissions_at_line_rate")
-# MX at the narrowest width that has it, an odd port count, 4-line MX blocks
+# MX with one block per beat, an odd port count, 4-line MX blocks (SMALL has MX blocks
+# over two beats)
 MX_SMALL = Params(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2)
 MX_SMALL_TESTS = ("test_every_dtype", "test_dtype_mix", "test_static_drops")
+# MX blocks over two beats with several blocks a round (partial rounds of fewer blocks than
+# the slot, NaN blocks, a block's scale in the scale line's right place), an odd port count
+MX128 = Params(ports=3, data_width=128, slots=8, slot_elems=128, jobs=2)
+MX128_TESTS = ("test_every_dtype", "test_dtype_mix")
 
 # the default parameter set's tests that `make test` runs on Icarus as well as Verilator;
 # the others are marked `regress` there and run by `make regress`
@@ -73,7 +80,9 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
          + [(SMALL, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
             if t in SMALL_TESTS]
          + [(MX_SMALL, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
-            if t in MX_SMALL_TESTS])
+            if t in MX_SMALL_TESTS]
+         + [(MX128, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
+            if t in MX128_TESTS])
 
 
 
@@ -81,7 +90,8 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
 def regress_only(sim, params, test) -> bool:
     return (sim == "icarus" and "verilator" in SIMS
             and ((params == DEFAULT and test not in ICARUS_DEFAULT)
-                 or (params == MX_SMALL and test not in ICARUS_MX_SMALL)))
+                 or (params == MX_SMALL and test not in ICARUS_MX_SMALL)
+                 or params == MX128))
 
 
 RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",

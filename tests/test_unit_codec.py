@@ -8,8 +8,9 @@ with the model's `encode` of the same accumulators exactly `encoder_latency(p)` 
 after the beat went in. The expected values come from the model only; the delay from
 params.py, the documented formula.
 
-Parameter sets: 128-bit beats (no MX: INT32, FP32, BF16), 256-bit beats (one MX block per
-beat) and 512-bit beats (two block parts per beat, one of them past `count` at times).
+Parameter sets: 128-bit beats (an MX block over two beats, fed back to back as the
+emitter does: its scale byte and OVERFLOW with its first beat), 256-bit beats (one MX block
+per beat) and 512-bit beats (two block parts per beat, one of them past `count` at times).
 The emitter's mask of the lanes below `count`, which the encoder takes with each beat, is
 checked exhaustively.
 """
@@ -75,15 +76,17 @@ def random_acc(rng, acc_width, top, keeps=(24,)):
 
 
 def random_beat(rng, p, dtype):
-    """(accumulators of every lane, scale, count of valid elements in the beat)."""
+    """(accumulators of every lane, scale, count of valid elements in the beat). An MX
+    block over `block_beats` beats (data_width 128) comes whole: the accumulators of its
+    beats side by side."""
     n = per_beat(p, dtype)
     if dtype in MX:
-        count = MX_BLOCK * rng.randint(1, n // MX_BLOCK)       # whole blocks
+        count = MX_BLOCK * rng.randint(1, max(1, n // MX_BLOCK))       # whole blocks
         # a block's values share a magnitude, with a spread below it; at times small blocks
         # at a large scale, whose shared exponent clamps at -127
         tiny = rng.random() < 0.2
         accs = []
-        for _ in range(p.beat_lanes // MX_BLOCK):
+        for _ in range(max(1, p.beat_lanes // MX_BLOCK)):
             top = rng.randint(0, 6) if tiny else rng.randint(0, p.acc_width - 1)
             spread = rng.choice([0, 3, 8, 40])
             accs += [random_acc(rng, p.acc_width, max(0, top - rng.randint(0, spread)), KEEP[dtype])
@@ -103,15 +106,25 @@ def expected(p, dtype, accs, scale, count):
     payload, ovf = N.encode(dtype, np.array(accs[:count], dtype=object), count, scale)
     scales = {}
     if dtype in MX:
-        parts, n = block_parts(p)
-        scales = {j: payload[j] for j in range(count // n)}
+        scales = {j: payload[j] for j in range(count // MX_BLOCK)}
         payload = payload[MX_SCALE_LINE:]
     return payload, bool(ovf), scales
 
 
+def block_beats(p, dtype, accs, scale, count, k):
+    """The beats of one input: (dtype, accs, scale, count, beat index, part). An MX block
+    over D = block_beats beats (data_width 128) is D beats in a row, part h holding
+    accumulators [h * beat_lanes, (h + 1) * beat_lanes) of the block; the block starts at
+    a beat index that is a multiple of D, as in a round."""
+    D = p.block_beats if dtype in MX else 1
+    k0 = k - k % D
+    return [(dtype, accs, scale, count, k0 + h, h) for h in range(D)]
+
+
 def run(p, beats):
     """Feed `beats` (None: an idle cycle with random inputs, else (dtype, accs, scale,
-    count, beat index)) one per cycle; return the outputs sampled in every cycle after."""
+    count, beat index, part)) one per cycle; return the outputs sampled in every cycle
+    after."""
     dut = BeatEncoder(p)
     rng = random.Random(99)
     lat = encoder_latency(p)
@@ -127,14 +140,15 @@ def run(p, beats):
                 for i in range(p.beat_lanes):
                     ctx.set(dut.acc[i], random_acc(rng, p.acc_width, p.acc_width - 1))
             else:
-                dtype, accs, scale, count, k = b
+                dtype, accs, scale, count, k, h = b
+                B = p.beat_lanes
                 ctx.set(dut.valid, 1)
                 ctx.set(dut.dtype, dtype)
                 ctx.set(dut.scale, scale)
                 ctx.set(dut.beat, k)
-                ctx.set(dut.valid_lanes, (1 << count) - 1)
-                for i in range(p.beat_lanes):
-                    ctx.set(dut.acc[i], accs[i])
+                ctx.set(dut.valid_lanes, (1 << min(count - h * B, B)) - 1)
+                for i in range(B):
+                    ctx.set(dut.acc[i], accs[h * B + i])
             await ctx.tick()
             samples.append((ctx.get(dut.bytes), ctx.get(dut.overflow), ctx.get(dut.scale_valid),
                             [ctx.get(dut.scale_byte[j]) for j in range(parts)]))
@@ -148,9 +162,12 @@ def run(p, beats):
 
 def check_beat(p, b, sample):
     """Mismatch description of one beat's output sample, or None."""
-    dtype, accs, scale, count, k = b
+    dtype, accs, scale, count, k, h = b
     want, want_ovf, want_scales = expected(p, dtype, accs, scale, count)
+    if h:           # a later beat of an MX block: its bytes; scale and OVERFLOW went before
+        want, want_ovf, want_scales = want[h * p.beat_lanes:(h + 1) * p.beat_lanes], False, {}
     data, ovf, scale_valid, scale_bytes = sample
+    want = want[:p.beat_lanes]
     got = data.to_bytes(p.data_width // 8, "little")[:len(want)]
     errs = []
     if got != want:
@@ -180,7 +197,7 @@ def edge_beats(p):
                             ([(1 << 31) - (1 << 7), -(1 << 31) + (1 << 8)] * p.beat_lanes, -97),
                             ([(1 << 31) - (1 << 8), (1 << 31) - (1 << 6)] * p.beat_lanes, -96),
                             ([N.INT32_MAX + 5, N.INT32_MIN - 5] * p.beat_lanes, 0)):
-            out.append((dtype, accs[:p.beat_lanes], scale, n, 0))
+            out.append((dtype, accs[:p.beat_lanes], scale, n, 0, 0))
     return out
 
 
@@ -197,7 +214,7 @@ def test_beat_encoder_stream(name, n_beats):
             continue
         dtype = rng.choice(dtypes(p))
         accs, scale, count = random_beat(rng, p, dtype)
-        beats.append((dtype, accs, scale, count, rng.randrange(p.slot_lines)))
+        beats += block_beats(p, dtype, accs, scale, count, rng.randrange(p.slot_lines))
     beats += edge_beats(p)
     samples = run(p, beats)
     lat = encoder_latency(p)
@@ -205,7 +222,7 @@ def test_beat_encoder_stream(name, n_beats):
            for e in [check_beat(p, b, samples[t + lat - 1])] if e]
     assert not bad, f"{len(bad)} beats wrong:\n" + "\n".join(bad[:6])
     # the stream reaches OVERFLOW, the MX scale bytes of NaN blocks and the -127 clamp
-    exp = [expected(p, *b[:4]) for b in beats if b is not None]
+    exp = [expected(p, *b[:4]) for b in beats if b is not None and b[5] == 0]
     assert any(o for _, o, _ in exp)
     if p.mx_ok:
         sbytes = [s for _, _, sc in exp for s in sc.values()]
@@ -221,14 +238,15 @@ def test_beat_encoder_delay_every_dtype(name):
     p = PARAMS[name]
     rng = random.Random(3)
     lat = encoder_latency(p)
-    zero = (DTYPE_INT32, [0] * p.beat_lanes, 0, per_beat(p, DTYPE_INT32), 0)
+    zero = (DTYPE_INT32, [0] * p.beat_lanes, 0, per_beat(p, DTYPE_INT32), 0, 0)
     beats, at = [], {}
     for dtype in dtypes(p):
         # every element non-zero and of either sign, so no lane encodes to all-zero bytes
-        accs = [rng.choice([1, -1]) * rng.randint(1 << 20, 1 << 30) for _ in range(p.beat_lanes)]
+        D = p.block_beats if dtype in MX else 1
+        accs = [rng.choice([1, -1]) * rng.randint(1 << 20, 1 << 30) for _ in range(D * p.beat_lanes)]
         beats += [zero] * (lat + 3)
         at[dtype] = len(beats)
-        beats.append((dtype, accs, 0, per_beat(p, dtype), 0))
+        beats += block_beats(p, dtype, accs, 0, D * per_beat(p, dtype), 0)
     samples = run(p, beats + [zero] * (lat + 3))
     delays = {}
     for dtype, t in at.items():
@@ -236,7 +254,10 @@ def test_beat_encoder_delay_every_dtype(name):
         assert changed, f"dtype {dtype}: the beat never reached the output"
         delays[dtype] = changed[0] + 1 - t          # clock edges from the beat's cycle
         assert check_beat(p, beats[t], samples[changed[0]]) is None
-        assert all(samples[c][0] == 0 for c in range(changed[0] + 1, changed[0] + lat + 2))
+        D = p.block_beats if dtype in MX else 1
+        for h in range(1, D):                       # an MX block's later beats follow
+            assert check_beat(p, beats[t + h], samples[changed[0] + h]) is None
+        assert all(samples[c][0] == 0 for c in range(changed[0] + D, changed[0] + lat + 2))
     assert set(delays.values()) == {lat}, delays
 
 

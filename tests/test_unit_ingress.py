@@ -17,7 +17,10 @@ from tb.model.switch import SwitchModel
 from tb.model.numerics import decode
 
 PORT = 1
-CONFIGS = [Params(), Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)]
+CONFIGS = [Params(), Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2),
+           # 128-bit beats with more MX blocks than one beat of the scale line holds (17):
+           # the scales are captured from two of its four beats
+           Params(ports=2, data_width=128, slots=2, slot_elems=544, jobs=1)]
 
 
 def valid_frame(p, rng, **kw):
@@ -128,6 +131,15 @@ def crafted_frames(p, rng):
             pl[0] = 0xFF
             out.append((v(dtype=dtype, count=32, payload=bytes(pl)), None))
             out.append((v(count=1, payload=F.int32_payload([7])), None))
+            if p.mx_blocks > B:
+                # a scale line over several beats: a NaN scale in its second beat (block B),
+                # then the same byte just past the frame's blocks (padding, not a NaN)
+                pl = bytearray(payload_for(p, rng, dtype, 32 * (B + 1)))
+                pl[B] = 0xFF
+                out.append((v(dtype=dtype, count=32 * (B + 1), payload=bytes(pl)), None))
+                pl = bytearray(payload_for(p, rng, dtype, 32 * B))
+                pl[B] = 0xFF
+                out.append((v(dtype=dtype, count=32 * B, payload=bytes(pl)), None))
     # random header byte flips
     for _ in range(40):
         f = bytearray(v())
@@ -235,7 +247,7 @@ def test_admission_matches_model(p, dtypes):
 
     accepted = [f for (f, _), want in zip(cases, expected) if want is None]
     assert len(admitted) == len(accepted)
-    for f, (d, payload) in zip(accepted, admitted):
+    for i, (f, (d, payload)) in enumerate(zip(accepted, admitted)):
         pf = F.parse_frame(f)
         h = pf.hdr
         assert (d.job, d.slot, d.gslot, d.bank) == (h.job, h.slot, h.slot, h.flags & 1)
@@ -243,3 +255,6 @@ def test_admission_matches_model(p, dtypes):
         assert (d.src_mac, d.src_ip, d.src_port) == (pf.src_mac, pf.src_ip, pf.src_port)
         assert payload[:len(pf.payload)] == pf.payload
         assert d.nan == decode(h.dtype, pf.payload, h.count, h.scale)[1]
+        if h.dtype in (F.MXINT8, F.MXFP8_E4M3, F.MXFP8_E5M2):
+            # the block scales the decoder will apply: the scale line's first mx_blocks bytes
+            assert d.scales == int.from_bytes(pf.payload[:p.mx_blocks], "little"), i

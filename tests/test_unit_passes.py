@@ -16,7 +16,7 @@ import pytest
 from amaranth import *
 from amaranth.sim import Simulator
 
-from aggswitch.params import Params, DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8
+from aggswitch.params import Params, DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8, MX_BLOCK
 from aggswitch.schedule import advance, first_period, start_phase, start_after, first_offset, latest
 from aggswitch.frame import buf_addr_bits
 from aggswitch.passes import (RMW_GAP, JOB_LEAD, WORD_LINES, PortPass, AccumulatorBanks,
@@ -249,7 +249,10 @@ def _plan(p, rng, rounds, gap, dtypes, dense_wait=True):
                 payloads[q].append(int.from_bytes(beat, "little"))
             jobs[q].append(dict(t=t, start=start, beats=beats, gslot=gslot, bank=bank,
                                 replace=i == 0, emit=emits, dtype=dtype))
-        sums = [[sum(vals[q][b][j] for q in range(P)) for j in range(per_beat)]
+        # MX block b has scale 127 + b % 2 (below): the odd blocks' elements count twice
+        # (a block spans two beats at data_width 128, a part of a beat at 512)
+        mul = lambda b, j: 1 + (dtype == DTYPE_MXINT8 and (b * per_beat + j) // MX_BLOCK % 2)
+        sums = [[mul(b, j) * sum(vals[q][b][j] for q in range(P)) for j in range(per_beat)]
                 for b in range(beats)]
         expected.append((order[-1], sums))
     return payloads, jobs, expected
@@ -281,8 +284,9 @@ def _run_passes(p, seed, gap, dtypes=(DTYPE_INT32,), dense_wait=True):
                         "e": j["t"] // P, "beats": j["beats"],
                         "row_base": (j["gslot"] * 2 + j["bank"]) * bank_rows(p),
                         "start": j["start"], "dtype": j["dtype"], "scale": 6 if mx else 0,
-                        # every MX block scale 127 (2**0)
-                        "scales": int.from_bytes(bytes([127] * p.mx_blocks), "little") if mx else 0,
+                        # MX block scales 127 (2**0) and 128 (2**1) in turn
+                        "scales": int.from_bytes(bytes(127 + b % 2 for b in range(p.mx_blocks)),
+                                                 "little") if mx else 0,
                         "count": j["beats"] * (p.lanes << _SHIFT[j["dtype"]]),
                         "replace": int(j["replace"]),
                         "write": 1, "emit": int(j["emit"]), "result": int(j["emit"]),
@@ -326,7 +330,8 @@ def test_rotating_passes_exact(p):
 
 
 @pytest.mark.parametrize("p", [Params(ports=3, data_width=256, slots=4, slot_elems=128, jobs=1),
-                               Params(ports=2, data_width=256, slots=4, slot_elems=64, jobs=1)],
+                               Params(ports=2, data_width=256, slots=4, slot_elems=64, jobs=1),
+                               Params(ports=3, data_width=128, slots=4, slot_elems=128, jobs=1)],
                          ids=lambda p: p.name())
 @pytest.mark.parametrize("seed", [1, 2])
 def test_rotating_passes_every_width(p, seed):

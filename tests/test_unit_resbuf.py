@@ -36,10 +36,13 @@ from aggswitch.resbuf import ResultBuffer, RESULT_QUOTA, result_entries, side_bi
 
 def _result(p, rng, idx, dest, beats, source):
     sb = side_bits(p)
-    # an MX RESULT (where the build has MX): its beats carry their blocks' scales
-    mx = bool(sb) and beats <= -(-8 * p.mx_blocks // sb) and rng.random() < 0.5
-    side = [rng.getrandbits(sb) if mx else 0 for _ in range(beats)]
-    line = sum(v << (sb * j) for j, v in enumerate(side)) & ((1 << 8 * p.mx_blocks) - 1)
+    # an MX RESULT (where the build has MX): its beats carry their blocks' scales, a block's
+    # on its first beat (a block spans block_beats beats: 2 at data_width 128, whose second
+    # beat's side bits are 0, as the emitter writes them)
+    D = p.block_beats
+    mx = bool(sb) and beats <= D * -(-8 * p.mx_blocks // sb) and rng.random() < 0.5
+    side = [rng.getrandbits(sb) if mx and j % D == 0 else 0 for j in range(beats)]
+    line = sum(v << (sb * (j // D)) for j, v in enumerate(side)) & ((1 << 8 * p.mx_blocks) - 1)
     return {"idx": idx, "dest": dest, "beats": beats, "source": source, "mx": mx,
             "data": [rng.getrandbits(p.data_width) for _ in range(beats)], "side": side,
             "overflow": rng.getrandbits(1), "scales": line,

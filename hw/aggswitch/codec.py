@@ -66,8 +66,8 @@ class BeatDecoder(wiring.Component):
     MX only: each lane's converter is built for only the formats that can reach it
     (ElementToFixed's `formats`), and its outputs in any other dtype carry no meaning. The
     BF16+MX and MX-only lanes convert an 8-bit significand in a datapath of their own
-    (under half of the universal lane's LUTs). A
-    build without MX dtypes (data_width 128) has no MX-only lanes: their `q` is 0."""
+    (under half of the universal lane's LUTs). A build without MX dtypes would have no
+    MX-only lanes: their `q` is 0."""
 
     LATENCY = 1
 
@@ -132,7 +132,7 @@ class BeatEncoder(wiring.Component):
         input register   the beat (the emitter's lane mask logic fills this cycle)
         stage 1          int32 saturation, leading-zero count; INT32 done;
                          MX: the OR of the block's magnitudes (a line per cycle)
-        window           block_beats - 1 more cycles (MX only; 0 at data_width >= 256)
+        window           block_beats - 1 more cycles (1 at data_width 128, 0 above)
         stage 2          normalisation, FP exponent; MX: the block's shared exponent
                          (numerics.MxBlockScale), registered as the block's `info`
         stage 3          FP32/BF16 rounding and the INT32/FP32/BF16 bytes; MX: the shift
@@ -154,8 +154,8 @@ class BeatEncoder(wiring.Component):
 
     MX needs the whole block before its first element can be encoded (the shared exponent
     is over the block). At data_width >= 256 a beat holds whole blocks; a block over
-    `block_beats` beats (written for a 128-bit beat, which the ingress does not take yet)
-    waits in the window while its magnitude OR is reduced one beat per cycle: when the
+    `block_beats` beats (data_width 128: a block is two beats, fed back to back by the
+    emitter, the first at an even beat index) waits in the window while its magnitude OR is reduced one beat per cycle: when the
     block's first beat leaves the window its last beat has completed the OR. The block's
     `info` is registered from it, and each of the block's beats is shifted and rounded with
     it as it passes."""

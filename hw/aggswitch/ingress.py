@@ -41,8 +41,9 @@ from .numerics import thermometer
 
 
 def parseable_dtypes(p: Params):
-    """dtypes whose payload layout the parser checks and scans for NaN. An MX block
-    (32 elements) must fit in one beat."""
+    """dtypes whose payload layout the parser checks and scans for NaN: all of SPEC §4 at
+    every data_width (at 128 bits an MX block spans two beats and the scale line four:
+    elements are scanned beat by beat, block scales from the captured line)."""
     dtypes = (DTYPE_INT32, DTYPE_FP32, DTYPE_BF16)
     if p.mx_ok:
         dtypes += (DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
@@ -50,8 +51,7 @@ def parseable_dtypes(p: Params):
 
 
 def supported_dtypes(p: Params):
-    """dtypes this build admits (docs/SPEC.md §10.2): every dtype of SPEC §4, except the
-    MX ones when a beat is narrower than an MX block (data_width 128)."""
+    """dtypes this build admits (docs/SPEC.md §10.2): every dtype of SPEC §4."""
     return parseable_dtypes(p)
 
 

@@ -137,8 +137,9 @@ class Params:
 
     @property
     def mx_ok(self):
-        """MX dtypes need a 32-element block of 8-bit elements within one beat."""
-        return self.beat_bytes >= MX_BLOCK
+        """Whether this build has the MX dtypes: every data_width of SPEC §1 does. At 128
+        bits a 32-element block spans `block_beats` = 2 beats and the scale line 4."""
+        return True
 
     @property
     def mx_blocks(self):
@@ -152,8 +153,8 @@ class Params:
 
     @property
     def block_beats(self):
-        """Payload beats per MX block (1 when this build has no MX dtypes)."""
-        return max(1, MX_BLOCK // self.beat_lanes) if self.mx_ok else 1
+        """Payload beats per MX block: 2 at data_width 128 (16 MX elements a beat), else 1."""
+        return max(1, MX_BLOCK // self.beat_lanes)
 
     def name(self):
         return f"p{self.ports}_w{self.data_width}_s{self.slots}_e{self.slot_elems}_j{self.jobs}"

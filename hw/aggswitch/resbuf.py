@@ -31,7 +31,8 @@ destination has read it.
 Each destination's output is a beat stream (`data`, `data_en`) and a RESULT's done record
 (`done_en`, `done_overflow`, `done_scales`): with its first beat, or, for MX, with its
 last, since the scale line is gathered from side bits of the words (each MX beat's block
-scales). The egress starts a RESULT only once its done record is in, and the reader then
+scales; at data_width 128, where a block spans two beats, the block's first beat carries its
+scale and the second 0). The egress starts a RESULT only once its done record is in, and the reader then
 keeps ahead of the MAC (`egress_beats` credits, docs/ARCHITECTURE.md).
 """
 
@@ -272,8 +273,11 @@ class ResultBuffer(wiring.Component):
                 line = Signal(per * SB, name=f"scale_line{d}")   # the beats before this one
                 here = Signal(per * SB, name=f"scale_here{d}")   # this beat's, in place
                 m.d.comb += here.eq(0)
+                # a block's scales are the side bits of its first beat (those of a block's
+                # later beats, at data_width 128, are 0): block b of beat j is j >> per_block
+                per_block = (p.block_beats - 1).bit_length()
                 with m.If(q_en & q_mx):
-                    m.d.comb += here.word_select(q_j, SB).eq(word[p.data_width:])
+                    m.d.comb += here.word_select(q_j >> per_block, SB).eq(word[p.data_width:])
                 with m.If(q_en):
                     m.d.sync += line.eq(Mux(q_first, 0, line) | here)
                 m.d.comb += self.done_scales[d].eq((Mux(q_first, 0, line) | here)[:8 * p.mx_blocks])
