@@ -27,12 +27,12 @@ def _param_args(p):
 @pytest.mark.skipif(not SIMS, reason="no simulator available")
 def test_bench_small(tmp_path, capsys):
     sim = SIMS[0]
-    base = ["--sim", sim, "--frames", "10", "--stall", "1500", "--seed", "3"] + _param_args(MX_SMALL)
+    base = ["--sim", sim, "--stall", "1500", "--seed", "3"] + _param_args(MX_SMALL)
 
     # --- a clean run: two patterns x two dtypes
     out = tmp_path / "clean"
-    rc = bench.main(base + ["--patterns", "lockstep,stalled_port", "--dtypes", "int32,mxint8",
-                            "--out", str(out)])
+    rc = bench.main(base + ["--frames", "10", "--patterns", "lockstep,stalled_port",
+                            "--dtypes", "int32,mxint8", "--out", str(out)])
     text = capsys.readouterr().out
     assert rc == 0, text
     data = json.loads((out / "bench.json").read_text())
@@ -66,8 +66,9 @@ def test_bench_small(tmp_path, capsys):
 
     # --- one flipped bit in the checker's copy of the first RESULT: reported, run fails
     out = tmp_path / "flip"
-    rc = bench.main(base + ["--patterns", "lockstep", "--dtypes", "int32", "--out", str(out),
-                            "--flip-result", "1"])
+    # (a few frames: only the first RESULT is flipped)
+    rc = bench.main(base + ["--frames", "3", "--patterns", "lockstep", "--dtypes", "int32",
+                            "--out", str(out), "--flip-result", "1"])
     text = capsys.readouterr().out
     assert rc == 1, text
     data = json.loads((out / "bench.json").read_text())
