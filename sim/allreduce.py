@@ -81,6 +81,9 @@ def format_summary(s: dict) -> str:
         rows.append(("sim speed", f"{s['cycles_per_second']:,.0f} cycles/s ({s['sim_speed_cycles']} "
                                   f"cycles in {s['sim_speed_seconds']:.2f} s of traffic, "
                                   f"testbench included)"))
+    if s.get("cycles_per_cpu_second"):
+        rows.append(("sim speed (CPU)", f"{s['cycles_per_cpu_second']:,.0f} cycles per CPU second "
+                                        f"({s['sim_speed_cpu_seconds']:.2f} s of CPU time)"))
     if s["dtype"] != "int32":
         rows[4:4] = [
             ("elements/cycle", f"{s['elements_per_cycle']:.2f} aggregated per cycle "
