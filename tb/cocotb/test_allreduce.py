@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 import cocotb
-from cocotb.triggers import with_timeout
+from cocotb.triggers import Event, First, Timer
 
 from tb.cocotb.harness import INT32_MAX, INT32_MIN, start
 from tb.model import frames as F
@@ -38,6 +38,7 @@ from tb.model import numerics as NUM
 
 DTYPES = {"int32": F.INT32, "fp32": F.FP32, "bf16": F.BF16, "mxint8": F.MXINT8,
           "mxfp8_e4m3": F.MXFP8_E4M3, "mxfp8_e5m2": F.MXFP8_E5M2}
+STALL_US = 1000     # the test fails when no RESULT arrives for this long (simulated)
 SCALE = 24          # job scale for the float dtypes: |sum| < 2**7 fits int32 at 2**-24
 
 
@@ -100,7 +101,9 @@ async def test_allreduce(dut):
                        bank=(i // nslots) % 2, dtype=dtype, scale=scale)
 
     async def take(w):
-        rec = await with_timeout(queues[w].get(), 1000, "us")
+        # no timeout per RESULT (a with_timeout per frame costs two tasks and a timer): the
+        # watchdog below fails the test when no RESULT arrives for STALL_US
+        rec = await queues[w].get()
         pf = F.parse_frame(rec.data)
         h = pf.hdr
         i = h.seq
@@ -109,6 +112,8 @@ async def test_allreduce(dut):
             return
         results[w][i] = bytes(pf.payload)
         got[w].add(i)
+
+    finished, done = [], Event()
 
     async def worker(w):
         src = tb.sources[w]
@@ -123,6 +128,9 @@ async def test_allreduce(dut):
                 await tb.source_below(w, 3)
         while len(got[w]) < nchunks:
             await take(w)
+        finished.append(w)
+        if len(finished) == P:
+            done.set()
 
     # Simulation speed: simulated cycles per second of wall time while the traffic runs
     # (the model, the drivers, the monitor and the scoreboard; not the build or the set-up).
@@ -130,8 +138,19 @@ async def test_allreduce(dut):
     # machine disturbs less than the wall clock.
     speed_c0, speed_t0, speed_cpu0 = tb.sim_cycle(), time.perf_counter(), time.process_time()
     tasks = [cocotb.start_soon(worker(w)) for w in range(P)]
+    seen = -1
+    while not done.is_set():
+        await First(done.wait(), Timer(STALL_US, "us"))
+        failed = [t for t in tasks if t.done() and t.exception() is not None]
+        if failed:
+            raise failed[0].exception()
+        n = sum(len(g) for g in got) + len(wrong_header)
+        if not done.is_set() and n == seen:
+            raise AssertionError(f"no RESULT for {STALL_US} us ({n} of {P * nchunks} received); "
+                                 f"state: {tb.state_summary()}")
+        seen = n
     for t in tasks:
-        await with_timeout(t, 90, "ms")
+        await t
     await tb.settle()
     speed_cycles, speed_s = tb.sim_cycle() - speed_c0, time.perf_counter() - speed_t0
     speed_cpu = time.process_time() - speed_cpu0
