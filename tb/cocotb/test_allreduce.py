@@ -100,17 +100,22 @@ async def test_allreduce(dut):
         return tb.data(w, i % nslots, payload=payloads[w][i], count=b - a, seq=i,
                        bank=(i // nslots) % 2, dtype=dtype, scale=scale)
 
+    # Every worker's frames are built before the traffic starts (nothing in them depends
+    # on the switch's answers), so the speed measured below is the simulation's.
+    frames = [[frame(w, i) for i in range(nchunks)] for w in range(P)]
+
     async def take(w):
         # no timeout per RESULT (a with_timeout per frame costs two tasks and a timer): the
         # watchdog below fails the test when no RESULT arrives for STALL_US
         rec = await queues[w].get()
-        pf = F.parse_frame(rec.data)
-        h = pf.hdr
+        # the AGG header and the payload are all a worker looks at (the scoreboard checks
+        # every other byte of the frame against the golden model)
+        h = F.AggHeader.unpack(rec.data[F.AGG_OFF:F.HDR_LEN])
         i = h.seq
         if not (0 <= i < nchunks) or h.slot != i % nslots or (h.flags & 1) != (i // nslots) % 2:
             wrong_header.append((w, h))
             return
-        results[w][i] = bytes(pf.payload)
+        results[w][i] = bytes(rec.data[F.HDR_LEN:])
         got[w].add(i)
 
     finished, done = [], Event()
@@ -122,7 +127,7 @@ async def test_allreduce(dut):
                 while i - nslots not in got[w]:
                     await take(w)
             # keep the port busy: queue the frame now; the source sends back to back
-            tb.send(w, frame(w, i))
+            tb.send(w, frames[w][i])
             # don't let the source queue run ahead unboundedly (memory), but keep it fed
             if src.count() > 4:
                 await tb.source_below(w, 3)
