@@ -265,8 +265,10 @@ class IngressSource(AxiStreamSource):
     of every port instead of a coroutine per source."""
 
     def _beats(self, frame) -> list:
-        """(tdata, tkeep, tlast, tid, tdest, tuser) of every beat of `frame`, as
-        AxiStreamSource._run packs them (sideband values: those of the beat's last lane)."""
+        """(tdata, tkeep, tlast, tid, tdest, tuser, side) of every beat of `frame`, as
+        AxiStreamSource._run packs them (sideband values: those of the beat's last lane);
+        `side` is (tkeep, tlast, tid, tdest, tuser) once more, as one tuple, so that _step
+        sees with one comparison that none of them changes."""
         frame.normalize()
         lanes, size, mask = self.byte_lanes, self.byte_size, self.byte_mask
         td, tk, ti, tde, tu = frame.tdata, frame.tkeep, frame.tid, frame.tdest, frame.tuser
@@ -290,7 +292,8 @@ class IngressSource(AxiStreamSource):
                 for i, b in enumerate(k):
                     keep |= (b & 1) << i
             j = e - 1
-            beats.append((data, keep, int(e >= n), ti[j], tde[j], tu[j]))
+            last = int(e >= n)
+            beats.append((data, keep, last, ti[j], tde[j], tu[j], (keep, last, ti[j], tde[j], tu[j])))
         return beats
 
     def __init__(self, bus, clock, *args, driver: "IngressDriver" = None, **kwargs):
@@ -369,7 +372,7 @@ class IngressSource(AxiStreamSource):
 
             if st.frame is not None and not self.pause:
                 beat = st.beat = st.beats[st.index]
-                data, keep, last, tid, tdest, tuser = beat
+                data, keep, last, tid, tdest, tuser, side = beat
                 st.index += 1
                 if last:
                     st.frame.sim_time_end = get_sim_time()
@@ -384,6 +387,9 @@ class IngressSource(AxiStreamSource):
                     if st.d_valid != 1:
                         st.w_valid(1)
                         st.d_valid = 1
+                if side == st.d_side:
+                    return True           # tkeep, tlast, tid, tdest, tuser as driven last
+                st.d_side = side
                 if st.has_tlast and st.d_last != last:
                     st.w_last(last)
                     st.d_last = last
@@ -408,6 +414,7 @@ class IngressSource(AxiStreamSource):
                 if st.has_tlast and st.d_last != 0:
                     st.w_last(0)
                     st.d_last = 0
+                    st.d_side = None
                 self.active = st.frame is not None
                 if st.frame is None and self.queue.empty():
                     self.idle_event.set()
@@ -450,6 +457,7 @@ class _SourceState:
     rv, rt = None, None     # raw tready sampled at time rt
     # what the source last drove (None: unknown, write the next value whatever it is)
     d_valid = d_last = d_keep = d_id = d_dest = d_user = None
+    d_side = None   # (tkeep, tlast, tid, tdest, tuser) as last driven, None: not known
 
 
 class _Never(Event):
