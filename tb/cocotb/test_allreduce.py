@@ -129,8 +129,8 @@ async def test_allreduce(dut):
             # keep the port busy: queue the frame now; the source sends back to back
             tb.send(w, frames[w][i])
             # don't let the source queue run ahead unboundedly (memory), but keep it fed
-            if src.count() > 4:
-                await tb.source_below(w, 3)
+            if src.count() > 16:
+                await tb.source_below(w, 4)
         while len(got[w]) < nchunks:
             await take(w)
         finished.append(w)
