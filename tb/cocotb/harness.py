@@ -11,7 +11,9 @@ the cycle that ends at that edge, whose counter value is ``TB.cycle`` before the
 advances it.
 
 Monitor. For every ingress port it records each frame (bytes of the beats' kept lanes,
-whether tkeep obeyed SPEC §2) with the counter value of its tlast handshake; for every
+whether tkeep obeyed SPEC §2) with the counter value of its tlast handshake, taking the
+beats from the port's source (what it drove, checked against the bus at every tlast
+handshake) rather than reading back every cycle what the harness drives itself; for every
 egress port each frame with the cycle of its first ``tvalid`` and of its tlast handshake.
 Frames completing in the same cycle are recorded in ascending port order, so the monitor
 feeds the golden model online in exactly the processing order of SPEC §10.3 (sorting by
@@ -449,8 +451,8 @@ class IngressSource(AxiStreamSource):
     def bus_at(self, now):
         """(tvalid, beat) this source put on the bus for the cycle that ends at the edge at
         time `now` (the values before that edge): tvalid as a bool, the beat as a `_beats`
-        tuple (tdata, tkeep, tlast, tid, tdest, tuser), None if the source has not driven
-        one since it (re)started. None when the source is not running (before its first
+        tuple (tdata, tkeep, tlast, ...), None if the source has not driven one since it
+        (re)started. None when the source is not running (before its first
         step, or killed by a reset): then only the bus itself can tell."""
         st = self._st
         if st is None or self._run_cr is None:
