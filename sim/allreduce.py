@@ -14,7 +14,9 @@ GTKWave save file, with --pcap 1 the capture test_allreduce.pcapng of every fram
 port, tb/pcap.py) go to sim/out/<params>/<sim>/test_allreduce/test_allreduce/.
 
 With --idle-speed 1 it runs tb/cocotb/test_speed.py instead: the model with the clock
-toggling and nothing else for --idle-cycles cycles, and prints the idle simulation speed.
+toggling and nothing else for --idle-cycles cycles, and prints the idle simulation speed;
+then its test_cost_per_cycle: what one coroutine resumed per cycle, the ingress tdata writes
+and the egress reads of a busy cycle add to it (CPU time per cycle, --idle-cycles each).
 """
 
 import argparse
@@ -81,6 +83,9 @@ def format_summary(s: dict) -> str:
         rows.append(("sim speed", f"{s['cycles_per_second']:,.0f} cycles/s ({s['sim_speed_cycles']} "
                                   f"cycles in {s['sim_speed_seconds']:.2f} s of traffic, "
                                   f"testbench included)"))
+    if s.get("cycles_per_cpu_second"):
+        rows.append(("sim speed (CPU)", f"{s['cycles_per_cpu_second']:,.0f} cycles per CPU second "
+                                        f"({s['sim_speed_cpu_seconds']:.2f} s of CPU time)"))
     if s["dtype"] != "int32":
         rows[4:4] = [
             ("elements/cycle", f"{s['elements_per_cycle']:.2f} aggregated per cycle "
@@ -106,6 +111,19 @@ def idle_speed(a) -> int:
         s = json.loads(f.read_text())
         print(f"  {'idle speed':<15}  {s['cycles_per_second']:,.0f} cycles/s ({s['cycles']} cycles "
               f"in {s['seconds']:.2f} s, clock only, under cocotb)")
+    print(f"  {'log':<15}  {res.log_file}")
+    if not res.ok:
+        print(res.summary(), file=sys.stderr)
+        return 1
+    # where a busy cycle goes besides the testbench's logic (tb/cocotb/test_speed.py)
+    res = build_and_run(a.params, a.sim, "tb.cocotb.test_speed", testcase="test_cost_per_cycle",
+                        extra_env={"AGGSWITCH_IDLE_CYCLES": a.idle_cycles}, seed=a.seed,
+                        waves=bool(a.waves))
+    f = res.out_dir / "cost_per_cycle.json"
+    if f.exists():
+        print(f"  cost per cycle (CPU time of the simulation process, {a.idle_cycles} cycles each):")
+        for st in json.loads(f.read_text())["stages"]:
+            print(f"    {st['stage']:<40}  {st['us_per_cycle_cpu']:7.1f} us/cycle")
     print(f"  {'log':<15}  {res.log_file}")
     if not res.ok:
         print(res.summary(), file=sys.stderr)

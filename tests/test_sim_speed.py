@@ -2,8 +2,9 @@
 idle model's speed under cocotb. Run at the small parameter set, whose Verilator model the
 RTL regression builds anyway, with few cycles: the figure must be a positive speed over
 exactly the cycles asked for, and the test itself checks that the switch stayed idle
-(every ingress port ready, no egress tvalid). No timing is asserted: speed is a
-benchmark's figure, not a pass criterion."""
+(every ingress port ready, no egress tvalid); likewise the cost-per-cycle stages that
+follow it (test_cost_per_cycle). No timing is asserted: speed is a benchmark's figure, not
+a pass criterion."""
 
 import json
 
@@ -32,3 +33,9 @@ def test_idle_speed_reports(capsys):
                     / "idle_speed.json").read_text())
     assert s["cycles"] == 3000 and s["seconds"] > 0 and s["cycles_per_second"] > 0, s
     assert s["params"] == SMALL.name()
+    # the cost breakdown that follows it: four stages over exactly the cycles asked for
+    assert "cost per cycle" in out, out
+    c = json.loads((out_dir_for(SMALL, "verilator", "tb.cocotb.test_speed", "test_cost_per_cycle")
+                    / "cost_per_cycle.json").read_text())
+    assert c["params"] == SMALL.name() and len(c["stages"]) == 4, c
+    assert all(st["cycles"] == 3000 and st["cpu_seconds"] > 0 for st in c["stages"]), c

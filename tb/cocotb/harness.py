@@ -11,7 +11,9 @@ the cycle that ends at that edge, whose counter value is ``TB.cycle`` before the
 advances it.
 
 Monitor. For every ingress port it records each frame (bytes of the beats' kept lanes,
-whether tkeep obeyed SPEC §2) with the counter value of its tlast handshake; for every
+whether tkeep obeyed SPEC §2) with the counter value of its tlast handshake, taking the
+beats from the port's source (what it drove, checked against the bus at every tlast
+handshake) rather than reading back every cycle what the harness drives itself; for every
 egress port each frame with the cycle of its first ``tvalid`` and of its tlast handshake.
 Frames completing in the same cycle are recorded in ascending port order, so the monitor
 feeds the golden model online in exactly the processing order of SPEC §10.3 (sorting by
@@ -265,8 +267,12 @@ class IngressSource(AxiStreamSource):
     of every port instead of a coroutine per source."""
 
     def _beats(self, frame) -> list:
-        """(tdata, tkeep, tlast, tid, tdest, tuser) of every beat of `frame`, as
-        AxiStreamSource._run packs them (sideband values: those of the beat's last lane)."""
+        """(tdata, tkeep, tlast, tid, tdest, tuser, side) of every beat of `frame`, as
+        AxiStreamSource._run packs them (sideband values: those of the beat's last lane);
+        `side` is (tkeep, tlast, tid, tdest, tuser) once more, as one tuple, so that _step
+        sees with one comparison that none of them changes."""
+        plain = (frame.tkeep is None and frame.tid is None and frame.tdest is None
+                 and frame.tuser is None)
         frame.normalize()
         lanes, size, mask = self.byte_lanes, self.byte_size, self.byte_mask
         td, tk, ti, tde, tu = frame.tdata, frame.tkeep, frame.tid, frame.tdest, frame.tuser
@@ -274,6 +280,19 @@ class IngressSource(AxiStreamSource):
         beats = []
         fast = size == 8 and isinstance(td, bytearray)
         full = (1 << lanes) - 1
+        if fast and plain and n:
+            # bytes only (normalize made every tkeep bit 1 and tid, tdest, tuser 0): the
+            # loop below without its per-lane work
+            mid = (full, 0, 0, 0, 0)
+            for o in range(0, n, lanes):
+                e = o + lanes
+                data = int.from_bytes(td[o:e], "little")
+                if e < n:
+                    beats.append((data, full, 0, 0, 0, 0, mid))
+                else:
+                    keep = (1 << (n - o)) - 1
+                    beats.append((data, keep, 1, 0, 0, 0, (keep, 1, 0, 0, 0)))
+            return beats
         for o in range(0, max(n, 1), lanes):
             e = min(o + lanes, n)
             if fast:
@@ -290,7 +309,8 @@ class IngressSource(AxiStreamSource):
                 for i, b in enumerate(k):
                     keep |= (b & 1) << i
             j = e - 1
-            beats.append((data, keep, int(e >= n), ti[j], tde[j], tu[j]))
+            last = int(e >= n)
+            beats.append((data, keep, last, ti[j], tde[j], tu[j], (keep, last, ti[j], tde[j], tu[j])))
         return beats
 
     def __init__(self, bus, clock, *args, driver: "IngressDriver" = None, **kwargs):
@@ -336,12 +356,19 @@ class IngressSource(AxiStreamSource):
         self._driver.attach(self)
         await _Never().wait()
 
-    def _step(self) -> bool:
+    def _step(self, now) -> bool:
         """One rising edge of AxiStreamSource._run (cocotbext-axi 0.1.28), line for line;
         False when the source went idle (it waits for a send, as the base waits on
-        active_event)."""
+        active_event). `now`: the simulation time of the edge.
+
+        Before it drives anything it keeps what the bus carried in the cycle that ends at
+        this edge (tvalid and the beat: ``pv``, ``pb``, stamped ``t = now``): the monitor
+        takes the ingress side from there (``bus_at``) instead of reading tdata, tkeep and
+        tlast back, whether it runs before or after this step at the same edge. The tready
+        sample is shared with the monitor the same way (``ready_at``)."""
         st = self._st
-        tready_sample = (not st.has_tready) or st.read_tready() == "1"
+        st.pv, st.pb, st.t = st.valid, st.beat, now
+        tready_sample = (not st.has_tready) or self.ready_at(now) == "1"
         tvalid_sample = st.valid
 
         if (tready_sample and tvalid_sample) or not tvalid_sample:
@@ -361,7 +388,8 @@ class IngressSource(AxiStreamSource):
                 self.active = True
 
             if st.frame is not None and not self.pause:
-                data, keep, last, tid, tdest, tuser = st.beats[st.index]
+                beat = st.beat = st.beats[st.index]
+                data, keep, last, tid, tdest, tuser, side = beat
                 st.index += 1
                 if last:
                     st.frame.sim_time_end = get_sim_time()
@@ -376,6 +404,9 @@ class IngressSource(AxiStreamSource):
                     if st.d_valid != 1:
                         st.w_valid(1)
                         st.d_valid = 1
+                if side == st.d_side:
+                    return True           # tkeep, tlast, tid, tdest, tuser as driven last
+                st.d_side = side
                 if st.has_tlast and st.d_last != last:
                     st.w_last(last)
                     st.d_last = last
@@ -400,6 +431,7 @@ class IngressSource(AxiStreamSource):
                 if st.has_tlast and st.d_last != 0:
                     st.w_last(0)
                     st.d_last = 0
+                    st.d_side = None
                 self.active = st.frame is not None
                 if st.frame is None and self.queue.empty():
                     self.idle_event.set()
@@ -407,15 +439,42 @@ class IngressSource(AxiStreamSource):
                     return False
         return True
 
+    def ready_at(self, now) -> str:
+        """tready at the edge at time `now` (raw, as raw_reader returns it), read once per
+        edge for the source and the monitor together."""
+        st = self._st
+        if st.rt != now:
+            st.rv = st.read_tready()
+            st.rt = now
+        return st.rv
+
+    def bus_at(self, now):
+        """(tvalid, beat) this source put on the bus for the cycle that ends at the edge at
+        time `now` (the values before that edge): tvalid as a bool, the beat as a `_beats`
+        tuple (tdata, tkeep, tlast, ...), None if the source has not driven one since it
+        (re)started. None when the source is not running (before its first
+        step, or killed by a reset): then only the bus itself can tell."""
+        st = self._st
+        if st is None or self._run_cr is None:
+            return None
+        if st.t == now:
+            return st.pv, st.pb
+        return st.valid, st.beat
+
 
 class _SourceState:
-    """What IngressSource._run kept in local variables between edges."""
+    """What IngressSource._run kept in local variables between edges, and what the source
+    drove (for the monitor: IngressSource.bus_at, ready_at)."""
     frame = None
     beats = None
     index = 0
     valid = False
+    beat = None             # the beat last driven (a _beats tuple)
+    pv, pb, t = False, None, None   # tvalid and beat before the step at time t
+    rv, rt = None, None     # raw tready sampled at time rt
     # what the source last drove (None: unknown, write the next value whatever it is)
     d_valid = d_last = d_keep = d_id = d_dest = d_user = None
+    d_side = None   # (tkeep, tlast, tid, tdest, tuser) as last driven, None: not known
 
 
 class _Never(Event):
@@ -470,7 +529,7 @@ class IngressDriver:
                     ev = src.active_event
                     if not (ev.is_set() and ev.woke_at < now):
                         continue
-                src._busy = src._step()
+                src._busy = src._step(now)
                 busy = busy or src._busy
             if not busy and not any(s.active_event.is_set() for s in self.sources):
                 self.wake.clear()
@@ -487,6 +546,14 @@ class EgressSink(AxiStreamSink):
             self.bus.tready.value = 0 if self.pause else 1
             self.wake_event.clear()
             await self.wake_event.wait()
+
+    # AxiStreamMonitor wakes the sink's loop at every rising edge of tvalid and tready;
+    # this sink only needs waking when its pause changes (_pause_update does that).
+    async def _run_tvalid_monitor(self):
+        return
+
+    async def _run_tready_monitor(self):
+        return
 
 
 # ------------------------------------------------------------------- helpers
@@ -616,6 +683,7 @@ class TB:
         self._eg_beats = [[] for _ in range(P)]
         self._eg_first = [None] * P
         self._eg_pending = [None] * P  # beat presented but not taken: (tdata, tkeep, tlast)
+        self._in_readers = {}
 
         self._monitor_task = cocotb.start_soon(self._monitor())
         self.capture = None
@@ -870,32 +938,33 @@ class TB:
 
     # -------------------------------------------------------------- monitor
     async def _monitor(self):
-        # One coroutine for every port. Each cycle costs one raw read of rst and of each
-        # port's tvalid; tready only when tvalid is high, and tdata/tkeep/tlast only on a
-        # handshake (and, for the egress stability check, while a beat is stalled: there
-        # the raw bit strings are compared, nothing is converted). A raw read is the
-        # simulator's bit string (raw_reader): "1" and "0", anything else is X/Z.
+        # One coroutine for every port; a raw read is the simulator's bit string
+        # (raw_reader): "1" and "0", anything else is X/Z. Each cycle costs:
+        # - one raw read of rst;
+        # - ingress: no read of what the harness drives itself. tvalid and the beat come
+        #   from the port's IngressSource (bus_at: what it drove for this cycle); tready is
+        #   read when tvalid is high (ready_at: one read per edge shared with the source).
+        #   On the tlast handshake of every frame the bus is read back once and must carry
+        #   exactly the beat the source drove (_check_ingress_bus). A port whose source is
+        #   not running (before its first edge) is read from the bus (_ingress_from_bus);
+        # - egress: tvalid; tready when tvalid is high; tdata/tkeep/tlast on a handshake
+        #   and, for the stability check, while a beat is stalled (there the raw bit
+        #   strings are compared, nothing is converted).
         dut, P, B = self.dut, self.ports, self.beat_bytes
         edge = RisingEdge(dut.clk)
         rd = raw_reader
         rst = rd(dut.rst)
-        sv = [rd(getattr(dut, f"s{p}_axis_tvalid")) for p in range(P)]
-        sr = [rd(getattr(dut, f"s{p}_axis_tready")) for p in range(P)]
-        sd = [rd(getattr(dut, f"s{p}_axis_tdata")) for p in range(P)]
-        sk = [rd(getattr(dut, f"s{p}_axis_tkeep")) for p in range(P)]
-        sl = [rd(getattr(dut, f"s{p}_axis_tlast")) for p in range(P)]
         mv = [rd(getattr(dut, f"m{p}_axis_tvalid")) for p in range(P)]
         mr = [rd(getattr(dut, f"m{p}_axis_tready")) for p in range(P)]
         md = [rd(getattr(dut, f"m{p}_axis_tdata")) for p in range(P)]
         mk = [rd(getattr(dut, f"m{p}_axis_tkeep")) for p in range(P)]
         ml = [rd(getattr(dut, f"m{p}_axis_tlast")) for p in range(P)]
         ports = range(P)
+        sources = self.sources
         in_beats, in_first, in_stalls = self._in_beats, self._in_first, self._in_stalls
         eg_beats, eg_first, eg_pending, eg_stalls = (self._eg_beats, self._eg_first,
                                                      self._eg_pending, self._eg_stalls)
-
-        def not_bit(v, what):
-            self.error(f"cycle {self.cycle}: {what} is {v} (not 0/1)")
+        not_bit = self._not_bit
 
         while True:
             await edge
@@ -920,37 +989,32 @@ class TB:
             self.in_reset = False
             if cyc is None:
                 continue
+            now = get_sim_time()
 
             for p in ports:
                 # ---- ingress
-                v = sv[p]()
-                if v != "1":
-                    if v != "0":
-                        not_bit(v, f"s{p}_axis_tvalid")
+                src = sources[p]
+                bus = src.bus_at(now)
+                if bus is None or (bus[0] and bus[1] is None):
+                    self._ingress_from_bus(p, cyc)
                     continue
-                r = sr[p]()
+                if not bus[0]:
+                    continue
+                r = src.ready_at(now)
                 if r != "1":
                     if r != "0":
                         not_bit(r, f"s{p}_axis_tready")
                     in_stalls[p] += 1
                     continue
-                try:
-                    data = int(sd[p](), 2).to_bytes(B, "little")
-                    keep = int(sk[p](), 2)
-                except ValueError:
-                    self.error(f"cycle {cyc}: X/Z on s{p}_axis tdata/tkeep during a handshake")
-                    data, keep = bytes(B), 0
+                beat = bus[1]
                 beats = in_beats[p]
                 if not beats:
                     in_first[p] = cyc
-                beats.append((data, keep))
-                last = sl[p]()
-                if last != "0":
-                    if last != "1":
-                        not_bit(last, f"s{p}_axis_tlast")
-                    else:
-                        in_beats[p] = []
-                        self._ingress_frame(p, cyc, beats)
+                beats.append(beat)
+                if beat[2]:
+                    self._check_ingress_bus(p, beat)
+                    in_beats[p] = []
+                    self._ingress_frame(p, cyc, beats)
 
             check_stable = self.check_stable
             for p in ports:
@@ -1003,11 +1067,70 @@ class TB:
 
             self.cycle = (cyc + 1) & COUNTER_MASK
 
+    def _not_bit(self, v, what):
+        self.error(f"cycle {self.cycle}: {what} is {v} (not 0/1)")
+
+    def _ingress_readers(self, port: int):
+        """Raw readers of s<port>_axis (tvalid, tready, tdata, tkeep, tlast), made once."""
+        rds = self._in_readers.get(port)
+        if rds is None:
+            rds = self._in_readers[port] = tuple(
+                raw_reader(getattr(self.dut, f"s{port}_axis_{n}"))
+                for n in ("tvalid", "tready", "tdata", "tkeep", "tlast"))
+        return rds
+
+    def _check_ingress_bus(self, port: int, beat):
+        """At the tlast handshake of an ingress frame (the monitor took its beats from the
+        source): the bus must carry exactly that beat, tvalid and tlast high, no X/Z."""
+        sv, _, sd, sk, sl = self._ingress_readers(port)
+        v, d, k, lst = sv(), sd(), sk(), sl()
+        try:
+            data, keep = int(d, 2), int(k, 2)
+        except ValueError:
+            self.error(f"cycle {self.cycle}: X/Z on s{port}_axis tdata/tkeep during a handshake")
+            return
+        if v != "1" or lst != "1" or data != beat[0] or keep != beat[1]:
+            self.error(f"cycle {self.cycle}: s{port}_axis carries tvalid={v} tlast={lst} "
+                       f"tkeep={keep:#x} tdata={data:#x} at a tlast handshake, not the beat "
+                       f"its source drove (tkeep={beat[1]:#x} tdata={beat[0]:#x})")
+
+    def _ingress_from_bus(self, port: int, cyc: int):
+        """The monitor's ingress side for one port and cycle, read from the bus (when the
+        port's source is not running and cannot say what it drove)."""
+        sv, sr, sd, sk, sl = self._ingress_readers(port)
+        v = sv()
+        if v != "1":
+            if v != "0":
+                self._not_bit(v, f"s{port}_axis_tvalid")
+            return
+        r = sr()
+        if r != "1":
+            if r != "0":
+                self._not_bit(r, f"s{port}_axis_tready")
+            self._in_stalls[port] += 1
+            return
+        try:
+            data, keep = int(sd(), 2), int(sk(), 2)
+        except ValueError:
+            self.error(f"cycle {cyc}: X/Z on s{port}_axis tdata/tkeep during a handshake")
+            data, keep = 0, 0
+        beats = self._in_beats[port]
+        if not beats:
+            self._in_first[port] = cyc
+        last = sl()
+        if last not in ("0", "1"):
+            self._not_bit(last, f"s{port}_axis_tlast")
+        beats.append((data, keep, int(last == "1")))
+        if last == "1":
+            self._in_beats[port] = []
+            self._ingress_frame(port, cyc, beats)
+
     def _ingress_frame(self, port: int, t_last: int, beats):
-        full = self._full_keep
-        keeps = [k for _, k in beats]
+        """`beats`: the frame's beats as (tdata int, tkeep int, ...) tuples."""
+        full, B = self._full_keep, self.beat_bytes
+        keeps = [b[1] for b in beats]
         ok = tkeep_valid(keeps, self.p.data_width)
-        data = b"".join(_kept(d, k, full) for d, k in beats)
+        data = b"".join(_kept(b[0].to_bytes(B, "little"), b[1], full) for b in beats)
         exact = self._exact[port].popleft() if self._exact[port] else False
         rec = IngressRecord(port, t_last, data, ok, exact, t_first=self._in_first[port],
                             stalls=self._in_stalls[port])

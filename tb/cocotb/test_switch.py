@@ -932,3 +932,29 @@ async def test_job_table(dut):
             check_result(tb.epoch.egress[q][-1].data, q, job=1, slot=1, bank=0, seq=7,
                          sums=column_sums([v2[k] for k in ports1]), what="resumed job 1 round")
     await finish(tb)
+
+
+@cocotb.test(timeout_time=TIMEOUT_US, timeout_unit="us")
+async def test_monitor_readback(dut):
+    """The harness' monitor takes the ingress beats from the harness' own sources instead
+    of reading the bus back every cycle, and reads the bus back at the tlast handshake of
+    every frame: a bus that does not carry what the source drove must be reported. With a
+    fault put into port 0's source (its tdata writes flip bit 0 of every beat), one frame
+    (one the switch drops whatever bit 0 is: not IPv4, no RESULT) must give exactly one
+    readback error; the same frame again, the fault removed, none."""
+    tb = await start(dut, "test_monitor_readback")
+    frame = bytes(range(1, 13)) + b"\x88\xb5" + bytes(tb.rng.getrandbits(8) for _ in range(150))
+    st = tb.sources[0]._st
+    write = st.w_data
+    st.w_data = lambda v: write(v ^ 1)
+    rec = await tb.send_wait(0, frame)
+    st.w_data = write
+    expect(rec, drop=F.NOT_AGG, what="faulted frame")
+    found = [e for e in tb.errors if "not the beat its source drove" in e]
+    assert len(found) == 1 and len(tb.errors) == 1, tb.errors
+    assert f"cycle {rec.t_last}:" in found[0], (found, rec.t_last)
+    tb.errors.clear()
+    rec = await tb.send_wait(0, frame)
+    expect(rec, drop=F.NOT_AGG, what="same frame, no fault")
+    assert not tb.errors, tb.errors
+    await finish(tb)

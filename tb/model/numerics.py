@@ -251,6 +251,10 @@ def decode(dtype: int, payload: bytes, count: int, scale: int):
 def saturate_acc(acc):
     """Saturate exact accumulators (any integer array, incl. dtype=object)
     to int32. Returns (int64 array, overflow)."""
+    if isinstance(acc, np.ndarray) and acc.dtype == np.int64:
+        flat = acc.reshape(-1)
+        sat = np.clip(flat, INT32_MIN, INT32_MAX)
+        return sat, bool((sat != flat).any())
     vals = [int(x) for x in np.asarray(acc, dtype=object).reshape(-1)]
     sat = [min(max(x, INT32_MIN), INT32_MAX) for x in vals]
     overflow = any(s != x for s, x in zip(sat, vals))

@@ -158,7 +158,7 @@ class SlotState:
     scale: int = 0
     seq: int = 0
     nan: bool = False
-    acc: Optional[np.ndarray] = None   # dtype=object (exact Python ints)
+    acc: Optional[np.ndarray] = None   # exact sums (int64: see SwitchModel.process)
     # stored at completion, for resends
     timestamp: int = 0
     flags: int = 0            # BANK | OVERFLOW | NAN of the RESULT
@@ -243,59 +243,64 @@ class SwitchModel:
     def admit(self, port: int, frame: bytes, tkeep_ok: bool = True) -> Optional[int]:
         """Static admission rules 1-10 of SPEC 10.2. Returns the drop reason
         code of the first failing rule, or None."""
+        return self._admit(port, frame, tkeep_ok)[0]
+
+    def _admit(self, port: int, frame: bytes, tkeep_ok: bool = True):
+        """admit(), returning (drop reason or None, the parsed frame or None: parsed
+        once the frame is long enough, so that process() need not parse it again)."""
         f = bytes(frame)
         n = len(f)
         # 1
         if not tkeep_ok or n < 14:
-            return MALFORMED
+            return MALFORMED, None
         # 2
         if int.from_bytes(f[12:14], "big") != ETHERTYPE_IPV4:
-            return NOT_AGG
+            return NOT_AGG, None
         # 3
         if n < 34:
-            return MALFORMED
+            return MALFORMED, None
         if f[14] >> 4 != 4 or f[14] & 0xF != 5 or not ipv4_checksum_valid(f[14:34]):
-            return MALFORMED
+            return MALFORMED, None
         # 4
         if f[23] != IPPROTO_UDP:
-            return NOT_AGG
+            return NOT_AGG, None
         # 5
         if n < 42:
-            return MALFORMED
+            return MALFORMED, None
         # 6
         if int.from_bytes(f[36:38], "big") != self.agg_port:
-            return NOT_AGG
+            return NOT_AGG, None
         # 7
         if n < 64:
-            return MALFORMED
+            return MALFORMED, None
         p = parse_frame(f)
         h = p.hdr
         if p.ip_total_length != n - 14 or p.udp_length != n - 34:
-            return MALFORMED
+            return MALFORMED, p
         if h.ver != AGG_VER or h.op != OP_DATA:
-            return MALFORMED
+            return MALFORMED, p
         if h.dtype not in DTYPES or h.dtype not in self.supported_dtypes:
-            return MALFORMED
+            return MALFORMED, p
         if h.count == 0 or h.count > self.slot_elems:
-            return MALFORMED
+            return MALFORMED, p
         if h.dtype in MX_DTYPES and (h.count % MX_BLOCK or h.count > MX_MAX_COUNT):
-            return MALFORMED
+            return MALFORMED, p
         if n != 64 + payload_len(h.dtype, h.count):
-            return MALFORMED
+            return MALFORMED, p
         # 8
         if h.job >= self.jobs or not self.job_table[h.job].enable:
-            return JOB_DISABLED
+            return JOB_DISABLED, p
         job = self.job_table[h.job]
         # 9
         if h.slot >= job.slot_count or job.slot_base + h.slot >= self.slots:
-            return SLOT_RANGE
+            return SLOT_RANGE, p
         # 10
         mask = self.job_mask(h.job)
         if not (mask >> port) & 1:
-            return WORKER
+            return WORKER, p
         if h.worker != popcount(mask & ((1 << port) - 1)):
-            return WORKER
-        return None
+            return WORKER, p
+        return None, p
 
     # ----------------------------------------------------------- processing
     def process(self, port: int, frame: bytes, t_last: int,
@@ -308,12 +313,11 @@ class SwitchModel:
             raise ValueError("port out of range")
         c = self.counters
         c.rx[port] += 1
-        drop = self.admit(port, frame, tkeep_ok)
+        drop, p = self._admit(port, frame, tkeep_ok)
         if drop is not None:
             c.drops[drop][port] += 1
             return Outcome(drop=drop)
 
-        p = parse_frame(frame)
         h = p.hdr
         bank = h.flags & FLAG_BANK
         job = self.job_table[h.job]
@@ -349,14 +353,16 @@ class SwitchModel:
         if in_progress:
             action = "join"
             st.bitmap |= bit
-            st.acc = st.acc + q.astype(object)
+            st.acc = st.acc + q
             st.nan = st.nan or nan
         else:
             action = "new"
             st.bitmap = bit
             st.complete = False
             st.dtype, st.count, st.scale, st.seq = fields
-            st.acc = q.astype(object)
+            # Exact sums in int64: decode() gives int32-range contributions and a
+            # round has at most one per port, so |sum| <= ports * 2**31 < 2**63.
+            st.acc = q.astype(np.int64)
             st.nan = nan
         out = Outcome(action=action)
 
