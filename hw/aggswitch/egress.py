@@ -271,7 +271,7 @@ class ResultDeparser(wiring.Component):
                         with m.Else():
                             m.next = "PAYLOAD"
                     if half:
-                        pass
+                        pass                # the next state is chosen above
                     elif H > 1:
                         m.next = "HEADER"
                     else:

@@ -334,11 +334,6 @@ class IngressParser(wiring.Component):
             udp94.eq(get_be(h, OFF_UDP_LEN, 2) - (HEADER_BYTES + MX_SCALE_BYTES - 34)),
         ]
 
-        # NaN scan of the payload (the engine needs the flag when it decides the round), in
-        # two steps: stage 1 flags each 32-bit word of an element beat that holds a NaN
-        # element; the stage after ORs the flags into the frame's. The verdict adds the last
-        # beat's flags itself. An MX frame's block scales are checked from the captured
-        # scale line against the block count.
         # The buffer write: the beat in stage 1, or at data_width 1024 a non-MX payload
         # realigned by half a beat (one 2:1 mux on the registered beat). A frame whose last
         # wire beat has payload bytes in its upper half needs one write more, `extra`, in
@@ -358,6 +353,11 @@ class IngressParser(wiring.Component):
             wen, wdata, wkeep = write, s1_data, s1_keep
         m.d.comb += [wport.data.eq(wdata), wport.en.eq(wen)]
 
+        # NaN scan of the payload (the engine needs the flag when it decides the round), in
+        # two steps: stage 1 flags each 32-bit word of an element beat, as written, that
+        # holds a NaN element; the stage after ORs the flags into the frame's. The verdict
+        # adds the last beat's flags itself. An MX frame's block scales are checked from
+        # the captured scale line against the block count.
         scale_beats = p.scale_beats
         scale_beat = fmt.mx & (frame_beats < scale_beats) if scale_beats else C(0)
         nan_words = Signal(B // 4)          # stage 1's flags, for the beat before

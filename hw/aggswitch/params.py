@@ -115,8 +115,15 @@ class Params:
     @property
     def buffer_beats(self):
         """Depth of each ingress payload buffer and egress data FIFO: room for the frame in
-        the engine, the one decided behind it and two more streaming in."""
-        return 1 << (4 * self.max_payload_beats - 1).bit_length()
+        the engine, the one decided behind it and two more streaming in. At data_width
+        1024 a frame can be as short as one beat, so the payloads that arrive between a
+        frame's last beat and its release (its pass: the ingress, descriptor FIFO,
+        decision, job queue and phase, the pass itself) can outnumber four: the buffer
+        holds as many beats more as that path has cycles."""
+        beats = 4 * self.max_payload_beats
+        if self.half_header:
+            beats += self.slot_lines + 2 * self.ports + 16
+        return 1 << (beats - 1).bit_length()
 
     @property
     def egress_beats(self):
