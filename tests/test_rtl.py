@@ -2,7 +2,8 @@
 on every available simulator (Icarus with cocotb's default -g2012; test_switch also with
 -g2005, G2005_QUICK in `make test`, the rest in `make regress`), for the default parameter set and small non-default
 ones (128-bit, where an MX block spans two beats; 256-bit with three ports for the
-compression datapath, one MX block per beat).
+compression datapath, one MX block per beat; 1024-bit, where the header is half a beat,
+W1024_QUICK on Verilator in `make test`, the rest in `make regress`).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
 export is large: one cocotb run of it takes Icarus 30-300 s), at the MX sets (MX_SMALL,
@@ -77,6 +78,17 @@ MX_SMALL_TESTS = ("test_every_dtype", "test_dtype_mix", "test_static_drops")
 # the slot, NaN blocks, a block's scale in the scale line's right place), an odd port count
 MX128 = Params(ports=3, data_width=128, slots=8, slot_elems=128, jobs=2)
 MX128_TESTS = ("test_every_dtype", "test_dtype_mix")
+# data_width 1024, where the 64-byte header is half a beat: non-MX payloads realigned by
+# half a beat on both sides, frames of one beat, the MX scale line in the header beat, 4
+# MX blocks a beat. Two ports and the smallest slot with payloads of several beats. Its
+# Verilator model is large (128 decoder and encoder lanes a port), so `make test` runs
+# only W1024_QUICK on it (every dtype, and full frames back to back with tready never
+# low); the rest, and every Icarus run, are `regress`.
+W1024 = Params(ports=2, data_width=1024, slots=4, slot_elems=64, jobs=2)
+W1024_TESTS = ("test_every_dtype", "test_retransmissions_at_line_rate", "test_dtype_mix",
+               "test_static_drops", "test_all_counts", "test_random_traffic",
+               "test_aggregation_rules", "test_single_round")
+W1024_QUICK = ("test_every_dtype", "test_retransmissions_at_line_rate")
 
 # the default parameter set's tests that `make test` runs on Icarus as well as Verilator;
 # the others are marked `regress` there and run by `make regress`
@@ -94,12 +106,16 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
          + [(MX_SMALL, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
             if t in MX_SMALL_TESTS]
          + [(MX128, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
-            if t in MX128_TESTS])
+            if t in MX128_TESTS]
+         + [(W1024, mod, t) for mod, tests in MODULE_TESTS.items() for t in tests
+            if t in W1024_TESTS])
 
 
 
 
 def regress_only(sim, params, test) -> bool:
+    if params == W1024:
+        return sim == "icarus" or test not in W1024_QUICK
     return (sim == "icarus" and "verilator" in SIMS
             and ((params == DEFAULT and test not in ICARUS_DEFAULT)
                  or (params == MX_SMALL and test not in ICARUS_MX_SMALL)
@@ -212,12 +228,19 @@ def test_cocotb_tests_found():
 def test_regress_duplicates_stay_covered():
     """Every run `make test` leaves to `make regress` still runs in `make test` at its
     parameters on Verilator, and on Icarus at the small set if it is one of the small
-    set's tests; the default export and MX run on Icarus in `make test` too."""
+    set's tests; the default export and MX run on Icarus in `make test` too. The 1024-bit
+    set is the exception: `make test` runs W1024_QUICK there, on Verilator only."""
     names = {t for tests in MODULE_TESTS.values() for t in tests}
     kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not is_regress(p)}
     left = {(p.values[1], p.values[3]) for p in RUNS if is_regress(p)}
     assert set(ICARUS_DEFAULT) <= names and set(ICARUS_MX_SMALL) <= set(MX_SMALL_TESTS)
+    assert set(W1024_QUICK) <= set(W1024_TESTS) <= names
+    if "verilator" in SIMS:
+        assert all(("verilator", W1024, t) in kept for t in W1024_QUICK)
+    assert not any(sim == "icarus" and params == W1024 for sim, params, _ in kept)
     for params, test in left:
+        if params == W1024:
+            continue
         if "verilator" in SIMS:
             assert ("verilator", params, test) in kept, test
         if "icarus" in SIMS and test in SMALL_TESTS:

@@ -218,9 +218,28 @@ class ResultDeparser(wiring.Component):
         head_csum = Signal(16)
         m.d.comb += head_csum.eq(~ones_sum(m, [q_head.csum_part, switch_sum], "head_sum"))
 
+        half = p.half_header
+        if half:
+            # data_width 1024: the header is the lower half of wire beat 0. A non-MX payload
+            # follows it shifted by half a beat: wire beat 0 = header + lower half of payload
+            # beat 0, wire beat k = upper half of payload beat k - 1 (`carry`) + lower half
+            # of payload beat k, and one wire beat more when the last payload beat has bytes
+            # in its upper half. An MX RESULT's scale line is the upper half of beat 0, its
+            # element beats follow aligned. `more`: the next wire beat takes a payload beat.
+            hw, HB = p.data_width // 2, B // 2
+            carry = Signal(hw, reset_less=True)
+            more = Signal(reset_less=True)
+            hp = head.payload_bytes
+            keep0 = Signal(HB)                  # payload bytes in wire beat 0 (non-MX)
+            m.d.comb += keep0.eq(thermometer(hp, HB))
+            scale_line = Cat(done.r_data[1:1 + scale_bits], C(0, hw - scale_bits))
+            start_ok = head.mx | pay_valid
+        else:
+            start_ok = C(1)
+
         with m.FSM():
             with m.State("IDLE"):
-                with m.If(qfifo.r_rdy & done.r_rdy & due & can_load):
+                with m.If(qfifo.r_rdy & done.r_rdy & due & can_load & start_ok):
                     # Latch the descriptor and send the first header beat from it.
                     m.d.comb += [qfifo.r_en.eq(1), done.r_en.eq(1)]
                     head_flags = Signal(rdl)
@@ -233,9 +252,27 @@ class ResultDeparser(wiring.Component):
                                  hbeat.eq(1), self.tx.eq(1)]
                     first = result_header(p, head_flags, q_head.ip_total, q_head.udp_len, head_csum,
                                           self.switch_mac, self.switch_ip, self.agg_port)
-                    m.d.sync += [out_valid.eq(1), out_data.eq(first[:p.data_width] if p.data_width < 512 else first),
-                                 out_keep.eq((1 << min(B, HEADER_BYTES)) - 1), out_last.eq(0)]
-                    if H > 1:
+                    if not half:
+                        m.d.sync += [out_valid.eq(1), out_data.eq(first[:p.data_width] if p.data_width < 512 else first),
+                                     out_keep.eq((1 << min(B, HEADER_BYTES)) - 1), out_last.eq(0)]
+                    else:
+                        lo_mask = Cat(*[keep0[i].replicate(8) for i in range(HB)])
+                        with m.If(~head.mx):
+                            m.d.comb += pop.eq(1)
+                        m.d.sync += [out_valid.eq(1),
+                                     out_data.eq(Cat(first, Mux(head.mx, scale_line, pay[:hw] & lo_mask))),
+                                     out_keep.eq(Cat(C((1 << HB) - 1, HB), Mux(head.mx, (1 << HB) - 1, keep0))),
+                                     out_last.eq(~head.mx & (hp <= HB)),
+                                     carry.eq(pay[hw:]),
+                                     more.eq(head.mx | (hp > B)),
+                                     remaining.eq(hp - HB)]     # after beat 0's half
+                        with m.If(~head.mx & (hp <= HB)):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "PAYLOAD"
+                    if half:
+                        pass                # the next state is chosen above
+                    elif H > 1:
                         m.next = "HEADER"
                     else:
                         with m.If(head.mx):
@@ -251,20 +288,35 @@ class ResultDeparser(wiring.Component):
                             m.next = "SCALES"
                         with m.Elif(hbeat == H - 1):
                             m.next = "PAYLOAD"
-            with m.State("SCALES"):
-                # An MX payload starts with its line of block scales, from the done record.
-                with m.If(can_load):
-                    m.d.sync += [out_valid.eq(1), out_data.eq(scales.word_select(sbeat, p.data_width)),
-                                 out_keep.eq((1 << B) - 1), out_last.eq(0), sbeat.eq(sbeat + 1)]
-                    with m.If(sbeat == scale_beats - 1):
-                        m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                with m.If(can_load & pay_valid):
-                    m.d.comb += pop.eq(1)
-                    last = remaining <= B
-                    m.d.sync += [out_valid.eq(1), out_data.eq(pay & data_mask),
-                                 out_keep.eq(keep_last), out_last.eq(last),
-                                 remaining.eq(remaining - B)]
-                    with m.If(last):
-                        m.next = "IDLE"
+            if scale_beats:
+                with m.State("SCALES"):
+                    # An MX payload starts with its line of block scales, from the done record.
+                    with m.If(can_load):
+                        m.d.sync += [out_valid.eq(1), out_data.eq(scales.word_select(sbeat, p.data_width)),
+                                     out_keep.eq((1 << B) - 1), out_last.eq(0), sbeat.eq(sbeat + 1)]
+                        with m.If(sbeat == scale_beats - 1):
+                            m.next = "PAYLOAD"
+            if half:
+                with m.State("PAYLOAD"):
+                    # `more` is 0 only for the extra last beat: the carry and no new beat.
+                    with m.If(can_load & (pay_valid | ~more)):
+                        m.d.comb += pop.eq(more)
+                        last = remaining <= B
+                        m.d.sync += [out_valid.eq(1), carry.eq(pay[hw:]),
+                                     out_data.eq(Mux(d.mx, pay, Cat(carry, pay[:hw])) & data_mask),
+                                     out_keep.eq(keep_last), out_last.eq(last),
+                                     remaining.eq(remaining - B),
+                                     more.eq(d.mx | (remaining > B + HB))]
+                        with m.If(last):
+                            m.next = "IDLE"
+            else:
+                with m.State("PAYLOAD"):
+                    with m.If(can_load & pay_valid):
+                        m.d.comb += pop.eq(1)
+                        last = remaining <= B
+                        m.d.sync += [out_valid.eq(1), out_data.eq(pay & data_mask),
+                                     out_keep.eq(keep_last), out_last.eq(last),
+                                     remaining.eq(remaining - B)]
+                        with m.If(last):
+                            m.next = "IDLE"
         return m

@@ -224,6 +224,15 @@ class IngressParser(wiring.Component):
                 m.d.sync += beat_idx.eq(beat_idx + 1)
         s1_cycle = Signal(32, reset_less=True)
         m.d.sync += s1_cycle.eq(self.cycles)
+        half = p.half_header
+        if half:
+            # data_width 1024: the upper half of the beat before the one in stage 1. A
+            # non-MX payload starts at byte 64 of the header beat, so payload beat k is
+            # this half of wire beat k and the lower half of wire beat k + 1.
+            prev_hi = Signal(dw // 2, reset_less=True)
+            prev_keep_hi = Signal(B // 2, reset_less=True)
+            with m.If(s1_valid):
+                m.d.sync += [prev_hi.eq(s1_data[dw // 2:]), prev_keep_hi.eq(s1_keep[B // 2:])]
 
         # --- stage 2: payload write, frame length and tkeep rule ------------------
         frame_beats = Signal(beats_bits(p) + 1)   # payload beats written for this frame
@@ -240,7 +249,6 @@ class IngressParser(wiring.Component):
         keep_contig = s1_keep[0] & Cat(*[s1_keep[i] | ~s1_keep[i + 1] for i in range(B - 1)]).all()
 
         write = s1_valid & s1_payload & ~overflowing
-        m.d.comb += [wport.addr.eq(wp[:-1]), wport.data.eq(s1_data), wport.en.eq(write)]
 
         cur_keep_bad = keep_bad | Mux(s1_last, ~keep_contig, s1_keep != full_keep)
 
@@ -286,7 +294,12 @@ class IngressParser(wiring.Component):
         exp_keep = Signal(B, reset_less=True)
         # the last kept byte, (payload - 1) mod B: the low bits of the payload length only
         last_byte = Signal(kb)
-        m.d.comb += last_byte.eq(payload_bytes_expected(h_dtype, h_count[:kb])[:kb] - 1)
+        if HEADER_BYTES % B:
+            # data_width 1024: the frame's last byte is (64 + payload - 1) mod B
+            m.d.comb += last_byte.eq(payload_bytes_expected(h_dtype, h_count[:kb])[:kb]
+                                     + (HEADER_BYTES % B - 1))
+        else:
+            m.d.comb += last_byte.eq(payload_bytes_expected(h_dtype, h_count[:kb])[:kb] - 1)
         # IPv4 and UDP lengths against the payload: 64 + payload - 14 and - 34, per layout
         ip50 = Signal(signed(17), reset_less=True)
         udp30 = Signal(signed(17), reset_less=True)
@@ -313,7 +326,7 @@ class IngressParser(wiring.Component):
             fmt.e4m3.eq(h_dtype == DTYPE_MXFP8_E4M3), fmt.e5m2.eq(h_dtype == DTYPE_MXFP8_E5M2),
             fmt.mx.eq(is_mx(h_dtype)),
             exp_nb.eq((h_payload + HEADER_BYTES - 1) >> kb),
-            # kept bytes of the last beat: bytes 0 .. (payload - 1) mod B (64 is a multiple of B)
+            # kept bytes of the last beat: bytes 0 .. (64 + payload - 1) mod B
             exp_keep.eq(Cat(C(1, 1), thermometer(last_byte, B - 1))),
             ip50.eq(get_be(h, OFF_IP_TOTAL_LEN, 2) - (HEADER_BYTES - 14)),
             udp30.eq(get_be(h, OFF_UDP_LEN, 2) - (HEADER_BYTES - 34)),
@@ -321,16 +334,35 @@ class IngressParser(wiring.Component):
             udp94.eq(get_be(h, OFF_UDP_LEN, 2) - (HEADER_BYTES + MX_SCALE_BYTES - 34)),
         ]
 
+        # The buffer write: the beat in stage 1, or at data_width 1024 a non-MX payload
+        # realigned by half a beat (one 2:1 mux on the registered beat). A frame whose last
+        # wire beat has payload bytes in its upper half needs one write more, `extra`, in
+        # the cycle after its tlast: stage 1 then holds the next frame's first beat (all
+        # header; its upper half is only written with its second), which writes nothing.
+        # fmt is still this frame's then (a single-beat frame's is only valid then).
+        if half:
+            extra_due = Signal()
+            extra = Signal()
+            at_max = write & (frame_beats + 1 == p.max_payload_beats)
+            m.d.sync += extra_due.eq(s1_valid & s1_last & s1_keep[B // 2] & ~overflowing & ~at_max)
+            m.d.comb += extra.eq(extra_due & ~fmt.mx)
+            wen = write | extra
+            wdata = Mux(fmt.mx, s1_data, Cat(prev_hi, s1_data[:dw // 2]))
+            wkeep = Mux(fmt.mx, s1_keep, Cat(prev_keep_hi, Mux(extra, 0, s1_keep[:B // 2])))
+        else:
+            wen, wdata, wkeep = write, s1_data, s1_keep
+        m.d.comb += [wport.data.eq(wdata), wport.en.eq(wen)]
+
         # NaN scan of the payload (the engine needs the flag when it decides the round), in
-        # two steps: stage 1 flags each 32-bit word of an element beat that holds a NaN
-        # element; the stage after ORs the flags into the frame's. The verdict adds the last
-        # beat's flags itself. An MX frame's block scales are checked from the captured
-        # scale line against the block count.
+        # two steps: stage 1 flags each 32-bit word of an element beat, as written, that
+        # holds a NaN element; the stage after ORs the flags into the frame's. The verdict
+        # adds the last beat's flags itself. An MX frame's block scales are checked from
+        # the captured scale line against the block count.
         scale_beats = p.scale_beats
-        scale_beat = fmt.mx & (frame_beats < scale_beats)
+        scale_beat = fmt.mx & (frame_beats < scale_beats) if scale_beats else C(0)
         nan_words = Signal(B // 4)          # stage 1's flags, for the beat before
-        m.d.sync += nan_words.eq(Mux(write & ~scale_beat,
-                                     element_nan_words(p, s1_data, s1_keep, fmt), 0))
+        m.d.sync += nan_words.eq(Mux(wen & ~scale_beat,
+                                     element_nan_words(p, wdata, wkeep, fmt), 0))
         frame_nan = Signal()                # the frame's beats before the one in nan_words
 
         # MX block scales, captured from the scale line for the descriptor. They are read
@@ -348,6 +380,13 @@ class IngressParser(wiring.Component):
                     m.d.sync += [frame_scales[8 * lo:8 * hi].eq(s1_data[:8 * (hi - lo)]),
                                  block_ff[lo:hi].eq(Cat(*[s1_data.word_select(i, 8).all()
                                                           for i in range(hi - lo)]))]
+            if half:
+                # data_width 1024: the scale line is the upper half of the header beat,
+                # captured as the first element beat comes (fmt is known by then)
+                n = p.mx_blocks
+                with m.If(write & fmt.mx & (frame_beats == 0)):
+                    m.d.sync += [frame_scales.eq(prev_hi[:8 * n]),
+                                 block_ff.eq(Cat(*[prev_hi.word_select(i, 8).all() for i in range(n)]))]
             m.d.sync += [block_valid.eq(Mux(fmt.mx, thermometer(count[5:], p.mx_blocks), 0)),
                          scale_nan.eq((block_ff & block_valid).any())]
         else:
@@ -364,7 +403,7 @@ class IngressParser(wiring.Component):
                     m.d.sync += frame_beats.eq(frame_beats + 1)
                     with m.If(frame_beats + 1 == p.max_payload_beats):
                         m.d.sync += overflowing.eq(1)
-        with m.If(write):
+        with m.If(wen):
             m.d.sync += wp.eq(wp + 1)
 
         # Checks that need the header fields above, registered once more: they are needed
@@ -415,15 +454,54 @@ class IngressParser(wiring.Component):
         s2_len_ok = Signal(reset_less=True)     # L == the expected length (of a frame with payload)
         s2_beats = Signal(beats_bits(p) + 1, reset_less=True)
         s2_t_last = Signal(32, reset_less=True)
-        m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_keep_bad.eq(cur_keep_bad),
-                     s2_lt14.eq(length_below(14)), s2_lt34.eq(length_below(34)),
-                     s2_lt42.eq(length_below(42)),
-                     s2_len_ok.eq((nb >= H) & (nb == exp_nb) & (s1_keep == exp_keep)),
-                     s2_beats.eq(frame_beats + write), s2_t_last.eq(s1_cycle)]
+        if not half:
+            m.d.sync += [s2_valid.eq(s1_valid & s1_last), s2_keep_bad.eq(cur_keep_bad),
+                         s2_lt14.eq(length_below(14)), s2_lt34.eq(length_below(34)),
+                         s2_lt42.eq(length_below(42)),
+                         s2_len_ok.eq((nb >= H) & (nb == exp_nb) & (s1_keep == exp_keep)),
+                         s2_beats.eq(frame_beats + write), s2_t_last.eq(s1_cycle)]
+        else:
+            # data_width 1024: the verdict is a stage later. A frame may be one beat (header
+            # and up to 64 payload bytes), whose header fields are registered only in the
+            # cycle after its tlast and checked in the one after that; and a realigned
+            # payload's last write (`extra`) comes the cycle after tlast. So the frame's
+            # length figures wait one cycle in x_*, the length compare is made there
+            # against exp_nb and exp_keep, and the header fields the verdict reads directly
+            # are registered once more (`late`) to stay in step.
+            x_valid = Signal()
+            x_keep_bad = Signal(reset_less=True)
+            x_lt14 = Signal(reset_less=True)
+            x_lt34 = Signal(reset_less=True)
+            x_lt42 = Signal(reset_less=True)
+            x_nb = Signal.like(nb, reset_less=True)
+            x_keep = Signal(B, reset_less=True)
+            x_beats = Signal(beats_bits(p) + 1, reset_less=True)
+            x_t_last = Signal(32, reset_less=True)
+            m.d.sync += [x_valid.eq(s1_valid & s1_last), x_keep_bad.eq(cur_keep_bad),
+                         x_lt14.eq(length_below(14)), x_lt34.eq(length_below(34)),
+                         x_lt42.eq(length_below(42)), x_nb.eq(nb), x_keep.eq(s1_keep),
+                         x_beats.eq(frame_beats + write), x_t_last.eq(s1_cycle)]
+            m.d.sync += [s2_valid.eq(x_valid), s2_keep_bad.eq(x_keep_bad),
+                         s2_lt14.eq(x_lt14), s2_lt34.eq(x_lt34), s2_lt42.eq(x_lt42),
+                         s2_len_ok.eq((x_nb == exp_nb) & (x_keep == exp_keep)),
+                         s2_beats.eq(x_beats + extra), s2_t_last.eq(x_t_last)]
+
+        def late(sig, name):
+            """A header field as the verdict reads it: at data_width 1024 registered once
+            more (see above)."""
+            if not half:
+                return sig
+            r = Signal(len(sig), name=f"{name}_late", reset_less=True)
+            m.d.sync += r.eq(sig)
+            return r
+
+        ethertype_ok, ip_ok, proto_ok, udp_port_ok = (
+            late(ethertype_ok, "ethertype_ok"), late(ip_ok, "ip_ok"), late(proto_ok, "proto_ok"), late(udp_port_ok, "udp_port_ok"))
+        v_fmt_mx = late(fmt.mx, "fmt_mx")
         s2_nan = Signal()
         # scale_nan is two registers behind the header: right after an MX frame it still
         # holds that frame's check, so it counts only for an MX frame (fmt is this one's)
-        m.d.comb += s2_nan.eq(frame_nan | nan_words.any() | (scale_nan & fmt.mx))
+        m.d.comb += s2_nan.eq(frame_nan | nan_words.any() | (scale_nan & v_fmt_mx))
         with m.If(s2_valid):
             m.d.sync += frame_nan.eq(0)
         with m.Else():
@@ -454,18 +532,32 @@ class IngressParser(wiring.Component):
 
         verdict = s2_valid
         m.d.comb += [
-            d.job.eq(job_idx), d.gslot.eq(gslot), d.slot.eq(slot), d.bank.eq(flags[0]),
-            d.dtype.eq(dtype[:3]), d.count.eq(count), d.scale.eq(scale), d.seq.eq(seq),
-            d.src_mac.eq(src_mac), d.src_ip.eq(src_ip), d.src_port.eq(src_port),
+            d.job.eq(late(job_idx, "job_idx")), d.gslot.eq(gslot), d.slot.eq(late(slot, "slot")),
+            d.bank.eq(late(flags[0], "bank")), d.dtype.eq(late(dtype[:3], "dtype")), d.count.eq(late(count, "count")),
+            d.scale.eq(late(scale, "scale")), d.seq.eq(late(seq, "seq")), d.src_mac.eq(late(src_mac, "src_mac")),
+            d.src_ip.eq(late(src_ip, "src_ip")), d.src_port.eq(late(src_port, "src_port")),
             d.start.eq(cwp[:-1]), d.beats.eq(s2_beats), d.nan.eq(s2_nan), d.t_last.eq(s2_t_last),
             d.scales.eq(frame_scales),
             fifo.w_data.eq(d), fifo.w_en.eq(verdict & ~drop),
         ]
-        with m.If(verdict):
-            with m.If(drop):
-                m.d.sync += wp.eq(cwp)                  # rewind: the frame never happened
-            with m.Else():
-                m.d.sync += cwp.eq(wp)                  # commit
+        if not half:
+            m.d.comb += wport.addr.eq(wp[:-1])
+            with m.If(verdict):
+                with m.If(drop):
+                    m.d.sync += wp.eq(cwp)              # rewind: the frame never happened
+                with m.Else():
+                    m.d.sync += cwp.eq(wp)              # commit
+        else:
+            # At data_width 1024 the verdict comes while the next frame may already write
+            # (its first payload beat, or a one-beat frame's `extra`): a rewind puts that
+            # write at the rewound address.
+            rewind = verdict & drop
+            m.d.comb += wport.addr.eq(Mux(rewind, cwp, wp)[:-1])
+            with m.If(verdict):
+                with m.If(drop):
+                    m.d.sync += wp.eq(cwp + wen)
+                with m.Else():
+                    m.d.sync += cwp.eq(wp)
         m.d.sync += [self.rx.eq(verdict), self.drop.eq(verdict & drop), self.drop_reason.eq(reason)]
 
         # --- flow control ---------------------------------------------------------
@@ -473,6 +565,9 @@ class IngressParser(wiring.Component):
         # room for the frames whose last beats may be in flight.
         used = Signal(self.ptr_bits)
         m.d.comb += used.eq(wp - rp)
-        room = (used + 2 <= self.depth) | overflowing
-        m.d.comb += self.tready.eq(self.enable & room & (fifo.level <= DESC_FIFO_DEPTH - 3))
+        # At data_width 1024 a beat may cost two writes (a last beat and its `extra`) and a
+        # frame's verdict comes a cycle later: one beat and one descriptor more in flight.
+        room = (used + (3 if half else 2) <= self.depth) | overflowing
+        in_flight = 4 if half else 3
+        m.d.comb += self.tready.eq(self.enable & room & (fifo.level <= DESC_FIFO_DEPTH - in_flight))
         return m

@@ -70,8 +70,19 @@ class Params:
 
     @property
     def header_beats(self):
-        """Beats holding the 64-byte L2..AGG header (the payload starts beat-aligned)."""
+        """Beats holding the 64-byte L2..AGG header: below data_width 1024 the payload
+        starts beat-aligned after them; at 1024 the header is the lower half of beat 0
+        (`half_header`)."""
         return max(1, HEADER_BYTES // self.beat_bytes)
+
+    @property
+    def half_header(self):
+        """data_width 1024: the 64-byte header fills half a beat. A non-MX payload then
+        starts in the upper half of wire beat 0, and the ingress realigns it by half a beat
+        into its buffer (and the egress back onto the wire); an MX payload's scale line is
+        that upper half, and its elements start aligned at wire beat 1
+        (docs/ARCHITECTURE.md, "data_width 1024")."""
+        return HEADER_BYTES % self.beat_bytes != 0
 
     @property
     def lanes(self):
@@ -104,8 +115,15 @@ class Params:
     @property
     def buffer_beats(self):
         """Depth of each ingress payload buffer and egress data FIFO: room for the frame in
-        the engine, the one decided behind it and two more streaming in."""
-        return 1 << (4 * self.max_payload_beats - 1).bit_length()
+        the engine, the one decided behind it and two more streaming in. At data_width
+        1024 a frame can be as short as one beat, so the payloads that arrive between a
+        frame's last beat and its release (its pass: the ingress, descriptor FIFO,
+        decision, job queue and phase, the pass itself) can outnumber four: the buffer
+        holds as many beats more as that path has cycles."""
+        beats = 4 * self.max_payload_beats
+        if self.half_header:
+            beats += self.slot_lines + 2 * self.ports + 16
+        return 1 << (beats - 1).bit_length()
 
     @property
     def egress_beats(self):
@@ -148,7 +166,11 @@ class Params:
 
     @property
     def scale_beats(self):
-        """Beats of the 64-byte MX scale line at the start of an MX payload."""
+        """Beats of the 64-byte MX scale line at the start of an MX payload, in the
+        ingress buffer and on the wire after the header beats: 0 at data_width 1024,
+        where the line is the upper half of the header beat (captured, never buffered)."""
+        if self.half_header:
+            return 0
         return max(1, MX_SCALE_BYTES // self.beat_bytes)
 
     @property
@@ -188,5 +210,12 @@ def latency(params: Params = Params()) -> int:
     decision (its job queue) and `ports - 1` more (the port's phase in the bank rotation,
     docs/engine-v2.md): `ports + 2` cycles on the longest path. docs/ARCHITECTURE.md has
     the cycle-by-cycle table.
+
+    At data_width 1024 (`half_header`) it is 2 cycles longer: the ingress verdict comes
+    a stage later (a frame may be a single beat, header and payload together, and a
+    realigned payload's last half beat is written the cycle after tlast), and the egress
+    sends the header together with the first half of payload beat 0, so it waits for
+    that beat in its output-side register.
     """
-    return params.slot_lines + encoder_latency(params) + 13 + (params.ports + 2) + (params.ports + 2)
+    half = 2 if params.half_header else 0
+    return params.slot_lines + encoder_latency(params) + 13 + (params.ports + 2) + (params.ports + 2) + half

@@ -49,9 +49,6 @@ def top_signature(p: Params):
 
 class AggSwitch(wiring.Component):
     def __init__(self, params: Params = Params()):
-        if params.data_width > 512:
-            # The 64-byte header fills half a 1024-bit beat: the payload would need realigning.
-            raise NotImplementedError("data_width 1024 is not supported yet")
         self.params = params
         super().__init__(top_signature(params))
 

@@ -261,7 +261,9 @@ def _static_drop_cases(tb: TB):
     Every case is a DATA frame for the check round's (slot, bank) spoiled in one way, from
     another source address (a wrongly admitted frame would change the learned address)."""
     P, B = tb.ports, tb.beat_bytes
-    n = 16  # 64 + 64 bytes: whole beats at every data width
+    # 64 + 64 bytes: whole beats at every data width up to 512; at 1024 (a 128-byte beat)
+    # 64 + 192 bytes, two beats, so that the cases that cut a beat have one to cut
+    n = 16 if B <= 64 else min(48, tb.p.slot_elems)
     se, slots, jobs = tb.p.slot_elems, tb.p.slots, tb.p.jobs
     S = min(9, slots - 1)
     vals = tb.random_values(n, -1000, 1000)
