@@ -246,21 +246,47 @@ def _waves_env(waves: bool):
 # (OPT_SLOW) stays unoptimised: even -O1 takes over ten minutes on its largest file.
 VERILATOR_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1"
 
+# OBJCACHE: with ccache on PATH (Debian's `ccache`, which .ci/run installs) every compile
+# goes through it. Each model compiles the same Verilator and cocotb runtime files with the
+# same flags (verilated.cpp, verilated_vpi.cpp, ... about 13 CPU-seconds a model), so a
+# session that builds several models, as `make test` does, compiles them once; a model
+# rebuilt from the same export (after `make clean`, in another clone) comes from the cache
+# whole. The model's own files use a precompiled header: the sloppiness lets ccache cache
+# them too. The cache changes no build product, so it is not part of the stamp. Without
+# ccache the build is the same, only slower. AGGSWITCH_CCACHE=0 turns it off.
+CCACHE_SLOPPINESS = "pch_defines,time_macros,include_file_mtime,include_file_ctime"
+
+
+def _objcache() -> str | None:
+    if os.environ.get("AGGSWITCH_CCACHE", "1") == "0":
+        return None
+    return shutil.which("ccache")
+
 
 @contextlib.contextmanager
 def _make_overrides(sim: str):
     if sim != "verilator":
         yield
         return
-    saved = os.environ.get("MAKEFLAGS")
-    os.environ["MAKEFLAGS"] = VERILATOR_MAKE_OVERRIDES
+    flags = VERILATOR_MAKE_OVERRIDES
+    env = {}
+    ccache = _objcache()
+    if ccache:
+        flags += f" OBJCACHE={ccache}"
+        env = {"CCACHE_SLOPPINESS": CCACHE_SLOPPINESS}
+        if "CCACHE_DIR" not in os.environ and not os.access(Path.home(), os.W_OK):
+            env["CCACHE_DIR"] = str(BUILD_ROOT / ".ccache")
+    env["MAKEFLAGS"] = flags
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
-        if saved is None:
-            os.environ.pop("MAKEFLAGS", None)
-        else:
-            os.environ["MAKEFLAGS"] = saved
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _runner(sim: str):
