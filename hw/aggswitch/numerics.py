@@ -842,7 +842,8 @@ class ElementToFixed(wiring.Component):
             regs = []
             for name, v in (("sv", sv), ("sign", sign), ("k", k), ("nan", nan), ("inf", inf),
                             ("lead", lead), ("nz", nz)):
-                r = Signal(Value.cast(v).shape(), name=f"{name}_r")
+                # datapath: no reset (the pass's own valid bit says when they count)
+                r = Signal(Value.cast(v).shape(), name=f"{name}_r", reset_less=True)
                 m.d.sync += r.eq(v)
                 regs.append(r)
             sv, sign, k, nan, inf, lead, nz = regs
@@ -1001,7 +1002,7 @@ class ElementToFixed(wiring.Component):
             regs = []
             for name, v in (("sig", sig), ("sign", sign), ("dist", dist), ("nan", nan),
                             ("inf", inf), ("conv", conv), ("bits", b)):
-                r = Signal(Value.cast(v).shape(), name=f"{name}_r")
+                r = Signal(Value.cast(v).shape(), name=f"{name}_r", reset_less=True)  # datapath
                 m.d.sync += r.eq(v)
                 regs.append(r)
             sig, sign, dist, nan, inf, conv, b = regs

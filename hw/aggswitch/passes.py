@@ -236,7 +236,8 @@ class PortPass(wiring.Component):
         s2 = Signal(_beat_stage(p))
         m.d.sync += s2.eq(s1)
         groups = [Cat(*(dec.q[g * L + i] for i in range(L))) for g in range(WORD_LINES)]
-        contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{j}") for j in range(WORD_LINES)]
+        contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{j}", reset_less=True)
+                   for j in range(WORD_LINES)]             # datapath: no reset
         for j, line in enumerate(to_lines(groups, s2.first_line)):
             m.d.sync += contrib[j].eq(line)
         m.d.comb += [self.rd_valid.eq(s2.valid & (s2.job.write | s2.job.emit)),
