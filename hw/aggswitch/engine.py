@@ -456,9 +456,13 @@ class AggregationEngine(wiring.Component):
         pd_end = Mux(c_end, offset(c.phase, my_phase, c.job.beats), 0)
         # A drop has no slot constraint: the larger offset is found as if it had, and
         # `dropping` (the round's wide field compare) only picks between the two last.
-        pd_slot = Mux(c_slot_bank, Mux(denser, offset(c.phase, my_phase, c.job.beats, RMW_GAP),
-                                       offset(c.phase, my_phase, plus=RMW_GAP)), 0)
-        m.d.comb += [fresh.pd.eq(Mux(dropping, pd_end, Mux(pd_slot > pd_end, pd_slot, pd_end))),
+        # So is `denser` (the slot's dtype, forwarded): both larger offsets are ready first.
+        def pd_max(pd_slot):
+            pd_slot = Mux(c_slot_bank, pd_slot, 0)
+            return Mux(pd_slot > pd_end, pd_slot, pd_end)
+        pd_dense = pd_max(offset(c.phase, my_phase, c.job.beats, RMW_GAP))
+        pd_plain = pd_max(offset(c.phase, my_phase, plus=RMW_GAP))
+        m.d.comb += [fresh.pd.eq(Mux(dropping, pd_end, Mux(denser, pd_dense, pd_plain))),
                      fresh.rel.eq(c_end | c_same_slot)]
         for n in range(P):
             m.d.comb += getattr(self, f"eg_desc{n}").eq(c.rdesc[n])
