@@ -24,9 +24,12 @@ BUDGET = REPO / "tests" / "timing_budget.txt"
 # The configurations the budget is checked on: the smallest legal one (about a minute of
 # Yosys here), and the smallest with MX dtypes (data_width >= 256, SPEC §10.2), whose beat
 # decoders have the BF16+MX and MX-only lanes and whose encoders have the MX stages
-# (several minutes: `make regress` only).
+# (several minutes: `make regress` only), and four ports at 128-bit beats (the other
+# parameters at their defaults), where COMMIT's checks over four ports and the decision's
+# forwarding are deepest (about 8 minutes of Yosys: `make regress` only).
 SMALL = Params(ports=2, data_width=128, slots=4, slot_elems=32, jobs=1)
 MX_SMALL = Params(ports=2, data_width=256, slots=4, slot_elems=64, jobs=1)
+P4_W128 = Params(ports=4, data_width=128)
 
 DIRS = {
     "LUT4": ({"A", "B", "C", "D"}, {"Z"}),
@@ -285,16 +288,18 @@ def _report(params, tmp_path_factory):
     return report
 
 
-# In `make regress`: synthesising the export takes about 80 s of CPU at SMALL and several
-# minutes at MX_SMALL, too much for `make test`'s budget; the counting rules above stay in
-# `make test`.
+# In `make regress`: synthesising the export takes about 80 s of CPU at SMALL, several
+# minutes at MX_SMALL and about 8 at P4_W128, too much for `make test`'s budget; the
+# counting rules above stay in `make test`.
 @pytest.mark.regress
-@pytest.mark.parametrize("params", [SMALL, MX_SMALL], ids=[SMALL.name(), MX_SMALL.name()])
+@pytest.mark.parametrize("params", [SMALL, MX_SMALL, P4_W128],
+                         ids=[SMALL.name(), MX_SMALL.name(), P4_W128.name()])
 def test_level_budget(params, tmp_path_factory):
     """Every block at most as deep as tests/timing_budget.txt allows (8, the issue's budget,
     for a block without an entry), at 128-bit beats and at 256-bit beats with the MX
-    dtypes (the decoder's MX lanes, the encoder's MX stages). A block that got shallower
-    prints how far its budget can be tightened."""
+    dtypes (the decoder's MX lanes, the encoder's MX stages), and at four ports (COMMIT's
+    checks over four ports). A block that got shallower prints how far its budget can be
+    tightened."""
     report = _report(params, tmp_path_factory)
     failures, hints, stale = timing.check_budget(report, timing.read_budget(BUDGET))
     for h in hints:

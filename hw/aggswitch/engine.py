@@ -274,8 +274,7 @@ class AggregationEngine(wiring.Component):
         # The frame's outcome (SPEC §5).
         bit_set = (mb.bitmap & port_bit).any()
         in_progress = (mb.bitmap != 0) & ~mb.complete
-        fields_match = ((mb.dtype == lead.dtype) & (mb.count == lead.count)
-                        & (mb.scale == lead.scale) & (mb.seq == lead.seq))
+        fields_match = Signal()              # mb's round fields are the frame's (below)
         act_resend = Signal()
         act_dup = Signal()
         act_mismatch = Signal()
@@ -332,7 +331,8 @@ class AggregationEngine(wiring.Component):
 
         # --- the pass schedule (docs/engine-v2.md) -----------------------------------
         beats = Signal(range(p.slot_lines + 1))
-        m.d.comb += beats.eq(Mux(dropping, 1, beat_count(p, round_dtype, round_count)))
+        mb_beats = Signal(range(p.slot_lines + 1))   # the slot's round's beats (below)
+        m.d.comb += beats.eq(Mux(dropping, 1, Mux(act_new, beat_count(p, lead.dtype, lead.count), mb_beats)))
         # RMW_GAP after the start of the slot's previous pass (a drop does not touch the
         # slot). Passes of one round have one dtype and handle each word at the same offset
         # from their starts. A new round in a denser dtype (more lines per beat) reaches
@@ -418,6 +418,18 @@ class AggregationEngine(wiring.Component):
         port_x = Array(Signal(range(X_MAX + 1), name=f"port_x{n}") for n in range(P))
         c_writes = c_valid & ~c.dropping
         same_slot = c_writes & (c.gslot == lead.gslot)
+        # The round's fields against the frame's, and its beats: worked out on each source
+        # `mb` may come from (COMMIT's two banks, forwarded, and both banks' reads) at
+        # once, and the results selected as `mb` is, so the wide compare and the adder
+        # do not follow the forwarding.
+        def as_mb(f):
+            return Mux(same_slot, Mux(c.bank == lead.bank, f(c.upd), f(c.other)),
+                       Mux(lead.bank, f(meta_rd[1].data), f(meta_rd[0].data)))
+        m.d.comb += [
+            fields_match.eq(as_mb(lambda meta: (meta.dtype == lead.dtype) & (meta.count == lead.count)
+                                  & (meta.scale == lead.scale) & (meta.seq == lead.seq))),
+            mb_beats.eq(as_mb(lambda meta: beat_count(p, meta.dtype, meta.count))),
+        ]
         m.d.comb += fresh.other_prev.eq(same_slot & (c.bank != lead.bank))
 
         # DECIDE: the constraints of the frame on its port and its slot as the passes
@@ -429,7 +441,8 @@ class AggregationEngine(wiring.Component):
             d = (v - period)[:32]
             return (d[HORIZON_BITS:] == 0) | d[HORIZON_BITS - 1:].all()
         c_same_port = c_valid & (c.port == port)
-        c_same_slot = same_slot & (c.bank == lead.bank) & ~dropping
+        c_slot_bank = same_slot & (c.bank == lead.bank)
+        c_same_slot = c_slot_bank & ~dropping
         slot_off = Mux(denser, offset(mb.last_x, my_phase), offset(mb.last_r, my_phase, plus=RMW_GAP))
         cons = [(port_last[port], offset(port_x[port], my_phase), ~c_same_port),
                 (mb.last_e, slot_off, ~dropping & ~c_same_slot)]
@@ -441,9 +454,15 @@ class AggregationEngine(wiring.Component):
                          fresh.cok[i].eq(ok & (slot_recent if i == 1 else recent(v)))]
         c_end = c_same_port
         pd_end = Mux(c_end, offset(c.phase, my_phase, c.job.beats), 0)
-        pd_slot = Mux(c_same_slot, Mux(denser, offset(c.phase, my_phase, c.job.beats, RMW_GAP),
-                                       offset(c.phase, my_phase, plus=RMW_GAP)), 0)
-        m.d.comb += [fresh.pd.eq(Mux(pd_slot > pd_end, pd_slot, pd_end)),
+        # A drop has no slot constraint: the larger offset is found as if it had, and
+        # `dropping` (the round's wide field compare) only picks between the two last.
+        # So is `denser` (the slot's dtype, forwarded): both larger offsets are ready first.
+        def pd_max(pd_slot):
+            pd_slot = Mux(c_slot_bank, pd_slot, 0)
+            return Mux(pd_slot > pd_end, pd_slot, pd_end)
+        pd_dense = pd_max(offset(c.phase, my_phase, c.job.beats, RMW_GAP))
+        pd_plain = pd_max(offset(c.phase, my_phase, plus=RMW_GAP))
+        m.d.comb += [fresh.pd.eq(Mux(dropping, pd_end, Mux(denser, pd_dense, pd_plain))),
                      fresh.rel.eq(c_end | c_same_slot)]
         for n in range(P):
             m.d.comb += getattr(self, f"eg_desc{n}").eq(c.rdesc[n])
@@ -486,15 +505,18 @@ class AggregationEngine(wiring.Component):
                 m.d.comb += passes[n].job_valid.eq(c.port_bit[n])
             c_x = c.phase + c.job.beats
             m.d.sync += [s_last.eq(start_e), port_last[c.port].eq(start_e), port_x[c.port].eq(c_x)]
+            # An emitting decision (a resend or a completing round) never drops: testing
+            # `emits` alone keeps the result buffer's and the egresses' enables a LUT
+            # closer to COMMIT's condition.
+            with m.If(c.emits):
+                m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost),
+                             resbuf.alloc_en.eq(1), resbuf.alloc_dest.eq(c_send),
+                             resbuf.alloc_beats.eq(c.job.beats), resbuf.alloc_mx.eq(is_mx(c.job.dtype))]
             with m.If(c.dropping):
                 m.d.comb += [self.ev_drop.eq(c.port_bit),
                              self.ev_drop_reason.eq(Mux(c.dup, DROP_DUPLICATE, DROP_MISMATCH))]
             with m.Else():
                 m.d.comb += self.ev_accept.eq(c.port_bit)
-                with m.If(c.emits):
-                    m.d.comb += [self.eg_desc_en.eq(c_send), self.ev_drop_egress.eq(c_lost),
-                                 resbuf.alloc_en.eq(1), resbuf.alloc_dest.eq(c_send),
-                                 resbuf.alloc_beats.eq(c.job.beats), resbuf.alloc_mx.eq(is_mx(c.job.dtype))]
                 with m.If(c.resend):
                     m.d.comb += self.ev_resend.eq(c.port_bit & c_send)
                 # Both banks' metadata: the round, and the start of the slot's last pass

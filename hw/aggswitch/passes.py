@@ -176,8 +176,15 @@ class PortPass(wiring.Component):
         layout = port_job(p)
 
         m.submodules.queue = queue = SyncFIFOBuffered(width=layout.size, depth=JOB_QUEUE_DEPTH)
-        m.d.comb += [queue.w_data.eq(self.job), queue.w_en.eq(self.job_valid),
-                     self.job_ready.eq(queue.w_rdy)]
+        # `job_ready` is on COMMIT's path, so it is a register: the queue has room next
+        # cycle iff its level after this cycle's push and pop is below the depth (the
+        # queue's w_rdy is level != depth).
+        job_room = Signal(init=1)
+        push = self.job_valid & job_room
+        pop = queue.r_en & queue.r_rdy
+        m.d.sync += job_room.eq((queue.level + push - pop)[:len(queue.level)] != JOB_QUEUE_DEPTH)
+        m.d.comb += [queue.w_data.eq(self.job), queue.w_en.eq(push),
+                     self.job_ready.eq(job_room)]
         head = layout(queue.r_data)
 
         # --- load and issue: one beat per cycle from the job's start ------------------

@@ -144,17 +144,21 @@ class ResultBuffer(wiring.Component):
         # allocation switches to the other one, and the entries a stalled port holds are
         # half of each. `alloc_ok` asks for both: it is on COMMIT's path, so it is one AND
         # of two registers.
+        # Each candidate is registered one-hot too, so that taking entry e is one LUT of
+        # alloc_en, not a compare of the selected index behind COMMIT's decision.
         cand = [Signal(range(N), name=f"cand{k}") for k in range(2)]
+        cand_oh = [Signal(N // 2, name=f"cand{k}_oh") for k in range(2)]
         cand_ok = Signal(2)
         for k in range(2):
             ok_k, idx_k = _lowest(m, [free[e] for e in range(k, N, 2)], f"cand{k}")
-            m.d.sync += [cand[k].eq(Cat(C(k, 1), idx_k)), cand_ok[k].eq(ok_k)]
+            m.d.sync += [cand[k].eq(Cat(C(k, 1), idx_k)), cand_ok[k].eq(ok_k),
+                         cand_oh[k].eq(Cat(*[idx_k == j for j in range(N // 2)]))]
         use_odd = Signal()                         # the odd candidate's turn
         m.d.sync += use_odd.eq(use_odd ^ self.alloc_en)
         m.d.comb += [self.alloc_entry.eq(Mux(use_odd, cand[1], cand[0])),
                      self.alloc_ok.eq(cand_ok.all())]
         for e in range(N):
-            with m.If(self.alloc_en & (self.alloc_entry == e)):
+            with m.If(self.alloc_en & (use_odd == e % 2) & cand_oh[e % 2][e // 2]):
                 m.d.sync += [pending[e].eq(self.alloc_dest), written[e].eq(0)]
 
         # --- writers ------------------------------------------------------------------
