@@ -62,6 +62,8 @@ def test_first_offset(ports):
     n = Signal(range(10))
     phase = Signal(range(ports))
     outs = {plus: first_offset(x, phase, ports, x_max, n, plus) for plus in (0, 2)}
+    xw = Signal(7)                  # as wide as the engine's stamps: the adder, not the table
+    outs_wide = {plus: first_offset(xw, phase, ports, x_max, plus=plus) for plus in (0, 2)}
     m = Module()
     m.d.comb += Signal().eq(0)
     sim = Simulator(m)
@@ -77,6 +79,15 @@ def test_first_offset(ports):
                         t = xv + nv + plus
                         first = t + (ph - t) % ports     # cycles from the start of period 0
                         assert ctx.get(out) == first // ports, (xv, nv, plus, ph)
+        # x wide (no n)
+        for xv in range(x_max - 1):
+            for ph in range(ports):
+                ctx.set(xw, xv)
+                ctx.set(phase, ph)
+                for plus, out in outs_wide.items():
+                    t = xv + plus
+                    first = t + (ph - t) % ports
+                    assert ctx.get(out) == first // ports, (xv, plus, ph)
     sim.add_testbench(bench)
     sim.run()
 

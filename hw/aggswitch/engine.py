@@ -255,14 +255,6 @@ class AggregationEngine(wiring.Component):
                 with m.Case(j):
                     m.d.comb += mask.eq(self.job_mask.word_select(j, P))
 
-        # Metadata of both banks of the frame's slot, and the learned addresses of its
-        # job, read in PICK (the winner's) or again for the frame DECIDE keeps.
-        read_desc = Signal(fd)
-        m.d.comb += read_desc.eq(lead)
-        for b in range(2):
-            m.d.comb += meta_rd[b].addr.eq(read_desc.gslot)
-        for n in range(P):
-            m.d.comb += learned_rd[n].addr.eq(read_desc.job)
         # As COMMIT leaves them (forwarded below when COMMIT holds a frame).
         meta_now = [Signal(meta_layout, name=f"meta_now{b}") for b in range(2)]
         learned_now = [Signal(addr_layout, name=f"learned_now{n}") for n in range(P)]
@@ -271,30 +263,32 @@ class AggregationEngine(wiring.Component):
         m.d.comb += [mb.eq(Mux(lead.bank, meta_now[1], meta_now[0])),
                      mo.eq(Mux(lead.bank, meta_now[0], meta_now[1]))]
 
-        # The frame's outcome (SPEC §5).
-        bit_set = (mb.bitmap & port_bit).any()
-        in_progress = (mb.bitmap != 0) & ~mb.complete
-        fields_match = Signal()              # mb's round fields are the frame's (below)
-        act_resend = Signal()
-        act_dup = Signal()
-        act_mismatch = Signal()
-        act_new = Signal()
-        act_join = Signal()
-        m.d.comb += [
-            act_resend.eq(bit_set & mb.complete),
-            act_dup.eq(bit_set & ~mb.complete),
-            act_mismatch.eq(~bit_set & in_progress & ~fields_match),
-            act_join.eq(~bit_set & in_progress & fields_match),
-            act_new.eq(~bit_set & ~in_progress),
-        ]
-        adds = act_new | act_join
-        dropping = act_dup | act_mismatch
+        # The frame's outcome (SPEC §5), from the slot's metadata `meta`. It is worked out
+        # on each source `mb` may come from at once and selected as `mb` is (as_mb below),
+        # so the bitmap tests and the wide field compare do not follow the forwarding.
+        outcome_layout = data.StructLayout({
+            "resend": 1, "dup": 1, "new": 1, "adds": 1, "completes": 1, "emits": 1,
+            "dropping": 1, "denser": 1})
+        def outcome(meta):
+            bit_set = (meta.bitmap & port_bit).any()
+            in_progress = (meta.bitmap != 0) & ~meta.complete
+            fields_match = ((meta.dtype == lead.dtype) & (meta.count == lead.count)
+                            & (meta.scale == lead.scale) & (meta.seq == lead.seq))
+            new = ~bit_set & ~in_progress
+            adds = new | (~bit_set & in_progress & fields_match)
+            new_bitmap = Mux(new, 0, meta.bitmap) | port_bit
+            completes = adds & ((mask & ~new_bitmap) == 0)
+            resend = bit_set & meta.complete
+            return Cat(resend, bit_set & ~meta.complete, new, adds, completes,
+                       resend | completes, ~resend & ~adds,
+                       new & (elem_shift(lead.dtype) > elem_shift(meta.dtype)))
+        act = Signal(outcome_layout)         # selected below, once the sources are known
+        act_resend, act_dup, act_new = act.resend, act.dup, act.new
+        adds, dropping, completes, emits = act.adds, act.dropping, act.completes, act.emits
+        denser = act.denser                  # a new round in a denser dtype (below)
 
         new_bitmap = Signal(P)
         m.d.comb += new_bitmap.eq(Mux(act_new, 0, mb.bitmap) | port_bit)
-        completes = Signal()
-        m.d.comb += completes.eq(adds & ((mask & ~new_bitmap) == 0))
-        emits = act_resend | completes
         dest = Signal(P)
         m.d.comb += dest.eq(Mux(act_resend, port_bit, mask))
 
@@ -339,7 +333,6 @@ class AggregationEngine(wiring.Component):
         # the words sooner than the previous round's passes did, so it starts after the
         # previous pass has ended (docs/engine-v2.md).
         # The slot's metadata keeps both ends (last_r + RMW_GAP, and last_x after the pass).
-        denser = act_new & (elem_shift(lead.dtype) > elem_shift(mb.dtype))
 
         # A start constraint is kept as the start period `v` of an earlier pass and the
         # cycles `x` from that pass's start phase to the cycle the constraint ends in: the
@@ -418,16 +411,21 @@ class AggregationEngine(wiring.Component):
         port_x = Array(Signal(range(X_MAX + 1), name=f"port_x{n}") for n in range(P))
         c_writes = c_valid & ~c.dropping
         same_slot = c_writes & (c.gslot == lead.gslot)
-        # The round's fields against the frame's, and its beats: worked out on each source
-        # `mb` may come from (COMMIT's two banks, forwarded, and both banks' reads) at
-        # once, and the results selected as `mb` is, so the wide compare and the adder
-        # do not follow the forwarding.
+        # The outcome and the round's beats: worked out on each source `mb` may come from
+        # (COMMIT's two banks, forwarded, and both banks' reads) at once, and the results
+        # selected as `mb` is, so the wide compare and the adder do not follow the
+        # forwarding.
+        # The select is an AND-OR, not a multiplexer: Yosys merges operators that feed
+        # the inputs of one multiplexer into one after it (opt_share), which would put
+        # the forwarding in front of them again.
+        src_sel = Signal(4)
+        m.d.comb += src_sel.eq(Cat(same_slot & (c.bank == lead.bank), same_slot & (c.bank != lead.bank),
+                                   ~same_slot & ~lead.bank, ~same_slot & lead.bank))
         def as_mb(f):
-            return Mux(same_slot, Mux(c.bank == lead.bank, f(c.upd), f(c.other)),
-                       Mux(lead.bank, f(meta_rd[1].data), f(meta_rd[0].data)))
+            vals = [Value.cast(f(meta)) for meta in (c.upd, c.other, meta_rd[0].data, meta_rd[1].data)]
+            return or_select(src_sel, vals)
         m.d.comb += [
-            fields_match.eq(as_mb(lambda meta: (meta.dtype == lead.dtype) & (meta.count == lead.count)
-                                  & (meta.scale == lead.scale) & (meta.seq == lead.seq))),
+            act.eq(as_mb(outcome)),
             mb_beats.eq(as_mb(lambda meta: beat_count(p, meta.dtype, meta.count))),
         ]
         m.d.comb += fresh.other_prev.eq(same_slot & (c.bank != lead.bank))
@@ -453,16 +451,29 @@ class AggregationEngine(wiring.Component):
             m.d.comb += [fresh.cv[i].eq(v), fresh.cd[i].eq(off),
                          fresh.cok[i].eq(ok & (slot_recent if i == 1 else recent(v)))]
         c_end = c_same_port
-        pd_end = Mux(c_end, offset(c.phase, my_phase, c.job.beats), 0)
-        # A drop has no slot constraint: the larger offset is found as if it had, and
-        # `dropping` (the round's wide field compare) only picks between the two last.
-        # So is `denser` (the slot's dtype, forwarded): both larger offsets are ready first.
-        def pd_max(pd_slot):
-            pd_slot = Mux(c_slot_bank, pd_slot, 0)
-            return Mux(pd_slot > pd_end, pd_slot, pd_end)
-        pd_dense = pd_max(offset(c.phase, my_phase, c.job.beats, RMW_GAP))
-        pd_plain = pd_max(offset(c.phase, my_phase, plus=RMW_GAP))
-        m.d.comb += [fresh.pd.eq(Mux(dropping, pd_end, Mux(denser, pd_dense, pd_plain))),
+        # The offsets from COMMIT's pass: to the end of it (`c_end`), and to RMW_GAP after
+        # its start or after its end (a denser round) when it is on this frame's slot and
+        # bank and this frame adds to the slot (`c_same_slot`); the latest of those that
+        # apply. The offsets only need small registers; the slot compare and the outcome
+        # (the round's wide field compare, the forwarded dtype) arrive later and only pick
+        # one of them: the gap after the end is the latest whenever it applies, and the
+        # gap after the start is later than the end only for a pass shorter than the gap.
+        off_end = offset(c.phase, my_phase, c.job.beats)
+        off_gap_end = offset(c.phase, my_phase, c.job.beats, RMW_GAP)
+        off_gap = offset(c.phase, my_phase, plus=RMW_GAP)
+        short = c.job.beats < RMW_GAP
+        pd_end = Mux(c_end, off_end, 0)
+        pd_plain = Mux(c_end & ~short, off_end, off_gap)
+        # c_same_slot is c_slot_bank with COMMIT's bank as the source of the outcome
+        # (as_mb), so its outcome is taken from there directly, without the select.
+        act_c = Signal(outcome_layout)
+        m.d.comb += act_c.eq(outcome(c.upd))
+        sel_dense = Signal()
+        sel_plain = Signal()
+        m.d.comb += [sel_dense.eq(c_slot_bank & ~act_c.dropping & act_c.denser),
+                     sel_plain.eq(c_slot_bank & ~act_c.dropping & ~act_c.denser)]
+        m.d.comb += [fresh.pd.eq(or_select(Cat(sel_dense, sel_plain, ~sel_dense & ~sel_plain),
+                                           [off_gap_end, pd_plain, pd_end])),
                      fresh.rel.eq(c_end | c_same_slot)]
         for n in range(P):
             m.d.comb += getattr(self, f"eg_desc{n}").eq(c.rdesc[n])
@@ -603,8 +614,16 @@ class AggregationEngine(wiring.Component):
         go = Signal()
         m.d.comb += go.eq(running & advance_d & any_queued & ~unshown.any()
                           & (~holding | (held_steps == 0)))
+        # Metadata of both banks of the frame's slot, read in PICK for the winner. While
+        # DECIDE keeps its frame (COMMIT waits, so nothing is written) the read is held,
+        # not repeated: the block RAM's address is the winner's alone, without a select
+        # after PICK's. (The learned addresses, in distributed RAM, are read with the
+        # address registered, so their read is repeated for the frame DECIDE keeps.)
+        for b in range(2):
+            m.d.comb += [meta_rd[b].addr.eq(winner_desc.gslot), meta_rd[b].en.eq(advance_d)]
+        for n in range(P):
+            m.d.comb += learned_rd[n].addr.eq(Mux(advance_d, winner_desc.job, lead.job))
         with m.If(advance_d):
-            m.d.comb += read_desc.eq(winner_desc)
             m.d.sync += [c_valid.eq(d_valid), c.eq(fresh), d_valid.eq(go),
                          port.eq(winner), lead.eq(winner_desc)]
         with m.If(abandon):

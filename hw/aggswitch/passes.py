@@ -319,11 +319,13 @@ class AccumulatorBanks(wiring.Component):
                 wp.en.eq(_or_all([Mux(wr_sel[n], g("wr_en", n), 0) for n in range(P)])),
             ]
             data_out.append(rp.data)
-        # Each port's data comes from the bank it read (the bank index one cycle later).
+        # Each port's data comes from the bank it read (the bank index one cycle later),
+        # registered one-hot: the select is an AND-OR of the RAM outputs, without a
+        # decode of the index in front of its wide fanout.
         for n in range(P):
-            bank_s3 = Signal(range(P), name=f"rd_bank_q{n}")
-            m.d.sync += bank_s3.eq(g("rd_bank", n))
-            m.d.comb += g("rd_data", n).eq(Array(data_out)[bank_s3])
+            bank_s3 = Signal(P, name=f"rd_bank_q{n}")
+            m.d.sync += bank_s3.eq(Cat(g("rd_bank", n) == b for b in range(P)))
+            m.d.comb += g("rd_data", n).eq(_or_all([Mux(bank_s3[b], data_out[b], 0) for b in range(P)]))
         return m
 
 

@@ -79,13 +79,21 @@ def first_offset(x, phase, ports, x_max, n=None, plus=0):
         n = C(0, 0)
     out_width = len(Signal(range(x_max // ports + 2)))
     if ports & (ports - 1) == 0:
-        # A power of two: the quotient and remainder are bit slices of the sum, so an
-        # adder (one carry chain) is shallower than a table on all the bits of x and n
-        # (a 9-bit index at 4 ports and 64 lines per slot). Callers keep the sum within
-        # x_max, where the two agree.
+        # A power of two: the period is ceil((x + n + plus - phase) / ports), the sum's
+        # bits above the phase bits once ports - 1 is added (callers keep the sum within
+        # x_max, where this agrees with the table below). The small terms are summed in
+        # a table on x and the phase when both are a few bits, so a single carry chain
+        # (adding n) stands between the registers and the result.
         k = ports.bit_length() - 1
-        total = x + n + plus
-        return ((total >> k) + (phase < total[:k]))[:out_width]
+        lift = plus + ports - 1
+        x, phase = Value.cast(x), Value.cast(phase)
+        if len(x) + len(phase) <= 6:
+            small = Array(C(xv + lift - ph, range(2 ** len(x) + lift + 1))
+                          for xv in range(2 ** len(x)) for ph in range(2 ** len(phase)))
+            small = small[Cat(phase, x)]
+        else:
+            small = (x + lift - phase)[:len(x) + lift.bit_length() + 1]
+        return ((n + small) >> k)[:out_width]
     w = len(n)
     sums = [min((i & ((1 << w) - 1)) + (i >> w) + plus, x_max) for i in range(1 << (w + len(x)))]
     idx = Cat(n, x)

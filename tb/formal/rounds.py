@@ -272,10 +272,13 @@ class RoundsHarness(Elaboratable):
             m.d.comb += d_rec.eq(Mux(c_first, Array(env.q)[dport][1], Array(env.q)[dport][0]))
             with m.If(d_valid):
                 m.d.comb += check("pipeline", same_frame(lead, d_rec))
-            # the metadata memories read what was written, for DECIDE's frame
+            # the metadata memories read what was written, for DECIDE's frame (a read
+            # is held while its enable is low; nothing is written then)
             for b in range(2):
                 rp = env.meta_rd[b]
-                addr_q = past(m, rp.addr, f"meta_rd{b}_addr_q")
+                addr_q = Signal.like(rp.addr, name=f"meta_rd{b}_addr_q", reset_less=True)
+                with m.If(rp.en):
+                    m.d.sync += addr_q.eq(rp.addr)
                 m.d.comb += check("pipeline", rp.data.as_value() == Array(mirror[b::2])[addr_q].as_value())
                 with m.If(d_valid):
                     m.d.comb += check("pipeline", addr_q == lead.gslot)
