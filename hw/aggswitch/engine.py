@@ -274,14 +274,18 @@ class AggregationEngine(wiring.Component):
             in_progress = (meta.bitmap != 0) & ~meta.complete
             fields_match = ((meta.dtype == lead.dtype) & (meta.count == lead.count)
                             & (meta.scale == lead.scale) & (meta.seq == lead.seq))
+            resend = bit_set & meta.complete
+            dup = bit_set & ~meta.complete
+            mismatch = ~bit_set & in_progress & ~fields_match
+            join = ~bit_set & in_progress & fields_match
             new = ~bit_set & ~in_progress
-            adds = new | (~bit_set & in_progress & fields_match)
+            adds = new | join
+            dropping = dup | mismatch
             new_bitmap = Mux(new, 0, meta.bitmap) | port_bit
             completes = adds & ((mask & ~new_bitmap) == 0)
-            resend = bit_set & meta.complete
-            return Cat(resend, bit_set & ~meta.complete, new, adds, completes,
-                       resend | completes, ~resend & ~adds,
-                       new & (elem_shift(lead.dtype) > elem_shift(meta.dtype)))
+            emits = resend | completes
+            denser = new & (elem_shift(lead.dtype) > elem_shift(meta.dtype))
+            return Cat(resend, dup, new, adds, completes, emits, dropping, denser)
         act = Signal(outcome_layout)         # selected below, once the sources are known
         act_resend, act_dup, act_new = act.resend, act.dup, act.new
         adds, dropping, completes, emits = act.adds, act.dropping, act.completes, act.emits
