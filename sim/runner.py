@@ -13,9 +13,7 @@ Layout (all under sim/, ignored by version control):
 * ``sim/build/<params.name()>/export-<hash>.v`` -- the exported Verilog, cached by a hash of
   the hw/aggswitch sources (elaboration takes seconds to minutes). For the parameter set of
   the committed ``rtl/aggswitch.v``, that file itself when it is current.
-* ``sim/build/<params.name()>/<sim>[-waves]/`` -- one build per (parameter set, simulator)
-  and, with ``waves=True``, another with tracing (a small Verilator model has tracing in
-  its one build, see :func:`_traced_build`):
+* ``sim/build/<params.name()>/<sim>[-waves]/`` -- one build per (parameter set, simulator):
   ``aggswitch.v`` (and for Verilator the configuration files ``lint_waivers.vlt`` and
   ``verilator_public.vlt``), the simulator's build products, ``build.log`` and ``.stamp`` (hash of
   everything the build depends on: the build is redone, from an empty directory, only
@@ -125,26 +123,8 @@ def params_env(params) -> dict:
     }
 
 
-def _small(params) -> bool:
-    """Below the default parameter set's size (ports x data_width): see _verilator_make_flags
-    and _traced_build."""
-    from aggswitch import Params
-    default = Params()
-    return params.ports * params.data_width < default.ports * default.data_width
-
-
-def _traced_build(params, sim: str, waves: bool) -> bool:
-    """Whether the model is built with waveform tracing. A small Verilator model is always
-    built with it (`--trace-fst`), and a run records waves only when it asks (cocotb's
-    Verilator main opens the trace file on its `--trace` argument alone): one build serves
-    the runs with waves and those without, at a few per cent of speed, instead of a second
-    build of about 40 CPU-seconds."""
-    return waves or (sim == "verilator" and _small(params))
-
-
 def build_dir_for(params, sim: str, waves: bool = False) -> Path:
-    own = waves and not _traced_build(params, sim, False)    # waves need a build of their own
-    return BUILD_ROOT / params.name() / (f"{sim}-waves" if own else sim)
+    return BUILD_ROOT / params.name() / (f"{sim}-waves" if waves else sim)
 
 
 def out_dir_for(params, sim: str, test_module: str, testcase=None, waves: bool = False,
@@ -272,7 +252,10 @@ VERILATOR_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include"
 
 
 def _verilator_make_flags(params) -> str:
-    return f"{VERILATOR_MAKE_OVERRIDES} OPT_FAST={'-O0' if _small(params) else '-O1'}"
+    from aggswitch import Params
+    default = Params()
+    big = params.ports * params.data_width >= default.ports * default.data_width
+    return f"{VERILATOR_MAKE_OVERRIDES} OPT_FAST={'-O1' if big else '-O0'}"
 
 # OBJCACHE: with ccache on PATH (Debian's `ccache`, which .ci/run installs) every compile
 # goes through it. Each model compiles the same Verilator and cocotb runtime files with the
@@ -368,7 +351,6 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
     _ensure_paths()
     bdir = build_dir_for(params, sim, waves)
     bdir.mkdir(parents=True, exist_ok=True)
-    waves = _traced_build(params, sim, waves)
     text = verilog_text(params)
     args = _build_args(sim, waves)
     stamp = _stamp(sim, text, args, waves, params)
