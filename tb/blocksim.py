@@ -1,9 +1,9 @@
 """Simulate an Amaranth block over a stream of input vectors, for the unit tests of the
-datapath blocks (tests/test_unit_numerics_rtl.py): in Icarus
-Verilog on the block's own Verilog export when Icarus is installed, in Amaranth's simulator
-otherwise. Both apply the same vectors at the same clock edges and sample the same outputs;
-Icarus evaluates blocks of this size about 50 times faster, and an X or Z on a sampled
-output fails the run there."""
+numeric conversion blocks (tests/test_unit_numerics_rtl.py): in Icarus Verilog on the
+block's own Verilog export when Icarus is installed, in Amaranth's simulator otherwise.
+Both apply the same vectors at the same clock edges and sample the same outputs; Icarus
+evaluates those blocks about 50 times faster, and an X or Z on a sampled output fails the
+run there."""
 
 import re
 import shutil
