@@ -1,7 +1,8 @@
 """The logic-level report of `make timing` (scripts/timing.py): its counting rules on
-hand-made netlists and on real Yosys output, and the level budget of every block
-(tests/timing_budget.txt) on a small configuration, a ratchet: a block deeper than its
-budget fails, a block shallower than its budget prints a hint to tighten it."""
+hand-made netlists and on real Yosys output, issue 12's 8 levels on the deep blocks alone
+(`make test`), and the level budget of every block (tests/timing_budget.txt) on whole
+exports (`make regress`), a ratchet: a block deeper than its budget fails, a block
+shallower than its budget prints a hint to tighten it."""
 
 import json
 import shutil
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from aggswitch.export import generate
-from aggswitch.params import Params
+from aggswitch.params import (DTYPE_BF16, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2, DTYPE_MXINT8,
+                              Params)
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "scripts"))
@@ -307,3 +309,64 @@ def test_level_budget(params, tmp_path_factory):
     assert not stale, f"entries of {BUDGET.name} that match no block: {stale}"
     assert not failures, "deeper than the budget:\n" + "\n".join(failures) + \
         f"\n(table: python scripts/timing.py on the {params.name()} export)"
+
+
+# The deep blocks alone, in `make test`: each synthesised on its own (seconds of Yosys,
+# where a whole export takes minutes), at four ports and 128-bit beats (MX blocks over two
+# beats, the default accumulator width) and the other parameters small. An input port of
+# the block counts as a register, as the register that drives it in the design. Issue 12
+# named these paths: the decoder's field mux, exponent adder and shifter (its three lane
+# forms), the result encoder's normaliser, rounding and MX block scale, the ingress
+# verdict and its NaN scan, the RESULT header with its IPv4 checksum, and the pass from
+# the decoders into the adders. `make regress` checks the whole exports (above).
+DEEP = Params(ports=4, data_width=128, slots=4, slot_elems=64, jobs=1)
+MX_LANE = (DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2)
+
+
+def _deep_block(name):
+    from aggswitch.codec import BeatEncoder
+    from aggswitch.egress import ResultDeparser
+    from aggswitch.ingress import IngressParser
+    from aggswitch.numerics import ElementToFixed
+    from aggswitch.passes import PortPass
+    return {
+        "decoder_lane": lambda: ElementToFixed(pipelined=True),
+        "decoder_lane_bf16_mx": lambda: ElementToFixed(pipelined=True,
+                                                       formats=(DTYPE_BF16,) + MX_LANE),
+        "decoder_lane_mx": lambda: ElementToFixed(pipelined=True, formats=MX_LANE),
+        "encoder": lambda: BeatEncoder(DEEP),
+        "ingress": lambda: IngressParser(DEEP, 0),
+        "deparser": lambda: ResultDeparser(DEEP),
+        "pass": lambda: PortPass(DEEP, 0),
+    }[name]()
+
+
+DEEP_BLOCKS = ["decoder_lane", "decoder_lane_bf16_mx", "decoder_lane_mx", "encoder",
+               "ingress", "deparser", "pass"]
+
+
+def block_levels(block, name, out):
+    """The block's report (scripts/timing.py) from Yosys on its own Verilog export."""
+    from amaranth.back import verilog
+    rtl = out / f"{name}.v"
+    rtl.write_text(verilog.convert(block, name=name))
+    netlist, _, _ = timing.run_yosys(rtl, out, name, YOSYS, quiet=True)
+    return timing.analyse(netlist, top=name)
+
+
+@pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
+@pytest.mark.parametrize("name", DEEP_BLOCKS)
+def test_deep_block_levels(name, tmp_path):
+    """Every path of the block within issue 12's 8 levels."""
+    report = block_levels(_deep_block(name), name, tmp_path)
+    o = report["overall"]
+    assert o["levels"] <= 8, (f"{name}: {o['levels']} levels, from {o['from']} to {o['to']}: "
+                              + " -> ".join(c["type"] for c in o["cells"]))
+
+
+@pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
+def test_deep_block_levels_can_fail(tmp_path):
+    """The same check finds the decoder lane without its pipeline register too deep."""
+    from aggswitch.numerics import ElementToFixed
+    report = block_levels(ElementToFixed(pipelined=False), "decoder_lane_comb", tmp_path)
+    assert report["overall"]["levels"] > 8, report["overall"]

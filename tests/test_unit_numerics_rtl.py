@@ -1,6 +1,9 @@
-"""Amaranth-simulator unit tests of the numeric conversion blocks (hw/aggswitch/numerics.py)
-against the golden model tb/model/numerics.py, which is the oracle: every expected value
-comes from `decode` / `encode` on a payload built from the same vector.
+"""Unit tests of the numeric conversion blocks (hw/aggswitch/numerics.py) against the
+golden model tb/model/numerics.py, which is the oracle: every expected value comes from
+`decode` / `encode` on a payload built from the same vector. Each block is simulated in
+Icarus Verilog from its own Verilog export (in Amaranth's simulator where Icarus is
+missing): tens of thousands of vectors a block, which Amaranth's simulator takes about 50
+times longer to evaluate.
 
 The run-time format select blocks the pipeline uses (ElementToFixed, and FixedToFloatAny,
 MxBlockExponent + MxLineEncoder, which chain the result encoder's stages without the
@@ -9,10 +12,9 @@ format as an input. tests/test_unit_codec.py checks the pipelined encoder itself
 MxBlockExponent over a block, its `info` shared by one MxLineEncoder per chunk of `lanes`
 (4, 8, 16) elements, against the model's whole-block encode.
 
-Each test runs one simulation whose testbench loops over all its vectors (the Python
-simulator's per-run overhead dwarfs one combinational evaluation). All inputs of a block
-are packed into one wide signal, so a vector costs one `ctx.set` (one settle) instead of
-one per port.
+Each test runs one simulation whose testbench loops over all its vectors. All inputs of a
+block are packed into one wide signal (one `$readmemh` word, or one `ctx.set` in
+Amaranth's simulator), and all sampled outputs come back as one word.
 """
 
 import gc
@@ -25,7 +27,7 @@ import warnings
 
 import numpy as np
 import pytest
-from amaranth import Elaboratable, Module, Signal, signed
+from amaranth import Module, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
@@ -35,6 +37,7 @@ from aggswitch.numerics import (MX_BLOCK_INFO, ElementToFixed, FixedToFloat,
                                 MxBlockExponent, MxElementToFixed, MxLineEncoder,
                                 thermometer)
 from aggswitch.params import Params
+from tb.blocksim import simulate
 from tb.model import numerics as N
 from tb.model.frames import (BF16, FP32, MX_BLOCK, MX_SCALE_LINE, MXFP8_E4M3,
                              MXFP8_E5M2, MXINT8)
@@ -49,59 +52,8 @@ FLOAT_DTYPES = {"fp32": (FP32, 32), "bf16": (BF16, 16)}
 
 
 # --------------------------------------------------------------------------
-# simulation harness
+# simulation harness: tb/blocksim.py
 # --------------------------------------------------------------------------
-class Packed(Elaboratable):
-    """Drives the DUT's input ports from slices of one wide signal, in the order given."""
-
-    def __init__(self, dut, ports):
-        self.dut = dut
-        self.ports = ports
-        self.widths = [len(p) for p in ports]
-        self.signed = [p.shape().signed for p in ports]
-        self.inp = Signal(sum(self.widths))
-
-    def pack(self, values):
-        word, off = 0, 0
-        for v, w, sg in zip(values, self.widths, self.signed):
-            lo, hi = (-(1 << (w - 1)), 1 << (w - 1)) if sg else (0, 1 << w)
-            assert lo <= v < hi, f"test vector value {v} does not fit the port"  # no silent wrap
-            word |= (v & ((1 << w) - 1)) << off
-            off += w
-        return word
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.dut = self.dut
-        off = 0
-        for p, w in zip(self.ports, self.widths):
-            m.d.comb += p.eq(self.inp[off:off + w])
-            off += w
-        return m
-
-
-def simulate(dut, ports, outputs, vectors, latency=0):
-    """Apply each vector (a tuple of ints, one per port) and sample `outputs`, `latency`
-    clock cycles later for a pipelined block."""
-    top = Packed(dut, ports)
-    words = [top.pack(v) for v in vectors]
-    results = []
-
-    async def bench(ctx):
-        for w in words:
-            ctx.set(top.inp, w)
-            for _ in range(latency):
-                await ctx.tick()
-            results.append(tuple(ctx.get(o) for o in outputs))
-
-    sim = Simulator(top)
-    if latency:
-        sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
-    return results
-
-
 def check(vectors, got, want, limit=8):
     bad = [(v, g, w) for v, g, w in zip(vectors, got, want) if g != w]
     msg = "\n".join(f"vector {v}: rtl {g} model {w}" for v, g, w in bad[:limit])
