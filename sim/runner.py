@@ -244,18 +244,7 @@ def _waves_env(waves: bool):
 # about six minutes in all; -O1 builds in a third of that and simulates as fast here (-O0
 # builds faster still but simulates 2-3 times slower). The run-once constructor code
 # (OPT_SLOW) stays unoptimised: even -O1 takes over ten minutes on its largest file.
-# Below the default's size (ports x data_width) the model is compiled at -O0: the runs
-# that use a small model are short, and the build costs more than the speed buys
-# (p2_w128_s8_e32_j2: the C++ in 14 s at -O0 against 31 s at -O1, and its cocotb runs of
-# `make test` about 4 s longer in all).
-VERILATOR_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include"
-
-
-def _verilator_make_flags(params) -> str:
-    from aggswitch import Params
-    default = Params()
-    big = params.ports * params.data_width >= default.ports * default.data_width
-    return f"{VERILATOR_MAKE_OVERRIDES} OPT_FAST={'-O1' if big else '-O0'}"
+VERILATOR_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1"
 
 # OBJCACHE: with ccache on PATH (Debian's `ccache`, which .ci/run installs) every compile
 # goes through it. Each model compiles the same Verilator and cocotb runtime files with the
@@ -275,11 +264,11 @@ def _objcache() -> str | None:
 
 
 @contextlib.contextmanager
-def _make_overrides(sim: str, params):
+def _make_overrides(sim: str):
     if sim != "verilator":
         yield
         return
-    flags = _verilator_make_flags(params)
+    flags = VERILATOR_MAKE_OVERRIDES
     env = {}
     ccache = _objcache()
     if ccache:
@@ -331,9 +320,9 @@ def _control_files(sim: str) -> dict[str, str]:
     return {f.name: f.read_text() for f in files}
 
 
-def _stamp(sim: str, text: str, build_args: list[str], waves: bool, params) -> str:
+def _stamp(sim: str, text: str, build_args: list[str], waves: bool) -> str:
     h = hashlib.sha256()
-    make = _verilator_make_flags(params) if sim == "verilator" else ""
+    make = VERILATOR_MAKE_OVERRIDES if sim == "verilator" else ""
     vlt = "".join(f"{name}\0{body}\0" for name, body in _control_files(sim).items())
     for part in (sim, text, vlt, " ".join(build_args), make, str(waves),
                  sys.executable):
@@ -353,7 +342,7 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
     bdir.mkdir(parents=True, exist_ok=True)
     text = verilog_text(params)
     args = _build_args(sim, waves)
-    stamp = _stamp(sim, text, args, waves, params)
+    stamp = _stamp(sim, text, args, waves)
     stamp_file = bdir / ".stamp"
 
     def fresh():
@@ -391,7 +380,7 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
                 _write_if_changed(bdir / name, body)
             sources = [VerilatorControlFile(bdir / name) for name in controls] + [vfile]
         runner = runner or _runner(sim)
-        with _make_overrides(sim, params), _waves_env(build_waves):
+        with _make_overrides(sim), _waves_env(build_waves):
             runner.build(
                 sources=sources,
                 hdl_toplevel=TOPLEVEL,

@@ -276,7 +276,7 @@ def test_build_stamp_covers_verilator_config(tmp_path, monkeypatch):
     vlt = tmp_path / runner.PUBLIC.name
     vlt.write_text(runner.PUBLIC.read_text())
     monkeypatch.setattr(runner, "PUBLIC", vlt)
-    stamps = lambda: [runner._stamp(sim, "module aggswitch; endmodule", [], False, SMALL)
+    stamps = lambda: [runner._stamp(sim, "module aggswitch; endmodule", [], False)
                       for sim in ("verilator", "icarus")]
     before = stamps()
     vlt.write_text(vlt.read_text() + 'public_flat_rw -module "aggswitch" -var "x"\n')
