@@ -16,6 +16,17 @@ declaration initialiser raising a time-0 event, which Icarus does in `-g2005` bu
 its SystemVerilog modes (`-g2012`, cocotb's default): there, a block whose inputs never
 change after time 0 stays X. With no `always @*` in the file, the export simulates the
 same in Icarus `-g2005`, `-g2012` and Verilator, with no flags.
+
+Yosys writes a net that several cells drive as one `assign` per slice (`assign emit[67:34]
+= ...;`, 296 of them for one 2,215-bit net of the engine). Icarus resolves such a net with
+its strength-aware resolver, over the whole net bit by bit, whenever any of its drivers
+changes: at the default parameters that was 85 % of Icarus's time on a busy cycle. So the
+slices of each such net are also written as one concatenation (`one_driver_per_net`) for
+every tool but Verilator, which takes the slices as they are (it splits the concatenation
+back into pieces less well: its model was 25 % slower per cycle with it). The two forms
+drive the same bits with the same values; the regression simulates the concatenation in
+Icarus and the slices in Verilator, and Yosys (`make synth`, `make timing`) reads the
+concatenation.
 """
 
 import argparse
@@ -42,6 +53,128 @@ from .params import Params
 #   Icarus takes a call of `\$procmux$12` for a system function. Amaranth's own names
 #   (`\$1`, `\aggswitch.ingress0`) are public and stay as they are.
 YOSYS_SCRIPT = ("proc -norom", "attrmap -remove full_case", "memory_collect", "write_verilog")
+
+# write_verilog's forms (one statement a line): `wire [7:0] name;`, `reg [7:0] \a$1  = 8'h00;`,
+# `input [7:0] name;`; `assign name[7:4] = expr;`; `assign { a[7:4], b } = expr;`.
+_ID = r"(?:\\\S+ |[A-Za-z_][\w$]*)"
+_DECL = re.compile(rf"^  (?:wire|reg|input|output) (?:\[(\d+):(\d+)\] )?({_ID})(?: = [^;]*)?;$")
+_SLICE = re.compile(rf"^({_ID}) ?\[(\d+)(?::(\d+))?\]$")
+_PART = re.compile(rf"^  assign ({_ID}) ?\[(\d+)(?::(\d+))?\] = (.*);$")
+_MULTI = re.compile(r"^  assign \{ (.*) \} = (.*);$")
+_CONST = re.compile(r"^(\d+)'[bhd][0-9a-fA-FxzXZ_?]+$")
+
+
+def _slice(text, widths):
+    """(name, hi, lo) of `name[hi:lo]`, `name[i]` or a whole declared `name`, else None."""
+    m = _SLICE.match(text)
+    if m:
+        hi = int(m.group(2))
+        return m.group(1).strip(), hi, int(m.group(3)) if m.group(3) is not None else hi
+    name = text.strip()
+    if name in widths:
+        return name, widths[name][0], widths[name][1]
+    return None
+
+
+def _merge_module(lines):
+    """The lines of one module, with the slices of each net that continuous assigns alone
+    drive, in two or more assigns, also written as one assign (see the module docstring):
+    `ifdef VERILATOR` the slices as they were, else the concatenation. A part whose
+    expression is not a plain slice (or constant) of its width gets a wire of its own
+    first, so the expression keeps the width it is evaluated in."""
+    widths = {}                                   # name -> (msb, lsb), descending ranges
+    for ln in lines:
+        m = _DECL.match(ln)
+        if m and (m.group(1) is None or int(m.group(1)) >= int(m.group(2))):
+            widths[m.group(3).strip()] = (int(m.group(1)), int(m.group(2))) if m.group(1) else (0, 0)
+    parts = {}                                    # net -> [(lsb, msb, expr, line index)]
+    for i, ln in enumerate(lines):
+        m = _PART.match(ln)
+        if m:
+            hi = int(m.group(2))
+            lo = int(m.group(3)) if m.group(3) is not None else hi
+            parts.setdefault(m.group(1).strip(), []).append((lo, hi, m.group(4), i))
+            continue
+        m = _MULTI.match(ln)
+        if m:
+            targets = [_slice(t, widths) for t in m.group(1).split(", ")]
+            if None in targets:
+                continue
+            total = sum(hi - lo + 1 for _, hi, lo in targets)
+            # the expression is evaluated at the width of the whole left-hand side
+            off = total
+            for name, hi, lo in targets:
+                off -= hi - lo + 1
+                parts.setdefault(name, []).append((lo, hi, (i, total, m.group(2), off), i))
+    merged, drop = [], set()
+    for name, ps in parts.items():
+        if len(ps) < 2 or name not in widths:
+            continue
+        ps.sort(key=lambda q: q[0])
+        msb, lsb = widths[name]
+        if ps[0][0] != lsb or ps[-1][1] != msb or any(
+                ps[k][1] + 1 != ps[k + 1][0] for k in range(len(ps) - 1)):
+            continue                              # not covered exactly by these assigns alone
+        merged.append((name, ps))
+        drop.update(i for _, _, _, i in ps)
+    if not merged:
+        return lines
+    body = []
+    multi = {}                                    # line index -> the wire of its expression
+    for i in sorted(drop):
+        m = _MULTI.match(lines[i])
+        if m:
+            targets = [_slice(t, widths) for t in m.group(1).split(", ")]
+            total = sum(hi - lo + 1 for _, hi, lo in targets)
+            multi[i] = f"\\{targets[0][0].lstrip(chr(92))}.assign{i} "
+            body += [f"  wire [{total - 1}:0] {multi[i]};", f"  assign {multi[i]} = {m.group(2)};"]
+            # the targets of other nets keep their slice of it
+            off = total
+            done = {n for n, _ in merged}
+            for text, (name, hi, lo) in zip(m.group(1).split(", "), targets):
+                off -= hi - lo + 1
+                if name not in done:
+                    body.append(f"  assign {text} = {multi[i]}[{off + hi - lo}:{off}];")
+    for name, ps in merged:
+        base = name if name.startswith("\\") else "\\" + name
+        items = []
+        for lo, hi, expr, i in ps:
+            w = hi - lo + 1
+            if isinstance(expr, tuple):           # a slice of a multi-target assign
+                _, _, _, off = expr
+                items.append(f"{multi[i]}[{off + w - 1}:{off}]")
+                continue
+            s = _slice(expr, widths)
+            c = _CONST.match(expr)
+            if (s and s[1] - s[2] + 1 == w) or (c and int(c.group(1)) == w):
+                items.append(expr)
+            else:
+                tmp = f"{base}.part{lo} "
+                body += [f"  wire [{w - 1}:0] {tmp};", f"  assign {tmp} = {expr};"]
+                items.append(tmp)
+        body.append(f"  assign {name} = {{ {', '.join(reversed(items))} }};")
+    keep = [ln for i, ln in enumerate(lines) if i not in drop]
+    end = len(keep) - 1
+    assert keep[end] == "endmodule"
+    return (keep[:end] + ["`ifdef VERILATOR"] + [lines[i] for i in sorted(drop)]
+            + ["`else"] + body + ["`endif"] + keep[end:])
+
+
+def one_driver_per_net(text: str) -> str:
+    """`text` (write_verilog's output) with the nets that several continuous assigns drive
+    slice by slice also driven by one concatenation, outside Verilator (module docstring)."""
+    out, module = [], None
+    for ln in text.split("\n"):
+        if module is None and ln.startswith("module "):
+            module = [ln]
+        elif module is not None:
+            module.append(ln)
+            if ln == "endmodule":
+                out += _merge_module(module)
+                module = None
+        else:
+            out.append(ln)
+    return "\n".join(out)
 
 
 def _ports(top) -> dict:
@@ -109,7 +242,7 @@ def generate(params: Params = Params()) -> str:
     # `write_verilog` cannot translate; after a full `proc` there are none): any becomes a
     # Python warning.
     stamp = f"// aggswitch export {params.name()} sources {sources_key(params)}\n"
-    return stamp + _yosys().run(["-q", "-"], script)
+    return stamp + one_driver_per_net(_yosys().run(["-q", "-"], script))
 
 
 def main(argv=None):
