@@ -19,9 +19,8 @@ simulations over the cores. Starting a simulator (model, embedded Python, import
 2-3 s, against well under a second of simulation for most tests, so the cases of one
 cocotb module that the session selected for one build (simulator and parameter set) run
 in one simulator process, a *batch*, when the first of them is reached; the others take
-their results from it. `make test` gives all of a batch's cases to one xdist worker
-(`--dist loadgroup`); with another distribution, a worker that reaches a case while another
-worker is running its batch runs the case on its own rather than wait. Each cocotb test starts the clock and
+their results from it. A worker that reaches a case while another worker is running its
+batch runs the case on its own rather than wait. Each cocotb test starts the clock and
 resets the switch itself, and draws its random numbers from the seed and its own name,
 so a test's transcript does not depend on the tests run before it in the batch. Builds
 are cached per (parameter set, simulator) under sim/build and serialised by a file lock
@@ -125,16 +124,8 @@ def regress_only(sim, params, test) -> bool:
                  or params == MX128))
 
 
-def batch_group(sim, params, module):
-    """pytest-xdist group of a batch's cases: `make test` runs pytest with `--dist
-    loadgroup`, which gives all of a group to one worker, so no worker reaches a case
-    while another runs its batch (batch_result would then run the case a second time)."""
-    return pytest.mark.xdist_group(f"{params.name()}-{sim}-{module.rsplit('.', 1)[-1]}")
-
-
 RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",
-                     marks=([pytest.mark.regress] if regress_only(sim, params, test) else [])
-                     + [batch_group(sim, params, module)])
+                     marks=[pytest.mark.regress] if regress_only(sim, params, test) else [])
         for params, module, test in CASES for sim in SIMS or ["none"]]
 
 
@@ -218,8 +209,7 @@ def test_rtl(request, sim, params, module, test):
 # drive every block); the others are marked `regress`, as each also runs under -g2012.
 G2005_QUICK = ("test_single_round", "test_static_drops", "test_random_traffic")
 G2005_CASES = [pytest.param(SMALL, TEST_MODULE, t, id=f"{SMALL.name()}-{t}",
-                            marks=([] if t in G2005_QUICK else [pytest.mark.regress])
-                            + [batch_group("icarus-g2005", SMALL, TEST_MODULE)])
+                            marks=[] if t in G2005_QUICK else [pytest.mark.regress])
                for t in TESTS if t in SMALL_TESTS]
 
 
