@@ -60,8 +60,6 @@ class AxiStreamHarness(Elaboratable):
             with m.If(eg.desc_en):
                 m.d.comb += Assume((d.payload_bytes >= Mux(d.mx, MX_SCALE_BYTES + 1, 1))
                                    & (d.payload_bytes <= p.max_payload_bytes))
-                if not p.mx_ok:
-                    m.d.comb += Assume(~d.mx)
             with m.If(eg.tvalid):
                 with m.If(eg.tlast):
                     m.d.comb += Assert(contiguous_from_0(eg.tkeep))
