@@ -19,7 +19,8 @@ from amaranth.sim import Simulator
 from aggswitch.params import Params, DTYPE_INT32, DTYPE_BF16, DTYPE_MXINT8, MX_BLOCK
 from aggswitch.schedule import advance, first_period, start_phase, start_after, first_offset, latest
 from aggswitch.frame import buf_addr_bits
-from aggswitch.passes import (RMW_GAP, JOB_LEAD, WORD_LINES, PortPass, AccumulatorBanks,
+from aggswitch.passes import (RMW_GAP, JOB_LEAD, WORD_LINES, READ_BANK, WRITE_BANK,
+                              bank_in_stage, PortPass, AccumulatorBanks,
                               bank_rows, port_job, to_lines, to_beat)
 
 
@@ -175,6 +176,7 @@ class Passes(Elaboratable):
         p = self.p
         P = p.ports
         m.submodules.banks = banks = self.banks
+        m.d.comb += banks.phase.eq(self.phase)
         with m.If(self.phase == P - 1):
             m.d.sync += [self.phase.eq(0), self.period.eq(self.period + 1)]
         with m.Else():
@@ -185,7 +187,7 @@ class Passes(Elaboratable):
             data = Signal(p.data_width, name=f"buf_data{n}")
             m.d.sync += data.eq(buf[ps.buf_addr])
             m.d.comb += [ps.e_now.eq(self.period), ps.phase.eq(self.phase), ps.buf_data.eq(data)]
-            for name in ("rd_valid", "rd_bank", "rd_row", "wr_en", "wr_bank", "wr_row", "wr_data"):
+            for name in ("rd_row", "wr_en", "wr_row", "wr_data"):
                 m.d.comb += getattr(banks, f"{name}{n}").eq(getattr(ps, name))
             m.d.comb += ps.rd_data.eq(getattr(banks, f"rd_data{n}"))
         return m
@@ -308,6 +310,15 @@ def _run_passes(p, seed, gap, dtypes=(DTYPE_INT32,), dense_wait=True):
             wr = [ctx.get(dut.passes[n].wr_bank) for n in range(P) if ctx.get(dut.passes[n].wr_en)]
             if len(set(rd)) != len(rd) or len(set(wr)) != len(wr):
                 errors.append(f"cycle {cycle}: two ports in one bank (reads {rd}, writes {wr})")
+            # and each at the bank the banks' rotation gives it in this cycle's phase
+            phase = ctx.get(dut.phase)
+            for n in range(P):
+                ps = dut.passes[n]
+                for valid, bank, offset in ((ps.rd_valid, ps.rd_bank, READ_BANK),
+                                            (ps.wr_en, ps.wr_bank, WRITE_BANK)):
+                    if ctx.get(valid) and ctx.get(bank) != bank_in_stage(phase, n, P, offset):
+                        errors.append(f"cycle {cycle}: port {n} at bank {ctx.get(bank)}, the "
+                                      f"rotation gives {bank_in_stage(phase, n, P, offset)}")
             for n in range(P):
                 e = dut.passes[n].emit
                 if ctx.get(e.valid):

@@ -157,6 +157,7 @@ class AggregationEngine(wiring.Component):
             m.d.sync += [phase.eq(0), period.eq(period + 1)]
         with m.Else():
             m.d.sync += phase.eq(phase + 1)
+        m.d.comb += banks.phase.eq(phase)
         for n in range(P):
             ps = PortPass(p, n)
             m.submodules[f"pass{n}"] = ps
@@ -167,12 +168,9 @@ class AggregationEngine(wiring.Component):
                 ps.buf_data.eq(getattr(self, f"buf{n}_data")),
                 getattr(self, f"buf{n}_release").eq(ps.release),
                 getattr(self, f"buf{n}_release_beats").eq(ps.release_beats),
-                getattr(banks, f"rd_valid{n}").eq(ps.rd_valid),
-                getattr(banks, f"rd_bank{n}").eq(ps.rd_bank),
                 getattr(banks, f"rd_row{n}").eq(ps.rd_row),
                 ps.rd_data.eq(getattr(banks, f"rd_data{n}")),
                 getattr(banks, f"wr_en{n}").eq(ps.wr_en),
-                getattr(banks, f"wr_bank{n}").eq(ps.wr_bank),
                 getattr(banks, f"wr_row{n}").eq(ps.wr_row),
                 getattr(banks, f"wr_data{n}").eq(ps.wr_data),
             ]

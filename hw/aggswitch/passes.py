@@ -45,7 +45,8 @@ from .codec import BeatDecoder, is_mx, elem_shift, block_parts
 from .schedule import start_phase, not_before
 from .resbuf import result_entries
 
-__all__ = ["RMW_GAP", "JOB_QUEUE_DEPTH", "WORD_LINES", "bank_rows", "port_job", "emit_beat",
+__all__ = ["RMW_GAP", "JOB_QUEUE_DEPTH", "WORD_LINES", "READ_BANK", "WRITE_BANK",
+           "bank_in_stage", "bank_rows", "port_job", "emit_beat",
            "to_lines", "to_beat", "PortPass", "AccumulatorBanks"]
 
 # Cycles between the starts of two passes on one (slot, bank): beat k is read in S2 of
@@ -57,6 +58,16 @@ JOB_QUEUE_DEPTH = 4
 JOB_LEAD = 3
 # Lines of `lanes` accumulators per bank word: one beat of MX elements.
 WORD_LINES = 4
+# A pass loads its job in a cycle of phase start_phase(port) = -port mod ports, and beat k
+# (bank k mod ports) is in S0 k + 1 cycles later: in any cycle, a busy port n's beat in S2
+# is at bank (phase + n + READ_BANK) mod ports, its beat in S3 at (phase + n + WRITE_BANK).
+READ_BANK = -3
+WRITE_BANK = READ_BANK - 1
+
+
+def bank_in_stage(phase, port, ports, offset):
+    """The bank a busy port's beat is at, `offset` READ_BANK (S2) or WRITE_BANK (S3)."""
+    return (phase + port + offset) % ports
 
 
 def bank_rows(p: Params):
@@ -245,8 +256,10 @@ class PortPass(wiring.Component):
         groups = [Cat(*(dec.q[g * L + i] for i in range(L))) for g in range(WORD_LINES)]
         contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{j}", reset_less=True)
                    for j in range(WORD_LINES)]             # datapath: no reset
+        # A pass that only emits (a resend) adds 0: the registers' synchronous reset, so the
+        # adder needs no bypass.
         for j, line in enumerate(to_lines(groups, s2.first_line)):
-            m.d.sync += contrib[j].eq(line)
+            m.d.sync += contrib[j].eq(Mux(s2.job.write, line, 0))
         m.d.comb += [self.rd_valid.eq(s2.valid & (s2.job.write | s2.job.emit)),
                      self.rd_bank.eq(s2.bank), self.rd_row.eq(s2.row)]
 
@@ -254,12 +267,12 @@ class PortPass(wiring.Component):
         s3 = Signal(_beat_stage(p))
         m.d.sync += s3.eq(s2)
         line_sums = []
+        keep_old = ~(s3.job.write & s3.job.replace)          # not the round's first frame
         for j in range(WORD_LINES):
             sums = Signal(data.ArrayLayout(signed(p.acc_width), L), name=f"sum{j}")
             for i in range(L):
                 old = self.rd_data.word_select(j * L + i, p.acc_width).as_signed()
-                m.d.comb += sums[i].eq(Mux(~s3.job.write, old,
-                                           Mux(s3.job.replace, 0, old) + contrib[j][i]))
+                m.d.comb += sums[i].eq(Mux(keep_old, old, 0) + contrib[j][i])
             line_sums.append(sums.as_value())
         m.d.comb += [self.wr_en.eq(Mux(s3.valid & s3.job.write, s3.lines, 0)),
                      self.wr_bank.eq(s3.bank), self.wr_row.eq(s3.row),
@@ -279,20 +292,25 @@ class PortPass(wiring.Component):
 
 class AccumulatorBanks(wiring.Component):
     """`ports` banks of accumulator words (WORD_LINES lines of `lanes` accumulators, a
-    write enable per line), each read and written by whichever port's turn it is: the
-    rotation guarantees at most one reader and one writer per bank per cycle, so an
-    AND-OR of the ports' requests selects it."""
+    write enable per line), each read and written by whichever port's turn it is.
+
+    Which port that is follows from the cycle's `phase` alone: a port's passes start only
+    in its phase, so a busy port n reads in S2 at bank (phase + n + READ_BANK) mod ports
+    and writes in S3 at (phase + n + WRITE_BANK) (`bank_in_stage`). The ports' requests
+    reach the banks, and the banks' words the ports, through a rotation by a
+    phase-derived amount: a log rotator of ceil(log2(ports)) two-way muxes per bit, with
+    its amounts in registers. A port that is not reading or writing meets a bank all the
+    same; its write enables are off, and a read has no side effect."""
 
     def __init__(self, p: Params):
         self.p = p
         rows = p.slots * 2 * bank_rows(p)
         width = WORD_LINES * p.lanes * p.acc_width
-        members = {}
+        members = {"phase": In(range(p.ports))}
         for n in range(p.ports):
             members.update({
-                f"rd_valid{n}": In(1), f"rd_bank{n}": In(range(p.ports)), f"rd_row{n}": In(range(rows)),
-                f"rd_data{n}": Out(width),
-                f"wr_en{n}": In(WORD_LINES), f"wr_bank{n}": In(range(p.ports)), f"wr_row{n}": In(range(rows)),
+                f"rd_row{n}": In(range(rows)), f"rd_data{n}": Out(width),
+                f"wr_en{n}": In(WORD_LINES), f"wr_row{n}": In(range(rows)),
                 f"wr_data{n}": In(width),
             })
         super().__init__(members)
@@ -304,33 +322,43 @@ class AccumulatorBanks(wiring.Component):
         rows = p.slots * 2 * bank_rows(p)
         width = WORD_LINES * p.lanes * p.acc_width
         g = lambda name, n: getattr(self, f"{name}{n}")
+        amount = Signal(range(P))
+        # bank b is read (S2) by port (b - phase - READ_BANK) mod ports
+        with m.Switch(self.phase):
+            for ph in range(P):
+                with m.Case(ph):
+                    m.d.comb += amount.eq((-ph - READ_BANK) % P)
+        # one cycle later the same port is in S3: it writes bank b, and takes bank b's word
+        wr_amount = Signal(range(P), reset_less=True)
+        rd_back = Signal(range(P), reset_less=True)
+        m.d.sync += wr_amount.eq(amount)
+        with m.Switch(amount):
+            for a in range(P):
+                with m.Case(a):
+                    m.d.sync += rd_back.eq((-a) % P)
+        rd_row = rotate([g("rd_row", n) for n in range(P)], amount)
+        wr_row = rotate([g("wr_row", n) for n in range(P)], wr_amount)
+        wr_en = rotate([g("wr_en", n) for n in range(P)], wr_amount)
+        wr_data = rotate([g("wr_data", n) for n in range(P)], wr_amount)
         data_out = []
         for b in range(P):
             mem = Memory(shape=width, depth=rows, init=[])
             m.submodules[f"bank{b}"] = mem
             rp = mem.read_port()
             wp = mem.write_port(granularity=p.lanes * p.acc_width)
-            rd_sel = [g("rd_valid", n) & (g("rd_bank", n) == b) for n in range(P)]
-            wr_sel = [g("wr_en", n).any() & (g("wr_bank", n) == b) for n in range(P)]
-            m.d.comb += [
-                rp.addr.eq(_or_all([Mux(rd_sel[n], g("rd_row", n), 0) for n in range(P)])),
-                wp.addr.eq(_or_all([Mux(wr_sel[n], g("wr_row", n), 0) for n in range(P)])),
-                wp.data.eq(_or_all([Mux(wr_sel[n], g("wr_data", n), 0) for n in range(P)])),
-                wp.en.eq(_or_all([Mux(wr_sel[n], g("wr_en", n), 0) for n in range(P)])),
-            ]
+            m.d.comb += [rp.addr.eq(rd_row[b]), wp.addr.eq(wr_row[b]),
+                         wp.data.eq(wr_data[b]), wp.en.eq(wr_en[b])]
             data_out.append(rp.data)
-        # Each port's data comes from the bank it read (the bank index one cycle later),
-        # registered one-hot: the select is an AND-OR of the RAM outputs, without a
-        # decode of the index in front of its wide fanout.
-        for n in range(P):
-            bank_s3 = Signal(P, name=f"rd_bank_q{n}")
-            m.d.sync += bank_s3.eq(Cat(g("rd_bank", n) == b for b in range(P)))
-            m.d.comb += g("rd_data", n).eq(_or_all([Mux(bank_s3[b], data_out[b], 0) for b in range(P)]))
+        for n, word in enumerate(rotate(data_out, rd_back)):
+            m.d.comb += g("rd_data", n).eq(word)
         return m
 
 
-def _or_all(values):
-    out = values[0]
-    for v in values[1:]:
-        out = out | v
-    return out
+def rotate(values, amount):
+    """out[i] = values[(i + amount) mod len(values)], amount < len(values): one stage of
+    two-way muxes per bit of `amount`."""
+    n = len(values)
+    for bit in range(len(Value.cast(amount))):
+        step = 1 << bit
+        values = [Mux(amount[bit], values[(i + step) % n], values[i]) for i in range(n)]
+    return values
