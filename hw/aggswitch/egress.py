@@ -14,12 +14,12 @@ must never underrun) and its due cycle has come (fixed latency, §10.4), then se
 from amaranth import *
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
-from amaranth.lib.fifo import SyncFIFOBuffered
 
 from .params import Params, latency, HEADER_BYTES, AGG_VERSION, OP_RESULT, RESULT_WORKER, MX_SCALE_BYTES
 from .frame import *
 from .numerics import thermometer
 from .resbuf import RESULT_QUOTA
+from .fifo import BlockRAMFIFO
 
 # RESULTs decided for this port and not started yet: the port's quota of result-buffer
 # references.
@@ -103,10 +103,10 @@ class ResultDeparser(wiring.Component):
         qrl = queued_result(p)
 
         depth = p.egress_beats
-        m.submodules.data_fifo = dfifo = SyncFIFOBuffered(width=p.data_width, depth=depth)
-        m.submodules.desc_fifo = qfifo = SyncFIFOBuffered(width=qrl.size, depth=RESULT_DESC_DEPTH)
+        m.submodules.data_fifo = dfifo = BlockRAMFIFO(width=p.data_width, depth=depth)
+        m.submodules.desc_fifo = qfifo = BlockRAMFIFO(width=qrl.size, depth=RESULT_DESC_DEPTH)
         scale_bits = 8 * p.mx_blocks if p.mx_ok else 0
-        m.submodules.done_fifo = done = SyncFIFOBuffered(width=1 + scale_bits, depth=RESULT_DESC_DEPTH)
+        m.submodules.done_fifo = done = BlockRAMFIFO(width=1 + scale_bits, depth=RESULT_DESC_DEPTH)
         m.d.comb += [dfifo.w_data.eq(self.data_in), dfifo.w_en.eq(self.data_en),
                      done.w_data.eq(Cat(self.done_overflow, self.done_scales[:scale_bits])), done.w_en.eq(self.done_en)]
 
