@@ -187,7 +187,7 @@ class Passes(Elaboratable):
             data = Signal(p.data_width, name=f"buf_data{n}")
             m.d.sync += data.eq(buf[ps.buf_addr])
             m.d.comb += [ps.e_now.eq(self.period), ps.phase.eq(self.phase), ps.buf_data.eq(data)]
-            for name in ("rd_row", "wr_en", "wr_row", "wr_data"):
+            for name in ("rd_valid", "rd_row", "wr_en", "wr_row", "wr_data"):
                 m.d.comb += getattr(banks, f"{name}{n}").eq(getattr(ps, name))
             m.d.comb += ps.rd_data.eq(getattr(banks, f"rd_data{n}"))
         return m

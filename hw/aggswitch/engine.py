@@ -168,6 +168,7 @@ class AggregationEngine(wiring.Component):
                 ps.buf_data.eq(getattr(self, f"buf{n}_data")),
                 getattr(self, f"buf{n}_release").eq(ps.release),
                 getattr(self, f"buf{n}_release_beats").eq(ps.release_beats),
+                getattr(banks, f"rd_valid{n}").eq(ps.rd_valid),
                 getattr(banks, f"rd_row{n}").eq(ps.rd_row),
                 ps.rd_data.eq(getattr(banks, f"rd_data{n}")),
                 getattr(banks, f"wr_en{n}").eq(ps.wr_en),

@@ -267,7 +267,10 @@ class PortPass(wiring.Component):
         s3 = Signal(_beat_stage(p))
         m.d.sync += s3.eq(s2)
         line_sums = []
-        keep_old = ~(s3.job.write & s3.job.replace)          # not the round's first frame
+        # The word read in S2, except for the round's first frame; 0 where S2 read nothing
+        # (the banks' rotation moves on, and the sums of an idle port stay still).
+        read_s3 = s3.valid & (s3.job.write | s3.job.emit)
+        keep_old = read_s3 & ~(s3.job.write & s3.job.replace)
         for j in range(WORD_LINES):
             sums = Signal(data.ArrayLayout(signed(p.acc_width), L), name=f"sum{j}")
             for i in range(L):
@@ -300,7 +303,9 @@ class AccumulatorBanks(wiring.Component):
     reach the banks, and the banks' words the ports, through a rotation by a
     phase-derived amount: a log rotator of ceil(log2(ports)) two-way muxes per bit, with
     its amounts in registers. A port that is not reading or writing meets a bank all the
-    same; its write enables are off, and a read has no side effect."""
+    same; its write enables are off, and a read has no side effect. While no port reads,
+    the amount holds, so an idle switch's addresses and words stay still (no toggling, and
+    an event-driven simulator has nothing to do)."""
 
     def __init__(self, p: Params):
         self.p = p
@@ -309,7 +314,7 @@ class AccumulatorBanks(wiring.Component):
         members = {"phase": In(range(p.ports))}
         for n in range(p.ports):
             members.update({
-                f"rd_row{n}": In(range(rows)), f"rd_data{n}": Out(width),
+                f"rd_valid{n}": In(1), f"rd_row{n}": In(range(rows)), f"rd_data{n}": Out(width),
                 f"wr_en{n}": In(WORD_LINES), f"wr_row{n}": In(range(rows)),
                 f"wr_data{n}": In(width),
             })
@@ -322,12 +327,17 @@ class AccumulatorBanks(wiring.Component):
         rows = p.slots * 2 * bank_rows(p)
         width = WORD_LINES * p.lanes * p.acc_width
         g = lambda name, n: getattr(self, f"{name}{n}")
-        amount = Signal(range(P))
         # bank b is read (S2) by port (b - phase - READ_BANK) mod ports
+        by_phase = Signal(range(P))
         with m.Switch(self.phase):
             for ph in range(P):
                 with m.Case(ph):
-                    m.d.comb += amount.eq((-ph - READ_BANK) % P)
+                    m.d.comb += by_phase.eq((-ph - READ_BANK) % P)
+        amount = Signal(range(P))
+        held = Signal(range(P), reset_less=True)
+        any_read = Cat(*(g("rd_valid", n) for n in range(P))).any()
+        m.d.comb += amount.eq(Mux(any_read, by_phase, held))
+        m.d.sync += held.eq(amount)
         # one cycle later the same port is in S3: it writes bank b, and takes bank b's word
         wr_amount = Signal(range(P), reset_less=True)
         rd_back = Signal(range(P), reset_less=True)
