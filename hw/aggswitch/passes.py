@@ -350,15 +350,26 @@ class AccumulatorBanks(wiring.Component):
         wr_row = rotate([g("wr_row", n) for n in range(P)], wr_amount)
         wr_en = rotate([g("wr_en", n) for n in range(P)], wr_amount)
         wr_data = rotate([g("wr_data", n) for n in range(P)], wr_amount)
+        # A memory per line of a bank, so that a cell is never read and written in the same
+        # cycle where the read is used: a pass reads a line only after the pass before it on
+        # the (slot, bank) has written it (RMW_GAP, and the order of rounds), but it may
+        # read a word while another pass writes a different line of that word. So each
+        # line's memory is marked `no_rw_check`, and Yosys builds no read-during-write
+        # bypass (a register on the write data and a mux, per bit).
+        line_bits = p.lanes * p.acc_width
         data_out = []
         for b in range(P):
-            mem = Memory(shape=width, depth=rows, init=[])
-            m.submodules[f"bank{b}"] = mem
-            rp = mem.read_port()
-            wp = mem.write_port(granularity=p.lanes * p.acc_width)
-            m.d.comb += [rp.addr.eq(rd_row[b]), wp.addr.eq(wr_row[b]),
-                         wp.data.eq(wr_data[b]), wp.en.eq(wr_en[b])]
-            data_out.append(rp.data)
+            lines = []
+            for j in range(WORD_LINES):
+                mem = Memory(shape=line_bits, depth=rows, init=[], attrs={"no_rw_check": True})
+                m.submodules[f"bank{b}_line{j}"] = mem
+                rp = mem.read_port()
+                wp = mem.write_port()
+                m.d.comb += [rp.addr.eq(rd_row[b]), wp.addr.eq(wr_row[b]),
+                             wp.data.eq(wr_data[b].word_select(j, line_bits)),
+                             wp.en.eq(wr_en[b][j])]
+                lines.append(rp.data)
+            data_out.append(Cat(*lines))
         for n, word in enumerate(rotate(data_out, rd_back)):
             m.d.comb += g("rd_data", n).eq(word)
         return m
