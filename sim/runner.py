@@ -58,8 +58,15 @@ DEFAULT_SEED = 1
 # Verilator build options. Deterministic state: X assignments and initial values take the
 # "unique" policy, whose run-time values are all zero unless the binary is started with
 # +verilator+rand+reset+2 (never done here), so both simulators start from the same state.
-# Warnings stay fatal (no -Wno-fatal): the build reads the project's lint waiver file
-# (rtl/lint_waivers.vlt, each waiver documented there), the same one `make lint` uses.
+# Warnings stay fatal (no -Wno-fatal) and every warning is on (-Wall): the build reads the
+# project's lint waiver file (rtl/lint_waivers.vlt, each waiver documented there), so a
+# model build is also `make lint`'s check of its export (that is how `make test` lints the
+# default export: its lint alone takes Verilator about a minute).
+#
+# --output-split-cfuncs 2000: Verilator splits the model's functions after 2,000
+# statements (the default is 20,000). GCC's time grows faster than linearly with a
+# function's size: the default model's C++ compiles in about 95 CPU-seconds instead of 127,
+# and simulates as fast.
 #
 # VPI visibility: cocotb's runner passes --public-flat-rw, which makes every internal signal
 # of the export public and leaves Verilator almost nothing to optimise (the default model
@@ -73,6 +80,8 @@ VERILATOR_BUILD_ARGS = [
     "--x-assign", "unique",
     "--x-initial", "unique",
     "--no-public-flat-rw",
+    "-Wall",
+    "--output-split-cfuncs", "2000",
 ]
 
 # Icarus: "icarus" compiles with cocotb's own flags (-g2012, SystemVerilog), as a user's
@@ -334,10 +343,17 @@ def _stamp(sim: str, text: str, build_args: list[str], waves: bool) -> str:
     return h.hexdigest()
 
 
-def build(params, sim: str, waves: bool = False, runner=None) -> Path:
+def build(params, sim: str, waves: bool = False, runner=None, traceable: bool = False) -> Path:
     """Build (or reuse) the simulation model of `params` for `sim`; returns the build dir.
-    The caller holds no lock; this takes the build dir's lock exclusively."""
+    The caller holds no lock; this takes the build dir's lock exclusively.
+
+    `traceable` (Verilator): use the model built for waves, which records FST only when a
+    run asks for waves (cocotb's `--trace` at run time) and otherwise simulates as fast as
+    the model without tracing. A session that runs a parameter set both with and without
+    waves (`make test` at the small set) then builds one model instead of two. Icarus
+    models dump whenever they are built for waves, so there it is ignored."""
     _ensure_paths()
+    waves = waves or (traceable and sim == "verilator")
     bdir = build_dir_for(params, sim, waves)
     bdir.mkdir(parents=True, exist_ok=True)
     text = verilog_text(params)
@@ -464,18 +480,20 @@ def read_results(res: RunResult) -> RunResult:
 
 
 def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: dict = None,
-                  seed=None, waves: bool = False, tag: str | None = None) -> RunResult:
+                  seed=None, waves: bool = False, tag: str | None = None,
+                  traceable: bool = False) -> RunResult:
     """Build `params` for `sim` (cached) and run the cocotb tests of `test_module`
     (optionally only `testcase`, a name or list of names; `tag` names the output directory
     instead of the cases, see out_dir_for). Returns a :class:`RunResult`;
     never raises for failing tests (check ``.ok``), only for build errors.
 
-    `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions)."""
+    `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions);
+    `traceable` as for :func:`build`."""
     _ensure_paths()
     if seed is None:
         seed = int(os.environ.get("AGGSWITCH_SEED", DEFAULT_SEED))
     runner = _runner(sim)
-    bdir = build(params, sim, waves, runner)
+    bdir = build(params, sim, waves, runner, traceable=traceable)
     odir = out_dir_for(params, sim, test_module, testcase, waves, tag)
     odir.mkdir(parents=True, exist_ok=True)
     results_xml = odir / "results.xml"

@@ -30,9 +30,11 @@ def test_waiver_file_exists():
                 f"waiver without a comment explaining it: {line}"
 
 
-# The default export is linted by tests/test_fusesoc.py::test_lint_target: FuseSoC's lint
-# target runs the same Verilator -Wall with the same waivers on rtl/aggswitch.v, which
-# tests/test_export.py keeps equal to the export (linting it twice costs minutes).
+# The default export is linted by its Verilator model build in tests/test_rtl.py: the
+# build runs Verilator with -Wall, the same waivers and warnings fatal (sim/runner.py;
+# test_model_build_is_a_lint below), on the export that tests/test_export.py keeps equal to
+# rtl/aggswitch.v. FuseSoC's lint target on that file is in `make regress`
+# (tests/test_fusesoc.py): linting it once more costs a minute.
 # The odd set is in `make regress`: its export and lint take about 80 s of CPU, too much
 # for `make test`'s budget.
 @pytest.mark.parametrize("params", [SMALL, pytest.param(ODD, marks=pytest.mark.regress)],
@@ -45,3 +47,32 @@ def test_lint_clean(params, tmp_path):
     assert res.ok, (f"{len(res.diagnostics)} unwaived Verilator diagnostic(s) on {rtl.name} "
                     f"(fix the RTL, or add a commented waiver to rtl/lint_waivers.vlt):\n"
                     + res.output[-6000:])
+
+
+# A module with one -Wall-only (style) warning that rtl/lint_waivers.vlt does not waive: an
+# unused parameter, in a file named as the runner names the export.
+STYLE_WARNING = """module aggswitch(input wire clk, output wire q);
+  localparam UNUSED_P = 1;
+  assign q = clk;
+endmodule
+"""
+
+
+def test_model_build_is_a_lint(tmp_path):
+    """The runner's Verilator options (sim/runner.py) make a model build fail on a warning
+    that only -Wall reports and no waiver covers, as `make lint` does; without -Wall the
+    same build passes (so it is -Wall that the check rests on)."""
+    import subprocess
+    from sim.runner import VERILATOR_BUILD_ARGS
+    exe, env = lint.find_verilator()
+    rtl = tmp_path / "aggswitch.v"
+    rtl.write_text(STYLE_WARNING)
+
+    def verilate(args, mdir):
+        return subprocess.run([exe, "--cc", "--top-module", "aggswitch", "-Mdir", str(tmp_path / mdir)]
+                              + args + [str(lint.WAIVERS), str(rtl)], env=env,
+                              capture_output=True, text=True, timeout=300)
+    res = verilate(list(VERILATOR_BUILD_ARGS), "wall")
+    assert res.returncode != 0 and "UNUSEDPARAM" in res.stderr, res.stderr[-2000:]
+    res = verilate([a for a in VERILATOR_BUILD_ARGS if a != "-Wall"], "default")
+    assert res.returncode == 0, res.stderr[-2000:]

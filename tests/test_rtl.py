@@ -6,13 +6,18 @@ compression datapath, one MX block per beat; 1024-bit, where the header is half 
 in `make regress` only).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
-export is large: its 21 cases take Icarus 18 CPU-minutes, a batch 9-340 s), at the MX sets (MX_SMALL,
-MX128) none: SMALL runs every dtype, MX included, and the dtype mix on Icarus. Every
+export is large: its 21 cases take Icarus 18 CPU-minutes, a batch 9-340 s), at MX_SMALL
+none: SMALL runs every dtype, MX included, and the dtype mix on Icarus. Every
 other Icarus case of those sets carries the pytest marker `regress`, and `make regress`
 runs it. `make test`
 still runs each of them at the default parameters on Verilator, and the ones in
 SMALL_TESTS at the small parameter set on Icarus too (test_regress_duplicates_stay_covered
-checks that); with Verilator missing they stay in.
+checks that); with Verilator missing they stay in. MX128 is the other way round: its
+cases run on Icarus in `make test` (about 60 CPU-seconds) and on Verilator in `make
+regress` (a model build of about 90 CPU-seconds, for a few seconds of simulation).
+
+The Verilator runs at SMALL use the model built for waves (sim/runner.py, `traceable`),
+which tests/test_waves.py needs anyway: one model build instead of two.
 
 One pytest case per (simulator, parameter set, cocotb test), so `pytest -n auto` spreads the
 simulations over the cores. Starting a simulator (model, embedded Python, imports) costs
@@ -115,13 +120,18 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
 
 
 
+# Verilator runs at these sets use the model built for waves (see the module docstring)
+TRACEABLE = (SMALL,)
+
+
 def regress_only(sim, params, test) -> bool:
     if params == W1024:
         return sim == "icarus" or test not in W1024_QUICK
+    if params == MX128:
+        return sim == "verilator" and "icarus" in SIMS
     return (sim == "icarus" and "verilator" in SIMS
             and ((params == DEFAULT and test not in ICARUS_DEFAULT)
-                 or (params == MX_SMALL and test not in ICARUS_MX_SMALL)
-                 or params == MX128))
+                 or (params == MX_SMALL and test not in ICARUS_MX_SMALL)))
 
 
 RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",
@@ -169,7 +179,8 @@ def batch_result(request, sim, params, module, test) -> RunResult:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return build_and_run(params, sim, module, testcase=test)
+            return build_and_run(params, sim, module, testcase=test,
+                                 traceable=params in TRACEABLE)
         try:
             marker = odir / ".batch.run"
             if marker.exists() and marker.read_text() == run_id:
@@ -179,7 +190,8 @@ def batch_result(request, sim, params, module, test) -> RunResult:
                                              log_file=odir / "sim.log"))
             else:
                 marker.unlink(missing_ok=True)
-                res = build_and_run(params, sim, module, testcase=list(tests), tag=tag)
+                res = build_and_run(params, sim, module, testcase=list(tests), tag=tag,
+                                    traceable=params in TRACEABLE)
                 marker.write_text(run_id)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -229,9 +241,10 @@ def test_cocotb_tests_found():
 
 def test_regress_duplicates_stay_covered():
     """Every run `make test` leaves to `make regress` still runs in `make test` at its
-    parameters on Verilator, and on Icarus at the small set if it is one of the small
-    set's tests; the default export and MX run on Icarus in `make test` too. The 1024-bit
-    set is the exception: `make test` runs only W1024_QUICK there (none), on Verilator."""
+    parameters on Verilator (MX128: on Icarus), and on Icarus at the small set if it is one
+    of the small set's tests; the default export and MX run on Icarus in `make test` too.
+    The 1024-bit set is the exception: `make test` runs only W1024_QUICK there (none), on
+    Verilator."""
     names = {t for tests in MODULE_TESTS.values() for t in tests}
     kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not is_regress(p)}
     left = {(p.values[1], p.values[3]) for p in RUNS if is_regress(p)}
@@ -243,7 +256,9 @@ def test_regress_duplicates_stay_covered():
     for params, test in left:
         if params == W1024:
             continue
-        if "verilator" in SIMS:
+        if params == MX128:
+            assert ("icarus", params, test) in kept, test
+        elif "verilator" in SIMS:
             assert ("verilator", params, test) in kept, test
         if "icarus" in SIMS and test in SMALL_TESTS:
             assert ("icarus", SMALL, test) in kept, test
@@ -261,7 +276,7 @@ def test_verilator_public_signals_are_the_ports():
     import re
     from sim.runner import build, verilog_text
     from tests.test_export import port_decls
-    bdir = build(SMALL, "verilator")
+    bdir = build(SMALL, "verilator", traceable=SMALL in TRACEABLE)
     public = set()
     for f in bdir.glob("Vtop__Syms*.cpp"):
         public |= set(re.findall(r'varInsert\("([^"]+)"', f.read_text()))
