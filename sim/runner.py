@@ -343,17 +343,26 @@ def _stamp(sim: str, text: str, build_args: list[str], waves: bool) -> str:
     return h.hexdigest()
 
 
-def build(params, sim: str, waves: bool = False, runner=None, traceable: bool = False) -> Path:
-    """Build (or reuse) the simulation model of `params` for `sim`; returns the build dir.
-    The caller holds no lock; this takes the build dir's lock exclusively.
+# Parameter sets (their names, comma-separated) whose Verilator runs without waves use the
+# model built for waves. That model records FST only when a run asks for waves (cocotb's
+# `--trace` at run time) and otherwise simulates as fast as the one without tracing, so a
+# session that runs a parameter set both with and without waves builds one model instead
+# of two: `make test` at its small set (tests/conftest.py sets this). Icarus models built
+# for waves always dump, so it applies to Verilator only.
+TRACEABLE_ENV = "AGGSWITCH_TRACEABLE"
 
-    `traceable` (Verilator): use the model built for waves, which records FST only when a
-    run asks for waves (cocotb's `--trace` at run time) and otherwise simulates as fast as
-    the model without tracing. A session that runs a parameter set both with and without
-    waves (`make test` at the small set) then builds one model instead of two. Icarus
-    models dump whenever they are built for waves, so there it is ignored."""
+
+def traceable(params, sim: str) -> bool:
+    names = os.environ.get(TRACEABLE_ENV, "").split(",")
+    return sim == "verilator" and params.name() in names
+
+
+def build(params, sim: str, waves: bool = False, runner=None) -> Path:
+    """Build (or reuse) the simulation model of `params` for `sim`; returns the build dir.
+    The caller holds no lock; this takes the build dir's lock exclusively. With waves, or
+    for a parameter set in $AGGSWITCH_TRACEABLE, the model built for waves."""
     _ensure_paths()
-    waves = waves or (traceable and sim == "verilator")
+    waves = waves or traceable(params, sim)
     bdir = build_dir_for(params, sim, waves)
     bdir.mkdir(parents=True, exist_ok=True)
     text = verilog_text(params)
@@ -480,20 +489,18 @@ def read_results(res: RunResult) -> RunResult:
 
 
 def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: dict = None,
-                  seed=None, waves: bool = False, tag: str | None = None,
-                  traceable: bool = False) -> RunResult:
+                  seed=None, waves: bool = False, tag: str | None = None) -> RunResult:
     """Build `params` for `sim` (cached) and run the cocotb tests of `test_module`
     (optionally only `testcase`, a name or list of names; `tag` names the output directory
     instead of the cases, see out_dir_for). Returns a :class:`RunResult`;
     never raises for failing tests (check ``.ok``), only for build errors.
 
-    `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions);
-    `traceable` as for :func:`build`."""
+    `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions)."""
     _ensure_paths()
     if seed is None:
         seed = int(os.environ.get("AGGSWITCH_SEED", DEFAULT_SEED))
     runner = _runner(sim)
-    bdir = build(params, sim, waves, runner, traceable=traceable)
+    bdir = build(params, sim, waves, runner)
     odir = out_dir_for(params, sim, test_module, testcase, waves, tag)
     odir.mkdir(parents=True, exist_ok=True)
     results_xml = odir / "results.xml"

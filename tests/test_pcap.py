@@ -44,9 +44,7 @@ def test_capture_of_an_allreduce():
     """Capture `make sim`'s scenario; the ingress frames of the capture, replayed into the
     golden model in capture order, must produce exactly the captured egress frames of
     every port, and every timestamp is the tlast cycle times the clock period."""
-    # the model built for waves, as tests/test_rtl.py's runs at SMALL (one build for all)
     res = build_and_run(SMALL, "verilator", "tb.cocotb.test_allreduce", testcase="test_allreduce",
-                        traceable=True,
                         extra_env={"AGGSWITCH_PCAP": 1, "AGGSWITCH_ELEMS": 1024})
     assert res.ok, res.summary()
     path = res.out_dir / "test_allreduce.pcapng"

@@ -16,8 +16,8 @@ checks that); with Verilator missing they stay in. MX128 is the other way round:
 cases run on Icarus in `make test` (about 60 CPU-seconds) and on Verilator in `make
 regress` (a model build of about 90 CPU-seconds, for a few seconds of simulation).
 
-The Verilator runs at SMALL use the model built for waves (sim/runner.py, `traceable`),
-which tests/test_waves.py needs anyway: one model build instead of two.
+The Verilator runs at SMALL use the model built for waves, which tests/test_waves.py needs
+anyway: one model build instead of two (tests/conftest.py, sim/runner.py `traceable`).
 
 One pytest case per (simulator, parameter set, cocotb test), so `pytest -n auto` spreads the
 simulations over the cores. Starting a simulator (model, embedded Python, imports) costs
@@ -120,10 +120,6 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
 
 
 
-# Verilator runs at these sets use the model built for waves (see the module docstring)
-TRACEABLE = (SMALL,)
-
-
 def regress_only(sim, params, test) -> bool:
     if params == W1024:
         return sim == "icarus" or test not in W1024_QUICK
@@ -179,8 +175,7 @@ def batch_result(request, sim, params, module, test) -> RunResult:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            return build_and_run(params, sim, module, testcase=test,
-                                 traceable=params in TRACEABLE)
+            return build_and_run(params, sim, module, testcase=test)
         try:
             marker = odir / ".batch.run"
             if marker.exists() and marker.read_text() == run_id:
@@ -190,8 +185,7 @@ def batch_result(request, sim, params, module, test) -> RunResult:
                                              log_file=odir / "sim.log"))
             else:
                 marker.unlink(missing_ok=True)
-                res = build_and_run(params, sim, module, testcase=list(tests), tag=tag,
-                                    traceable=params in TRACEABLE)
+                res = build_and_run(params, sim, module, testcase=list(tests), tag=tag)
                 marker.write_text(run_id)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -274,9 +268,11 @@ def test_verilator_public_signals_are_the_ports():
     internal signal made public would cost simulation speed, a port left out would stop
     the testbenches."""
     import re
-    from sim.runner import build, verilog_text
+    from sim.runner import build, build_dir_for, verilog_text
     from tests.test_export import port_decls
-    bdir = build(SMALL, "verilator", traceable=SMALL in TRACEABLE)
+    bdir = build(SMALL, "verilator")
+    # the session's one model of the small set is the one built for waves (tests/conftest.py)
+    assert bdir == build_dir_for(SMALL, "verilator", waves=True)
     public = set()
     for f in bdir.glob("Vtop__Syms*.cpp"):
         public |= set(re.findall(r'varInsert\("([^"]+)"', f.read_text()))
