@@ -370,3 +370,31 @@ def test_deep_block_levels_can_fail(tmp_path):
     from aggswitch.numerics import ElementToFixed
     report = block_levels(ElementToFixed(pipelined=False), "decoder_lane_comb", tmp_path)
     assert report["overall"]["levels"] > 8, report["overall"]
+
+
+PARITY7 = """module parity7 (input clk, input [6:0] a, output reg y);
+    always @(posedge clk) y <= ^a;
+endmodule
+"""
+
+
+@pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
+def test_lut_sizes_of_the_mapping(tmp_path):
+    """`--lut-sizes` (scripts/ecp5_map.py) reaches Yosys' LUT mapping: a 7-input function is
+    one LUT7 (a L6MUX21 over LUT4s) with synth_ecp5's own LUT4..LUT7, and two levels of
+    LUT4s without any wide-LUT mux with LUT4..LUT5."""
+    import collections
+    rtl = tmp_path / "parity7.v"
+    rtl.write_text(PARITY7)
+    found = {}
+    for sizes in ("4:7", "4:5"):
+        netlist, _, _ = timing.run_yosys(rtl, tmp_path / sizes.replace(":", "_"), "parity7",
+                                         YOSYS, quiet=True, lut_sizes=sizes)
+        cells = json.loads(netlist.read_text())["modules"]["parity7"]["cells"].values()
+        found[sizes] = (collections.Counter(c["type"] for c in cells),
+                        timing.analyse(netlist, top="parity7")["overall"]["levels"])
+    wide, wide_levels = found["4:7"]
+    narrow, narrow_levels = found["4:5"]
+    assert wide["L6MUX21"] >= 1 and wide_levels == 1, found
+    assert narrow["L6MUX21"] == 0 and narrow_levels == 2, found
+    assert timing.LUT_SIZES == "4:7"      # the default is synth_ecp5's own (README says why)
