@@ -1,17 +1,18 @@
 """The Yosys commands that synthesise for the ECP5, shared by `make synth`
-(scripts/synth.py), `make timing` (scripts/timing.py) and the area checks of the tests, so
-that the level report and the routed build see the same netlist.
+(scripts/synth.py) and `make timing` (scripts/timing.py), so that the level report and
+the routed build see the same mapping.
 
 They are `synth_ecp5`'s own script, whose LUT mapping step can be changed. synth_ecp5
 maps with `abc -lut 4:7`: LUT4 to LUT7, at an area cost of 1, 2, 4 and 8 LUT4s and a delay
 of one level each. ABC's mapper minimises depth first, so it spends LUT7s (8 LUT4 sites
 each) wherever they save a level. `lut_sizes` = "4:5" stops at LUT5 (a LUT4 pair and a
-PFUMX in one slice): a function of more than five inputs then costs a level more, and
-the area falls (one universal decoder lane: 879 LUT4-equivalents with LUT4..LUT7, 498
-with LUT4..LUT5; the whole `PORTS=4 DATA_WIDTH=128` build: README, "Measured"). The
-default stays synth_ecp5's own, because four paths are 9 levels deep with LUT5s
-(README, "The LUT sizes of the mapping"); `make synth SYNTH_OPTS="--lut-sizes 4:5"` and
-`make timing TIMING_OPTS="--lut-sizes 4:5"` build and report the other mapping.
+PFUMX in one slice): a function of more than five inputs then costs a level more. On one
+universal decoder lane alone that halves the area (1,120 -> 541 LUT4-equivalents, 6 -> 8
+levels), but on the whole flattened `PORTS=4 DATA_WIDTH=128` build it saves only 4 % of
+the LUT4s, and four paths of the hierarchical report (`make timing`) become 9 levels deep
+(README, "Measured (Lattice ECP5-85k)"). So the default stays synth_ecp5's own;
+`make synth SYNTH_OPTS="--lut-sizes 4:5"` and `make timing TIMING_OPTS="--lut-sizes 4:5"`
+build and report the other mapping.
 """
 
 # LUT sizes the mapper may use (`abc -lut`): synth_ecp5's own.

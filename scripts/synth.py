@@ -516,7 +516,8 @@ def table(summary):
 
 def markdown(summary):
     out = [f"ECP5 {summary['part']} {summary['package']}, in the 5-pin synthesis wrapper, "
-           f"yosys {summary['yosys_version']}, nextpnr-ecp5 {summary.get('nextpnr_version', '')}"
+           f"yosys {summary['yosys_version']} (LUT mapping `abc -lut "
+           f"{summary.get('lut_sizes', LUT_SIZES)}`), nextpnr-ecp5 {summary.get('nextpnr_version', '')}"
            f" ({summary['rtl']})", "",
            "| resource | synthesis | placed / available |", "|---|---:|---:|"]
     for cell, label, s, p in shown_rows(summary):
@@ -669,8 +670,8 @@ def main(argv=None):
                     help="extra synth_ecp5 options, e.g. -nowidelut (LUT4s only: fewer LUTs, "
                          "deeper logic) or -abc9")
     ap.add_argument("--lut-sizes", default=LUT_SIZES,
-                    help=f"LUT sizes of the mapping, `abc -lut` (default {LUT_SIZES}; "
-                         "synth_ecp5's own: 4:7, fewer levels, more LUTs; scripts/ecp5_map.py)")
+                    help=f"LUT sizes of the mapping, `abc -lut` (default {LUT_SIZES}, synth_ecp5's "
+                         "own; 4:5: fewer LUTs, more levels; scripts/ecp5_map.py)")
     ap.add_argument("--no-pnr", action="store_true", help="stop after Yosys")
     ap.add_argument("--no-adder", action="store_true",
                     help=f"skip the bare registered {ADDER_WIDTH}-bit adder of the fmax ratio")
@@ -737,7 +738,7 @@ def main(argv=None):
     summary = {
         "rtl": rtl_rel, "top": args.top, "clock": args.clock, "device": args.device,
         "part": part_name(args.device), "package": args.package,
-        "yosys_version": yosys_version, "target_mhz": args.freq,
+        "yosys_version": yosys_version, "lut_sizes": args.lut_sizes, "target_mhz": args.freq,
         "synthesis": {k: synth_counts.get(k) for k, _ in ROWS if k in synth_counts},
         "synthesis_all_cells": dict(sorted(synth_counts.items())),
         "yosys_seconds": round(time.monotonic() - clock.t0, 1),
