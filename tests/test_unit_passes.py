@@ -391,8 +391,9 @@ def test_line_rotation():
     f + g, and to_beat brings line f + g back to group g."""
     m = Module()
     first = Signal(2)
+    shift = Signal(2)
     groups = [Signal(8, name=f"g{i}") for i in range(WORD_LINES)]
-    lines = to_lines(groups, first)
+    lines = to_lines(groups, shift)
     back = to_beat(lines, first)
     m.d.comb += Signal().eq(0)
     sim = Simulator(m)
@@ -400,7 +401,9 @@ def test_line_rotation():
     async def bench(ctx):
         for i, g in enumerate(groups):
             ctx.set(g, 10 + i)
-        for s in (1, 2, 4):
+        for sh in (0, 1, 2):
+            s = 1 << sh
+            ctx.set(shift, sh)
             for f in range(0, WORD_LINES, s):
                 ctx.set(first, f)
                 for g in range(s):

@@ -21,8 +21,8 @@ lines per beat (1, 2 or 4) puts the beats of each bank side by side: the bank's 
 of the round takes lines [s*i, s*i + s) of the (slot, bank) region, counted across its
 words. So a slot needs the same memory in every dtype, and a beat is one word access.
 The decoder and the encoder work in *beat order* (lane i = element i of the beat); the
-contributions are rotated to the beat's lines in the word on the way in, and the sums
-back on the way out.
+contributions are placed on the beat's lines in the word on the way in (`to_lines`), and
+the sums brought back to beat order on the way out (`to_beat`).
 
 Stages of a beat (a job loads in its start cycle; its beat 0 is in S0 the cycle after):
 
@@ -127,35 +127,34 @@ def _beat_stage(p: Params):
         "bank": range(p.ports),
         "row": range(p.slots * 2 * bank_rows(p)),
         "first_line": range(WORD_LINES),           # the beat's first line in the word
+        "shift": 2,                                # log2 of the beat's lines (elem_shift)
         "lines": WORD_LINES,                       # the word's lines the beat covers
         "last": 1,
         "job": port_job(p),
     })
 
 
-def to_lines(groups, first_line):
-    """Word line j <- beat-order group j - first_line. A beat of s lines starts at a
-    multiple of s, so only the lines it covers matter; the others get any group (their
-    write enables are off)."""
-    out = []
-    for j in range(WORD_LINES):
-        v = groups[j]
-        for f in range(1, j + 1):
-            v = Mux(first_line == f, groups[j - f], v)
-        out.append(v)
-    return out
+def to_lines(groups, shift):
+    """Word line j <- beat-order group j mod s, for a beat of s = 2**`shift` lines (1, 2 or
+    4). The beat starts at a line that is a multiple of s, so on the lines it covers this
+    is group j - first_line; the others get a group too, but their write enables are off.
+    No line depends on where the beat starts: line 0 is always group 0, lines 1 and 2 a
+    choice of two groups, line 3 of three (a rotation by first_line would take up to four)."""
+    assert len(groups) == WORD_LINES == 4
+    g0, g1, g2, g3 = groups
+    wide = shift != 0                              # s >= 2
+    mx = shift[1]                                  # s = 4
+    return [g0, Mux(wide, g1, g0), Mux(mx, g2, g0), Mux(mx, g3, Mux(wide, g1, g0))]
 
 
 def to_beat(lines, first_line):
-    """Beat-order group g <- word line first_line + g (the inverse of `to_lines` on the
-    lines a beat covers)."""
-    out = []
-    for g in range(WORD_LINES):
-        v = lines[g]
-        for f in range(1, WORD_LINES - g):
-            v = Mux(first_line == f, lines[g + f], v)
-        out.append(v)
-    return out
+    """Beat-order group g <- word line first_line + g for the groups a beat of s lines has
+    (g < s; first_line a multiple of s): group 0 is any line, group 1 line 1 or 3, groups 2
+    and 3 (s = 4, first_line 0) lines 2 and 3. The other groups carry no meaning."""
+    assert len(lines) == WORD_LINES == 4
+    l0, l1, l2, l3 = lines
+    group0 = Mux(first_line[1], Mux(first_line[0], l3, l2), Mux(first_line[0], l1, l0))
+    return [group0, Mux(first_line[1], l3, l1), l2, l3]
 
 
 class PortPass(wiring.Component):
@@ -226,6 +225,7 @@ class PortPass(wiring.Component):
         covered = Mux(s_lines == 4, 0b1111, Mux(s_lines == 2, 0b11, 0b1))
         first_line = line_pos[:2]
         m.d.comb += [s0.valid.eq(busy), s0.beat.eq(k), s0.bank.eq(bank),
+                     s0.shift.eq(elem_shift(cur.dtype)),
                      s0.row.eq(cur.row_base + (line_pos >> 2)), s0.first_line.eq(first_line),
                      s0.lines.eq((covered << first_line)[:WORD_LINES]),
                      s0.last.eq(last), s0.job.eq(cur)]
@@ -258,7 +258,7 @@ class PortPass(wiring.Component):
                    for j in range(WORD_LINES)]             # datapath: no reset
         # A pass that only emits (a resend) adds 0: the registers' synchronous reset, so the
         # adder needs no bypass.
-        for j, line in enumerate(to_lines(groups, s2.first_line)):
+        for j, line in enumerate(to_lines(groups, s2.shift)):
             m.d.sync += contrib[j].eq(Mux(s2.job.write, line, 0))
         m.d.comb += [self.rd_valid.eq(s2.valid & (s2.job.write | s2.job.emit)),
                      self.rd_bank.eq(s2.bank), self.rd_row.eq(s2.row)]
