@@ -381,8 +381,8 @@ endmodule
 @pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
 def test_lut_sizes_of_the_mapping(tmp_path):
     """`--lut-sizes` (scripts/ecp5_map.py) reaches Yosys' LUT mapping: a 7-input function is
-    one LUT7 (a L6MUX21 over LUT4s) with synth_ecp5's own LUT4..LUT7, and two levels of
-    LUT4s without any wide-LUT mux with LUT4..LUT5."""
+    one LUT7 (an L6MUX21 over LUT4s) with synth_ecp5's own LUT4..LUT7, and two levels
+    with LUT4..LUT5, none of them a LUT6 or LUT7 (no L6MUX21)."""
     import collections
     rtl = tmp_path / "parity7.v"
     rtl.write_text(PARITY7)
