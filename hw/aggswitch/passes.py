@@ -257,9 +257,13 @@ class PortPass(wiring.Component):
         contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{j}", reset_less=True)
                    for j in range(WORD_LINES)]             # datapath: no reset
         # A pass that only emits (a resend) adds 0: the registers' synchronous reset, so the
-        # adder needs no bypass.
+        # adder needs no bypass. The reset is a register of its own, active high: the FPGA
+        # flip-flops' reset input is, and an active-low one (~write) costs an inverter LUT
+        # per flip-flop (Yosys' synth_ecp5 does not share them: 1,024 LUTs a pass at 256 bits).
+        no_write = Signal(init=1)
+        m.d.sync += no_write.eq(~s1.job.write)
         for j, line in enumerate(to_lines(groups, s2.shift)):
-            m.d.sync += contrib[j].eq(Mux(s2.job.write, line, 0))
+            m.d.sync += contrib[j].eq(Mux(no_write, 0, line))
         m.d.comb += [self.rd_valid.eq(s2.valid & (s2.job.write | s2.job.emit)),
                      self.rd_bank.eq(s2.bank), self.rd_row.eq(s2.row)]
 
