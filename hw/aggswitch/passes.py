@@ -26,9 +26,10 @@ the sums brought back to beat order on the way out (`to_beat`).
 
 Stages of a beat (a job loads in its start cycle; its beat 0 is in S0 the cycle after):
 
-    S0  payload buffer address
-    S1  beat from the buffer into the decoder's field registers; the last beat frees
-        the frame's buffer
+    S0  the beat from the payload buffer (its address was issued the cycle before),
+        registered
+    S1  the beat into the decoder's field registers; the last beat frees the frame's
+        buffer
     S2  decoded contributions, rotated to their lines (registered); accumulator read
     S3  accumulator word + contributions, written back; the sums to the emitter
 """
@@ -229,8 +230,18 @@ class PortPass(wiring.Component):
                      s0.row.eq(cur.row_base + (line_pos >> 2)), s0.first_line.eq(first_line),
                      s0.lines.eq((covered << first_line)[:WORD_LINES]),
                      s0.last.eq(last), s0.job.eq(cur)]
-        # Beat k of the round is payload beat k, after the MX scale line.
-        m.d.comb += self.buf_addr.eq(cur.start + k + Mux(is_mx(cur.dtype), p.scale_beats if p.mx_ok else 0, 0))
+        # Beat k of the round is payload beat k, after the MX scale line. The buffer is
+        # read a cycle ahead, with the address S0 will have next cycle (the next beat of
+        # this job, or beat 0 of the job that starts), so that its block RAM's output is
+        # registered (`beat`) before the decoder, not decoded straight from the RAM.
+        def first_beat(job):
+            return job.start + Mux(is_mx(job.dtype), p.scale_beats if p.mx_ok else 0, 0)
+        addr = Signal.like(self.buf_addr)              # S0's beat
+        next_addr = Mux(starting, first_beat(head), addr + 1)
+        m.d.sync += addr.eq(next_addr)
+        m.d.comb += self.buf_addr.eq(next_addr)
+        beat = Signal(p.data_width, reset_less=True)   # datapath: no reset
+        m.d.sync += beat.eq(self.buf_data)
 
         # --- S1: the beat, into the decoder -------------------------------------------
         s1 = Signal(_beat_stage(p))
@@ -238,7 +249,7 @@ class PortPass(wiring.Component):
         m.d.comb += [self.release.eq(s1.valid & s1.last), self.release_beats.eq(s1.job.release_beats)]
         m.submodules.decoder = dec = BeatDecoder(p)
         assert BeatDecoder.LATENCY == 1
-        m.d.comb += [dec.beat.eq(self.buf_data), dec.dtype.eq(s1.job.dtype), dec.scale.eq(s1.job.scale)]
+        m.d.comb += [dec.beat.eq(beat), dec.dtype.eq(s1.job.dtype), dec.scale.eq(s1.job.scale)]
         if p.mx_ok:
             parts, per_part = block_parts(p)
             if parts > 1:
