@@ -346,12 +346,27 @@ DEEP_BLOCKS = ["decoder_lane", "decoder_lane_bf16_mx", "decoder_lane_mx", "encod
 
 
 def block_levels(block, name, out):
-    """The block's report (scripts/timing.py) from Yosys on its own Verilog export."""
+    """The block's report (scripts/timing.py) from Yosys on its own Verilog export; the
+    netlist is left in `out` (block_netlist)."""
     from amaranth.back import verilog
     rtl = out / f"{name}.v"
     rtl.write_text(verilog.convert(block, name=name))
     netlist, _, _ = timing.run_yosys(rtl, out, name, YOSYS, quiet=True)
+    out.joinpath(".netlist").write_text(str(netlist))
     return timing.analyse(netlist, top=name)
+
+
+def block_netlist(out):
+    return json.loads(Path(out.joinpath(".netlist").read_text()).read_text())
+
+
+def input_sinks(netlist, module, port):
+    """(cell type, pin) of every cell input that a bit of `module`'s input `port` drives."""
+    mod = netlist["modules"][module]
+    bits = set(mod["ports"][port]["bits"])
+    return {(cell["type"], pin) for cell in mod["cells"].values()
+            for pin, direction in cell["port_directions"].items()
+            if direction == "input" and bits & set(cell["connections"][pin])}
 
 
 @pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
@@ -362,6 +377,12 @@ def test_deep_block_levels(name, tmp_path):
     o = report["overall"]
     assert o["levels"] <= 8, (f"{name}: {o['levels']} levels, from {o['from']} to {o['to']}: "
                               + " -> ".join(c["type"] for c in o["cells"]))
+    if name == "pass":
+        # The ingress buffer's block-RAM output is registered before the decoder: every bit
+        # of buf_data goes straight into a flip-flop (a block RAM's clock-to-output delay
+        # is several times a flip-flop's).
+        sinks = input_sinks(block_netlist(tmp_path), name, "buf_data")
+        assert sinks == {("TRELLIS_FF", "DI")}, sinks
 
 
 @pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
