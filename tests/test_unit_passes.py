@@ -6,7 +6,9 @@
   port's passes back to back, passes on one slot RMW_GAP cycles apart, emitting passes not
   overlapping): no two ports ever touch one bank in a cycle, and the sums each completing
   pass emits are the exact column sums of its round. Breaking the rule that keeps a
-  slot's passes apart (a gap of 0) makes it fail.
+  slot's passes apart (a gap of 0) makes it fail. Once its jobs are done, a pass holds
+  its payload-buffer address, so that an idle switch's decoders stay still (an
+  event-driven simulator then has nothing to evaluate).
 - The line rotation between beat order and the bank word (to_lines / to_beat).
 """
 
@@ -319,6 +321,11 @@ def _run_passes(p, seed, gap, dtypes=(DTYPE_INT32,), dense_wait=True):
                     if ctx.get(valid) and ctx.get(bank) != bank_in_stage(phase, n, P, offset):
                         errors.append(f"cycle {cycle}: port {n} at bank {ctx.get(bank)}, the "
                                       f"rotation gives {bank_in_stage(phase, n, P, offset)}")
+            # After the last job (its beats are through S3 by `end` - 8), an idle pass holds
+            # its buffer address: the buffer's output and the decoder stay still.
+            if cycle >= end - 8:
+                for n in range(P):
+                    idle_addr[n].add(ctx.get(dut.passes[n].buf_addr))
             for n in range(P):
                 e = dut.passes[n].emit
                 if ctx.get(e.valid):
@@ -326,11 +333,13 @@ def _run_passes(p, seed, gap, dtypes=(DTYPE_INT32,), dense_wait=True):
                     got.append((n, ctx.get(e.beat), [ctx.get(e.sums[i]) for i in range(per_beat)]))
             await ctx.tick()
 
+    idle_addr = [set() for _ in range(P)]
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(feeder)
     sim.run()
     assert not errors, errors[:4]
+    assert all(len(a) == 1 for a in idle_addr), f"an idle pass's buffer address moved: {idle_addr}"
     # Emitted beats, grouped by round in emit order.
     rounds = []
     for n, beat, sums in got:

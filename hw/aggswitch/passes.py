@@ -236,8 +236,10 @@ class PortPass(wiring.Component):
         # registered (`beat`) before the decoder, not decoded straight from the RAM.
         def first_beat(job):
             return job.start + Mux(is_mx(job.dtype), p.scale_beats if p.mx_ok else 0, 0)
+        # An idle pass holds its address (`addr + busy`, one carry chain as before): the
+        # buffer's output, and so the decoder, stay still while the port has no job.
         addr = Signal.like(self.buf_addr)              # S0's beat
-        next_addr = Mux(starting, first_beat(head), addr + 1)
+        next_addr = Mux(starting, first_beat(head), addr + busy)
         m.d.sync += addr.eq(next_addr)
         m.d.comb += self.buf_addr.eq(next_addr)
         beat = Signal(p.data_width, reset_less=True)   # datapath: no reset
