@@ -12,7 +12,7 @@ Parameter sets: 128-bit beats (an MX block over two beats, fed back to back as t
 emitter does: its scale byte and OVERFLOW with its first beat), 256-bit beats (one MX block
 per beat) and 512-bit beats (two block parts per beat, one of them past `count` at times).
 The emitter's mask of the lanes below `count`, which the encoder takes with each beat, is
-checked exhaustively.
+checked exhaustively. Between valid beats the encoder holds its accumulator inputs.
 """
 
 import random
@@ -259,6 +259,35 @@ def test_beat_encoder_delay_every_dtype(name):
             assert check_beat(p, beats[t + h], samples[changed[0] + h]) is None
         assert all(samples[c][0] == 0 for c in range(changed[0] + D, changed[0] + lat + 2))
     assert set(delays.values()) == {lat}, delays
+
+
+def test_beat_encoder_holds_while_idle():
+    """Without a valid beat the encoder does not take its accumulator inputs (their
+    registers have an enable): however those inputs change between beats, the lanes and
+    the output hold still once the last beat is through, so an idle or non-emitting port's
+    encoder gives an event-driven simulator nothing to evaluate."""
+    p = PARAMS["w256"]
+    dut = BeatEncoder(p)
+    rng = random.Random(5)
+    lat = encoder_latency(p)
+    outs = []
+
+    async def bench(ctx):
+        ctx.set(dut.dtype, DTYPE_FP32)
+        ctx.set(dut.valid_lanes, (1 << p.beat_lanes) - 1)
+        for cycle in range(lat + 12):
+            ctx.set(dut.valid, int(cycle == 0))
+            for i in range(p.beat_lanes):
+                ctx.set(dut.acc[i], random_acc(rng, p.acc_width, p.acc_width - 1))
+            await ctx.tick()
+            outs.append(ctx.get(dut.bytes))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert outs[lat - 1] != 0 and len(set(outs[lat - 1:])) == 1, \
+        [hex(o)[:20] for o in outs[lat - 1:]]
 
 
 @pytest.mark.parametrize("p", [PARAMS["w128"], Params()], ids=["w128", "default"])

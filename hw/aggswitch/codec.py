@@ -129,7 +129,8 @@ class BeatEncoder(wiring.Component):
     A pipeline of registers, at most 8 LUT levels between two of them (`make timing`).
     Every lane has the same front end (numerics.py, "result encoder stages"):
 
-        input register   the beat (the emitter's lane mask logic fills this cycle)
+        input register   the beat, taken only when valid (the emitter's lane mask logic
+                         fills this cycle)
         stage 1          int32 saturation, leading-zero count; INT32 done;
                          MX: the OR of the block's magnitudes (a line per cycle)
         window           block_beats - 1 more cycles (1 at data_width 128, 0 above)
@@ -210,7 +211,11 @@ class BeatEncoder(wiring.Component):
             ctl[0].scale.eq(self.scale), ctl[0].beat.eq(self.beat),
             lanes_in.eq(self.valid_lanes),
         ]
-        m.d.sync += [acc[i].eq(self.acc[i]) for i in range(n_lanes)]
+        # The accumulators are taken only with a valid beat: between a round's beats (and
+        # while the port's passes add without emitting) the lanes hold still, which an
+        # event-driven simulator does not have to evaluate (flip-flop enables are free).
+        with m.If(self.valid):
+            m.d.sync += [acc[i].eq(self.acc[i]) for i in range(n_lanes)]
         for k in range(1, lat - 1):
             m.d.sync += [valid[k].eq(valid[k - 1]), ctl[k].eq(ctl[k - 1])]
         # the lane mask is needed in stage 1 only: as the OVERFLOW bit and the MX block parts
