@@ -6,14 +6,14 @@ compression datapath, one MX block per beat; 1024-bit, where the header is half 
 in `make regress` only).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
-export is large: its 21 cases take Icarus 18 CPU-minutes, a batch 9-340 s), at MX_SMALL
-none: SMALL runs every dtype, MX included, and the dtype mix on Icarus. Every
-other Icarus case of those sets carries the pytest marker `regress`, and `make regress`
-runs it. `make test`
+export is large: Icarus simulates it at about 100 cycles a second, so its 21 cases take
+many CPU-minutes), at MX_SMALL all three (about 25 CPU-seconds: an idle port's datapath
+holds still, which an event-driven simulator does not evaluate). Every other Icarus case
+of the default set carries the pytest marker `regress`, and `make regress` runs it. `make test`
 still runs each of them at the default parameters on Verilator, and the ones in
 SMALL_TESTS at the small parameter set on Icarus too (test_regress_duplicates_stay_covered
 checks that); with Verilator missing they stay in. MX128 is the other way round: its
-cases run on Icarus in `make test` (about 60 CPU-seconds) and on Verilator in `make
+cases run on Icarus in `make test` (about 20 CPU-seconds) and on Verilator in `make
 regress` (a model build of about 90 CPU-seconds, for a few seconds of simulation).
 
 The Verilator runs at SMALL use the model built for waves, which tests/test_waves.py needs
@@ -100,9 +100,8 @@ W1024_QUICK = ()
 # the default parameter set's tests that `make test` runs on Icarus as well as Verilator;
 # the others are marked `regress` there and run by `make regress`
 ICARUS_DEFAULT = ("test_single_round",)
-# likewise for the MX set (one MX block a beat): none. The compression tests run on Icarus
-# at the small set (MX blocks over two beats), whose export has the same constructs.
-ICARUS_MX_SMALL = ()
+# likewise for the MX set (one MX block a beat, an odd port count): all of its tests
+ICARUS_MX_SMALL = MX_SMALL_TESTS
 
 SIMS = available_simulators()
 TESTS = cocotb_tests()
