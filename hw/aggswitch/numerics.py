@@ -706,7 +706,8 @@ class ElementToFixed(wiring.Component):
     2 x `lanes` up), so the decoder builds them without the others. A lane whose formats
     are within BF16 and the MX dtypes has a significand of at most 8 bits: it is built as a
     datapath of its own (`_elaborate_small`: the sign applied to the short significand
-    before the register, a 9-bit left shifter into 32 bits, a 9-bit rounding right shift;
+    before the register, a 9-bit left shift into 32 bits (a multiplication by a power of
+    two, for the FPGA's multiplier blocks), a 9-bit rounding right shift;
     no 24-bit shifter and no 32-bit adder), under half of the universal lane. For a
     dtype outside `formats` the outputs are unspecified."""
 
@@ -747,7 +748,8 @@ class ElementToFixed(wiring.Component):
         applied to that short significand before the register (sv, 9-bit two's
         complement: -255 .. 255), so no 32-bit adder is needed after it:
 
-        - k >= 0: q = sv << k, one left shifter of 9 bits into 32 (sign-extended); the
+        - k >= 0: q = sv << k, 9 bits into 32 (sign-extended): the product sv * 2**(k mod
+          16), which Yosys maps to one MULT18X18D on the ECP5, and a 16-place step; the
           value is outside int32 when a bit of the magnitude reaches 2**31 (a suffix OR
           of the magnitude, formed before the register, selected by k's 3 low bits), or
           k >= 32 and sv != 0.
@@ -851,13 +853,15 @@ class ElementToFixed(wiring.Component):
         # k >= 0
         k5 = k[:5]
         big = ~right & k[5:9].any()                   # k >= 32
-        # a log shifter with every stage a Signal only as wide as its outputs can be
-        left = sv
-        for n in range(5):
-            w = min(len(left) + (1 << n), 32)
-            nxt = Signal(signed(w), name=f"e2x_left{n}")
-            m.d.comb += nxt.eq(Mux(k5[n], left << (1 << n), left))
-            left = nxt
+        # sv << k5 as a product, sv * 2**(k5 mod 16) (9 x 16 bits: one multiplier block of
+        # an FPGA, which a shift of 32 outputs would otherwise spend about 70 LUTs on), then
+        # one 16-place step. Bits past 2**31 are the saturation test's (below).
+        pow_lo = Signal(16, name="e2x_pow")
+        m.d.comb += pow_lo.eq(1 << k5[:4])
+        prod = Signal(signed(25), name="e2x_prod")    # |sv| <= 256, times <= 2**15
+        m.d.comb += prod.eq(sv * pow_lo)
+        left = Signal(signed(32), name="e2x_left")
+        m.d.comb += left.eq(Mux(k5[4], prod << 16, prod))
         # bit i of sv (i < 8) reaches 2**31 when i + k5 >= 31, k5 = 24 + t: lead[7 - t]
         over_big = Signal(name="e2x_over_big")        # k >= 32, sv != 0
         over_t = Signal(name="e2x_over_t")            # 24 <= k < 32, a bit at 2**31 or above
