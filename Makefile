@@ -32,6 +32,10 @@ SEED  ?=
 ELEMS ?=
 IDLE_SPEED ?= 0
 IDLE_CYCLES ?=
+# Verilator model threads of `make sim` and `make bench` (sim/runner.py: at most the CPUs
+# available; a model of its own, built on first use). SIM_THREADS=1 runs the model that
+# `make test` builds.
+SIM_THREADS ?= 2
 SEEDS ?= 8
 export SIM WAVES
 
@@ -100,6 +104,7 @@ help:
 	@echo "                   SEED=n  ELEMS=n  PCAP=1 (capture every frame as pcapng)  and the design parameters below"
 	@echo "                   IDLE_SPEED=1: only the idle model's speed (clock only; IDLE_CYCLES=n, default 100000)"
 	@echo "                   WAVES=1: FST waves (aggswitch.fst) and a GTKWave save file (aggswitch.gtkw) in the output dir"
+	@echo "                   SIM_THREADS=n: Verilator model threads (default 2; also make bench; 1: make test's model)"
 	@echo "  make serve     the simulated switch as a UDP device on 127.0.0.1: switch port p is udp"
 	@echo "                   127.0.0.1:SERVE_PORT+p (default $(SERVE_PORT)); LOSS=fraction of DATA and RESULT"
 	@echo "                   frames lost  IDLE=seconds without a datagram before it stops (default $(IDLE))"
@@ -178,7 +183,8 @@ regress: $(STAMP)
 sim: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.allreduce --sim $(SIM) --waves $(WAVES) --pcap $(PCAP) --dtype $(DTYPE) \
 	    $(if $(SEED),--seed $(SEED)) $(if $(ELEMS),--elems $(ELEMS)) \
-	    --idle-speed $(IDLE_SPEED) $(if $(IDLE_CYCLES),--idle-cycles $(IDLE_CYCLES)) $(PARAM_ARGS)
+	    --idle-speed $(IDLE_SPEED) $(if $(IDLE_CYCLES),--idle-cycles $(IDLE_CYCLES)) \
+	    --threads $(SIM_THREADS) $(PARAM_ARGS)
 
 serve: $(STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.serve --sim $(SIM) --base-port $(SERVE_PORT) --loss $(LOSS) \
@@ -192,7 +198,7 @@ bench: $(BENCH_STAMP)
 	$(WITH_VERILATOR) $(PY) -m sim.bench --sim $(SIM) $(if $(SEED),--seed $(SEED)) \
 	    $(if $(BENCH_FRAMES),--frames $(BENCH_FRAMES)) $(if $(BENCH_STALL),--stall $(BENCH_STALL)) \
 	    $(if $(BENCH_PATTERNS),--patterns $(BENCH_PATTERNS)) \
-	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) $(PARAM_ARGS)
+	    $(if $(BENCH_DTYPES),--dtypes $(BENCH_DTYPES)) --threads $(SIM_THREADS) $(PARAM_ARGS)
 
 formal: $(STAMP)
 	$(PY) -m tb.formal $(FORMAL_ARGS)

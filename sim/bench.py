@@ -4,12 +4,14 @@ patterns of issue 11, in every dtype the build admits.
     python -m sim.bench [--sim verilator|icarus] [--seed N] [--frames N]
                         [--patterns lockstep,skew,...] [--dtypes int32,bf16,...]
                         [--ports N] [--data-width N] [--slots N] [--slot-elems N] [--jobs N]
+                        [--threads N]
 
 Runs tb/cocotb/test_bench.py (the patterns, the hosts and the checks are described there)
 on the exported RTL under cocotb with the cocotbext-axi bus models, then prints a table,
 writes build/bench/bench.json and plots build/bench/bench.png (matplotlib, the `bench`
 extra). The table and the JSON also record the simulation speed (simulated cycles per
-second of wall time, per run and overall). Every RESULT is checked against the golden model; the run fails (exit status 1)
+second of wall time, per run and overall; --threads N: a Verilator model evaluated on N
+threads, as `make bench` runs it, see sim/runner.py). Every RESULT is checked against the golden model; the run fails (exit status 1)
 on any mismatch or scoreboard error, after writing the outputs.
 """
 
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 from sim.allreduce import DTYPE_NAMES, _positive
-from sim.runner import (REPO, SIMULATORS, _ensure_paths, add_param_args, build_and_run,
+from sim.runner import (REPO, SIMULATORS, _ensure_paths, add_param_args, build_and_run, model_threads,
                         params_from_args)
 
 PATTERNS = ("lockstep", "skew", "jitter", "random_order", "loss", "mixed_jobs",
@@ -58,6 +60,8 @@ def parse_args(argv=None):
     ap.add_argument("--dtypes", type=_names(DTYPE_NAMES), default=DTYPE_NAMES,
                     help="comma-separated dtypes (default: all; those the build refuses are "
                          "skipped)")
+    ap.add_argument("--threads", type=_positive, default=1,
+                    help="Verilator model threads (at most the CPUs available)")
     ap.add_argument("--out", type=Path, default=OUT_DIR, help="output directory")
     ap.add_argument("--flip-result", type=int, default=0, metavar="N",
                     help=argparse.SUPPRESS)  # test hook: corrupt the N-th RESULT
@@ -175,7 +179,7 @@ def main(argv=None) -> int:
           + f", {a.frames} frames per worker", flush=True)
     t0 = time.monotonic()
     res = build_and_run(a.params, a.sim, "tb.cocotb.test_bench", testcase="test_bench",
-                        extra_env=env, seed=a.seed)
+                        extra_env=env, seed=a.seed, threads=a.threads)
     wall = time.monotonic() - t0
     raw_file = res.out_dir / "bench_raw.json"
     if not raw_file.exists():
@@ -183,7 +187,7 @@ def main(argv=None) -> int:
         print(res.summary(), file=sys.stderr)
         return 1
     data = json.loads(raw_file.read_text())
-    data.update(sim=a.sim, wall_s=round(wall, 1), passed=res.ok,
+    data.update(sim=a.sim, model_threads=model_threads(a.sim, a.threads), wall_s=round(wall, 1), passed=res.ok,
                 skipped_dtypes=a.skipped_dtypes, log=str(res.log_file))
     data["mismatches"] = sum(r["mismatches"] for r in data["runs"])
     data["errors"] = sum(len(r["errors"]) for r in data["runs"])
@@ -201,7 +205,8 @@ def main(argv=None) -> int:
           f"golden model: {data['mismatches']} mismatches, {data['errors']} errors")
     sp = data["sim_speed"]
     print(f"  sim speed   {_speed(sp['cycles_per_second'])} cycles/s ({sp['sim_cycles']:,} "
-          f"cycles in {sp['sim_seconds']:.1f} s of the runs, testbench included, {a.sim})")
+          f"cycles in {sp['sim_seconds']:.1f} s of the runs, testbench included, {a.sim}, "
+          f"{data['model_threads']} model thread(s))")
     png = a.out / "bench.png"
     if plot(data, png):
         print(f"  plot        {png}")

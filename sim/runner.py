@@ -74,6 +74,17 @@ DEFAULT_SEED = 1
 # after cocotb's flags (the runner appends build_args to its own), turns that off; the
 # configuration file sim/verilator_public.vlt makes public only the top module's ports,
 # all that the testbenches touch. `--trace` (waves) records every signal either way.
+#
+# Threads (build(..., threads=2): `make sim` and `make bench`): Verilator's --threads splits
+# each cycle's evaluation over a thread pool. At the default parameters the model is about
+# 3.5 MB of machine code evaluated whole every cycle, more than a core's L2 cache; on two
+# cores (with -O2, VERILATOR_MAKE_OVERRIDES_THREADED) the idle model ran about 2.5 times
+# and `make sim` about 1.5 times as fast as the one-thread -O1 model. The pool's second
+# thread spins between cycles, so the process takes two CPUs for the whole run: right for
+# one long simulation, wrong for `make test`, whose pytest workers already fill the CPUs
+# (and whose models are small). A threaded model has a build directory of its own
+# (<sim>-t<threads>); one thread is the default everywhere else. Same results, cycle for
+# cycle: `make sim SEED=3 PCAP=1` writes the same capture with either model.
 WAIVERS = REPO / "rtl" / "lint_waivers.vlt"
 PUBLIC = SIM_DIR / "verilator_public.vlt"
 VERILATOR_BUILD_ARGS = [
@@ -132,8 +143,18 @@ def params_env(params) -> dict:
     }
 
 
-def build_dir_for(params, sim: str, waves: bool = False) -> Path:
-    return BUILD_ROOT / params.name() / (f"{sim}-waves" if waves else sim)
+def model_threads(sim: str, threads: int = 1) -> int:
+    """The threads a model of `sim` is built with: `threads`, at most the CPUs this process
+    may use (Verilator's thread pool spins while waiting: more threads than CPUs is slower
+    than one); always 1 for Icarus."""
+    if sim != "verilator":
+        return 1
+    return max(1, min(int(threads), len(os.sched_getaffinity(0))))
+
+
+def build_dir_for(params, sim: str, waves: bool = False, threads: int = 1) -> Path:
+    name = sim + (f"-t{threads}" if model_threads(sim, threads) > 1 else "")
+    return BUILD_ROOT / params.name() / (f"{name}-waves" if waves else name)
 
 
 def out_dir_for(params, sim: str, test_module: str, testcase=None, waves: bool = False,
@@ -253,7 +274,19 @@ def _waves_env(waves: bool):
 # about six minutes in all; -O1 builds in a third of that and simulates as fast here (-O0
 # builds faster still but simulates 2-3 times slower). The run-once constructor code
 # (OPT_SLOW) stays unoptimised: even -O1 takes over ten minutes on its largest file.
+# A threaded model (for one long run) takes -O2: at the default parameters it builds in
+# about 15 CPU-seconds more and simulates about 10-20 % faster (-O3 was slower: the
+# model's speed is bound by its code size).
 VERILATOR_MAKE_OVERRIDES = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1"
+VERILATOR_MAKE_OVERRIDES_THREADED = "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2"
+
+
+def _make_flags(sim: str, threads: int) -> str:
+    if sim != "verilator":
+        return ""
+    if model_threads(sim, threads) > 1:
+        return VERILATOR_MAKE_OVERRIDES_THREADED
+    return VERILATOR_MAKE_OVERRIDES
 
 # OBJCACHE: with ccache on PATH (Debian's `ccache`, which .ci/run installs) every compile
 # goes through it. Each model compiles the same Verilator and cocotb runtime files with the
@@ -273,11 +306,11 @@ def _objcache() -> str | None:
 
 
 @contextlib.contextmanager
-def _make_overrides(sim: str):
+def _make_overrides(sim: str, threads: int = 1):
     if sim != "verilator":
         yield
         return
-    flags = VERILATOR_MAKE_OVERRIDES
+    flags = _make_flags(sim, threads)
     env = {}
     ccache = _objcache()
     if ccache:
@@ -308,14 +341,16 @@ def _runner(sim: str):
     return get_runner("icarus" if sim in ICARUS_BUILD_ARGS else sim)
 
 
-def _build_args(sim: str, waves: bool) -> list[str]:
+def _build_args(sim: str, waves: bool, threads: int = 1) -> list[str]:
     if sim == "verilator":
+        threads = model_threads(sim, threads)
+        mt = ["--threads", str(threads)] if threads > 1 else []
         # waves: cocotb's runner adds --trace (VCD); --trace-fst after it makes the model
         # write FST instead (cocotb's main then opens a VerilatedFstC): 80 kB against
         # 1.1 MB of VCD for test_single_round at p2_w128_s8_e32_j2. The wheel's FST writer
         # is compiled with the model and includes <lz4.h>: Debian's liblz4-dev (.ci/run
         # installs it).
-        return list(VERILATOR_BUILD_ARGS) + (["--trace-fst"] if waves else [])
+        return list(VERILATOR_BUILD_ARGS) + mt + (["--trace-fst"] if waves else [])
     return list(ICARUS_BUILD_ARGS[sim])
 
 
@@ -329,9 +364,9 @@ def _control_files(sim: str) -> dict[str, str]:
     return {f.name: f.read_text() for f in files}
 
 
-def _stamp(sim: str, text: str, build_args: list[str], waves: bool) -> str:
+def _stamp(sim: str, text: str, build_args: list[str], waves: bool, threads: int = 1) -> str:
     h = hashlib.sha256()
-    make = VERILATOR_MAKE_OVERRIDES if sim == "verilator" else ""
+    make = _make_flags(sim, threads)
     vlt = "".join(f"{name}\0{body}\0" for name, body in _control_files(sim).items())
     for part in (sim, text, vlt, " ".join(build_args), make, str(waves),
                  sys.executable):
@@ -357,17 +392,19 @@ def traceable(params, sim: str) -> bool:
     return sim == "verilator" and params.name() in names
 
 
-def build(params, sim: str, waves: bool = False, runner=None) -> Path:
+def build(params, sim: str, waves: bool = False, runner=None, threads: int = 1) -> Path:
     """Build (or reuse) the simulation model of `params` for `sim`; returns the build dir.
     The caller holds no lock; this takes the build dir's lock exclusively. With waves, or
-    for a parameter set in $AGGSWITCH_TRACEABLE, the model built for waves."""
+    for a parameter set in $AGGSWITCH_TRACEABLE, the model built for waves. `threads`
+    (Verilator, see VERILATOR_THREADS): a model evaluated by that many threads, in a build
+    directory of its own."""
     _ensure_paths()
     waves = waves or traceable(params, sim)
-    bdir = build_dir_for(params, sim, waves)
+    bdir = build_dir_for(params, sim, waves, threads)
     bdir.mkdir(parents=True, exist_ok=True)
     text = verilog_text(params)
-    args = _build_args(sim, waves)
-    stamp = _stamp(sim, text, args, waves)
+    args = _build_args(sim, waves, threads)
+    stamp = _stamp(sim, text, args, waves, threads)
     stamp_file = bdir / ".stamp"
 
     def fresh():
@@ -405,7 +442,7 @@ def build(params, sim: str, waves: bool = False, runner=None) -> Path:
                 _write_if_changed(bdir / name, body)
             sources = [VerilatorControlFile(bdir / name) for name in controls] + [vfile]
         runner = runner or _runner(sim)
-        with _make_overrides(sim), _waves_env(build_waves):
+        with _make_overrides(sim, threads), _waves_env(build_waves):
             runner.build(
                 sources=sources,
                 hdl_toplevel=TOPLEVEL,
@@ -489,18 +526,20 @@ def read_results(res: RunResult) -> RunResult:
 
 
 def build_and_run(params, sim: str, test_module: str, testcase=None, extra_env: dict = None,
-                  seed=None, waves: bool = False, tag: str | None = None) -> RunResult:
+                  seed=None, waves: bool = False, tag: str | None = None,
+                  threads: int = 1) -> RunResult:
     """Build `params` for `sim` (cached) and run the cocotb tests of `test_module`
     (optionally only `testcase`, a name or list of names; `tag` names the output directory
     instead of the cases, see out_dir_for). Returns a :class:`RunResult`;
     never raises for failing tests (check ``.ok``), only for build errors.
 
-    `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions)."""
+    `seed` defaults to $AGGSWITCH_SEED, else a fixed seed (reproducible regressions).
+    `threads`: see :func:`build` (the results do not depend on it)."""
     _ensure_paths()
     if seed is None:
         seed = int(os.environ.get("AGGSWITCH_SEED", DEFAULT_SEED))
     runner = _runner(sim)
-    bdir = build(params, sim, waves, runner)
+    bdir = build(params, sim, waves, runner, threads)
     odir = out_dir_for(params, sim, test_module, testcase, waves, tag)
     odir.mkdir(parents=True, exist_ok=True)
     results_xml = odir / "results.xml"

@@ -292,3 +292,27 @@ def test_build_stamp_covers_verilator_config(tmp_path, monkeypatch):
     vlt.write_text(vlt.read_text() + 'public_flat_rw -module "aggswitch" -var "x"\n')
     after = stamps()
     assert after[0] != before[0] and after[1] == before[1]
+
+
+def test_threaded_model_is_a_build_of_its_own(monkeypatch):
+    """`make sim` and `make bench` run a Verilator model evaluated on two threads
+    (--threads, compiled -O2); `make test` runs one-thread models. The two never share a
+    build directory or a stamp, a threaded model needs a second CPU (it is never built
+    with more threads than the process may use), and Icarus has no threads."""
+    import sim.runner as runner
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})
+    one, two = (runner._build_args("verilator", False, t) for t in (1, 2))
+    assert "--threads" not in one and two[two.index("--threads") + 1] == "2"
+    assert runner.build_dir_for(SMALL, "verilator", threads=2).name == "verilator-t2"
+    assert runner.build_dir_for(SMALL, "verilator", True, 2).name == "verilator-t2-waves"
+    assert runner.build_dir_for(SMALL, "verilator") == runner.build_dir_for(SMALL, "verilator", threads=1)
+    assert "OPT_FAST=-O2" in runner._make_flags("verilator", 2)
+    assert "OPT_FAST=-O1" in runner._make_flags("verilator", 1)
+    text = "module aggswitch; endmodule"
+    assert (runner._stamp("verilator", text, one, False, 1)
+            != runner._stamp("verilator", text, two, False, 2))
+    assert runner._build_args("icarus", False, 2) == runner._build_args("icarus", False, 1)
+    assert runner.build_dir_for(SMALL, "icarus", threads=2).name == "icarus"
+    monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0})
+    assert runner.model_threads("verilator", 2) == 1
+    assert "--threads" not in runner._build_args("verilator", False, 2)
