@@ -15,7 +15,8 @@ GTKWave save file, with --pcap 1 the capture test_allreduce.pcapng of every fram
 port, tb/pcap.py) go to sim/out/<params>/<sim>/test_allreduce/test_allreduce/.
 
 With --idle-speed 1 it runs tb/cocotb/test_speed.py instead: the model with the clock
-toggling and nothing else for --idle-cycles cycles, and prints the idle simulation speed;
+toggling (cocotb's C++ clock) and nothing else for --idle-cycles cycles, and prints the
+idle simulation speed;
 then its test_cost_per_cycle: what one coroutine resumed per cycle, the ingress tdata writes
 and the egress reads of a busy cycle add to it (CPU time per cycle, --idle-cycles each).
 
@@ -121,7 +122,7 @@ def idle_speed(a) -> int:
     if f.exists():
         s = json.loads(f.read_text())
         print(f"  {'idle speed':<15}  {s['cycles_per_second']:,.0f} cycles/s ({s['cycles']} cycles "
-              f"in {s['seconds']:.2f} s, clock only, under cocotb)")
+              f"in {s['seconds']:.2f} s under cocotb: its C++ clock, no Python in the window)")
     print(f"  {'log':<15}  {res.log_file}")
     if not res.ok:
         print(res.summary(), file=sys.stderr)

@@ -13,6 +13,7 @@ import pytest
 from sim import allreduce
 from sim.runner import out_dir_for
 from sim.toolchain import available_simulators
+from tb.cocotb.harness import CLK_PERIOD_NS
 from tests.test_rtl import SMALL
 
 SIMS = available_simulators()
@@ -32,6 +33,7 @@ def test_idle_speed_reports(capsys):
     s = json.loads((out_dir_for(SMALL, "verilator", "tb.cocotb.test_speed", "test_idle_speed")
                     / "idle_speed.json").read_text())
     assert s["cycles"] == 3000 and s["seconds"] > 0 and s["cycles_per_second"] > 0, s
+    assert s["sim_ns"] == 3000 * CLK_PERIOD_NS, s       # the window is exactly those cycles
     assert s["params"] == SMALL.name()
     # the cost breakdown that follows it: four stages over exactly the cycles asked for
     assert "cost per cycle" in out, out
