@@ -603,7 +603,13 @@ class MxBlockEncoder(wiring.Component):
 # so the blocks below take the format as an input and share the expensive parts (shifter,
 # rounding, sign adder) across formats; only the field extraction is per format.
 
-def _fixed_any(m, sig, sign, dist, kmax, nan, inf, prefix, passthrough=None):
+def fine_power(dist):
+    """2**(15 - dist mod 16) for 0 <= dist < 64, else 0 (`dist` signed(10)): the factor of
+    :func:`_fixed_any`'s product step, 16 bits."""
+    return Mux(dist[6:].any(), 0, (Const(1, 1) << ~dist[:4])[:16])
+
+
+def _fixed_any(m, sig, sign, dist, kmax, nan, inf, prefix, passthrough=None, power=None):
     """q = RNE((-1)**sign * sig * 2**k) saturated to int32, k = kmax - `dist`; NaN -> 0,
     Inf -> saturated. `passthrough` (enable, value): q = value instead, for INT32.
 
@@ -636,10 +642,20 @@ def _fixed_any(m, sig, sign, dist, kmax, nan, inf, prefix, passthrough=None):
     # y[1 + n] = sig[n - k], y[0] = sig[-1 - k] (the guard): y = Cat(0 * (kmax + 1), sig)
     # >> dist. dist >= 64 or < 0 (k < kmax - 63, or k > kmax) gives 63, which flushes
     # (the former rounds to 0, the latter saturates or has sig = 0).
-    amt = Signal(6, name=f"{prefix}_amt")
-    m.d.comb += amt.eq(Mux(dist[6:].any(), 63, dist[:6]))
+    # The shift by dist mod 16 is a product: (sig << 16) >> b = sig * 2**(15 - b) << 1.
+    # Each 12-bit half of sig times the 16-bit power of two is one multiplier block of an
+    # FPGA (12 x 16 bits), and the two products have no bit in common (a power of two only
+    # moves them), so an OR joins them. The step by 16 * (dist >> 4 mod 4) is a 4-way mux.
+    # `fine_power` is 0 for dist >= 64 or < 0, which flushes y (k < kmax - 63 rounds to
+    # 0, k > kmax saturates or has sig = 0).
+    pw = fine_power(dist) if power is None else power
+    lo = Signal(28, name=f"{prefix}_lo")
+    hi = Signal(28, name=f"{prefix}_hi")
+    m.d.comb += [lo.eq(sig[:12] * pw), hi.eq(sig[12:] * pw)]
+    fine = Signal(width + 16, name=f"{prefix}_fine")   # (sig << 16) >> (dist mod 16)
+    m.d.comb += fine.eq(Cat(Const(0, 1), lo | (hi << 12)))
     y = Signal(32, name=f"{prefix}_y")
-    m.d.comb += y.eq((Cat(Const(0, kmax + 1), sig) >> amt)[:32])
+    m.d.comb += y.eq((fine >> Cat(Const(0, 4), dist[4:6]))[:32])
     # t = (-1 - k) mod 32 = (dist - kmax - 1) mod 32.
     # k < 0: sig bits below t are under the guard (t > width: all, and the guard is 0).
     # 0 <= k < 32: sig bits at t and up reach 2**31 (t >= width: none).
@@ -755,15 +771,17 @@ class ElementToFixed(wiring.Component):
           k >= 32 and sv != 0.
         - k < 0: q = RNE(sv / 2**-k) on the two's complement value, u = -k - 1 the
           guard's position: ((sv >> u) + 1) >> 1 with bit 0 cleared on a tie (the low
-          u + 1 bits exactly 2**u), the same for both signs. The increment is a 10-bit
-          carry chain after the 3-bit shifter, and the tie (from sv and u only) clears a
-          bit after it, so no guard, sticky or round bit stands in front of the adder.
-          u >= 8 rounds every value (|sv| <= 255) to 0 without the shifter.
+          u + 1 bits exactly 2**u), the same for both signs. sv >> u comes from the same
+          multiplier: floor(sv * 2**(1 + k mod 8) / 2**8). The power of two of either
+          case is formed from k before the register, so after it the multiplier, a 10-bit
+          carry chain for the increment and the tie (from sv and u only, in parallel)
+          stand in front of the output: no guard, sticky or round bit before the adder.
+          u >= 8 rounds every value (|sv| <= 255) to 0.
 
         After the register the three results (left shift, right shift, saturation or 0)
         exclude each other, so q is an OR of the three gated values rather than a chain of
-        muxes: the MX lanes' deepest path (make timing at 256-bit beats) is the shifter,
-        the increment's chain and one LUT.
+        muxes: the MX lanes' deepest path (make timing at 256-bit beats) is the
+        multiplier, the increment's chain and one LUT.
 
         NaN (the element's or an E8M0 block scale of 0xFF, MX only) gives 0 and `nan`,
         Inf (E5M2, BF16) saturates: as the universal lane."""
@@ -840,26 +858,29 @@ class ElementToFixed(wiring.Component):
             lead.eq(Cat(*[mag8[i:].any() for i in range(8)])),
             nz.eq(Mux(int8, b[:8].any(), fsig.any())),
         ]
+        # One product serves both shifts (below): sv * 2**e, e = k mod 16 for k >= 0 and
+        # 1 + (k mod 8) for k < 0. The power of two is formed here, from k, and registered.
+        pw = Signal(16, name="e2x_pow")
+        m.d.comb += pw.eq(Mux(k[9], Const(2, 2) << k[:3], Const(1, 1) << k[:4]))
         if self.pipelined:
             regs = []
             for name, v in (("sv", sv), ("sign", sign), ("k", k), ("nan", nan), ("inf", inf),
-                            ("lead", lead), ("nz", nz)):
+                            ("lead", lead), ("nz", nz), ("pow", pw)):
                 # datapath: no reset (the pass's own valid bit says when they count)
                 r = Signal(Value.cast(v).shape(), name=f"{name}_r", reset_less=True)
                 m.d.sync += r.eq(v)
                 regs.append(r)
-            sv, sign, k, nan, inf, lead, nz = regs
+            sv, sign, k, nan, inf, lead, nz, pw = regs
         right = k[9]                                  # k < 0
         # k >= 0
         k5 = k[:5]
         big = ~right & k[5:9].any()                   # k >= 32
         # sv << k5 as a product, sv * 2**(k5 mod 16) (9 x 16 bits: one multiplier block of
         # an FPGA, which a shift of 32 outputs would otherwise spend about 70 LUTs on), then
-        # one 16-place step. Bits past 2**31 are the saturation test's (below).
-        pow_lo = Signal(16, name="e2x_pow")
-        m.d.comb += pow_lo.eq(1 << k5[:4])
+        # one 16-place step; for k < 0 the same product is the right shift (below). Bits
+        # past 2**31 are the saturation test's (below).
         prod = Signal(signed(25), name="e2x_prod")    # |sv| <= 256, times <= 2**15
-        m.d.comb += prod.eq(sv * pow_lo)
+        m.d.comb += prod.eq(sv * pw)
         left = Signal(signed(32), name="e2x_left")
         m.d.comb += left.eq(Mux(k5[4], prod << 16, prod))
         # bit i of sv (i < 8) reaches 2**31 when i + k5 >= 31, k5 = 24 + t: lead[7 - t]
@@ -879,8 +900,9 @@ class ElementToFixed(wiring.Component):
         nk = ~k
         u = nk[:3]
         far = nk[3:9].any()
+        # sv >> u = floor(sv * 2**(1 + k mod 8) / 2**8): the product's bits 8 and up
         y = Signal(signed(9), name="e2x_y")
-        m.d.comb += y.eq(sv >> u)
+        m.d.comb += y.eq(prod[8:17].as_signed())
         inc = Signal(signed(10), name="e2x_inc")
         m.d.comb += inc.eq(y + 1)
         rs = inc[1:]
@@ -1001,6 +1023,7 @@ class ElementToFixed(wiring.Component):
         m.d.comb += base.eq(kmax - offset - self.scale - Mux(mx, self.block_scale, 0))
         dist = Signal(signed(10))
         m.d.comb += dist.eq(base - Mux(normal, expf, 1))
+        dist_in = dist
         if self.pipelined:
             # Register the fields: the shifter, rounding and sign adder get a cycle.
             regs = []
@@ -1010,8 +1033,14 @@ class ElementToFixed(wiring.Component):
                 m.d.sync += r.eq(v)
                 regs.append(r)
             sig, sign, dist, nan, inf, conv, b = regs
+            # the product's factor too, formed from dist before the register: after it, the
+            # multiplier is the shift's first level
+            power = Signal(16, name="power_r", reset_less=True)
+            m.d.sync += power.eq(fine_power(dist_in))
+        else:
+            power = None
         q = _fixed_any(m, sig, sign, dist, kmax, nan, inf, "e2x",
-                       passthrough=(~conv, b.as_signed()))
+                       passthrough=(~conv, b.as_signed()), power=power)
         m.d.comb += [
             self.q.eq(q),
             self.nan.eq(conv & nan),
