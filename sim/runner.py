@@ -78,7 +78,7 @@ DEFAULT_SEED = 1
 # Threads (build(..., threads=2): `make sim` and `make bench`): Verilator's --threads splits
 # each cycle's evaluation over a thread pool. At the default parameters the model is about
 # 3.5 MB of machine code evaluated whole every cycle, more than a core's L2 cache; on two
-# cores (with -O2, VERILATOR_MAKE_OVERRIDES_THREADED) the idle model ran about 2.5 times
+# cores (with -O2, VERILATOR_MAKE_OVERRIDES_THREADED) the idle model ran about 3 times
 # and `make sim` about 1.5 times as fast as the one-thread -O1 model. The pool's second
 # thread spins between cycles, so the process takes two CPUs for the whole run: right for
 # one long simulation, wrong for `make test`, whose pytest workers already fill the CPUs
@@ -288,6 +288,7 @@ def _make_flags(sim: str, threads: int) -> str:
         return VERILATOR_MAKE_OVERRIDES_THREADED
     return VERILATOR_MAKE_OVERRIDES
 
+
 # OBJCACHE: with ccache on PATH (Debian's `ccache`, which .ci/run installs) every compile
 # goes through it. Each model compiles the same Verilator and cocotb runtime files with the
 # same flags (verilated.cpp, verilated_vpi.cpp, ... about 13 CPU-seconds a model), so a
@@ -396,8 +397,8 @@ def build(params, sim: str, waves: bool = False, runner=None, threads: int = 1) 
     """Build (or reuse) the simulation model of `params` for `sim`; returns the build dir.
     The caller holds no lock; this takes the build dir's lock exclusively. With waves, or
     for a parameter set in $AGGSWITCH_TRACEABLE, the model built for waves. `threads`
-    (Verilator, see VERILATOR_THREADS): a model evaluated by that many threads, in a build
-    directory of its own."""
+    (Verilator; "Threads" above VERILATOR_BUILD_ARGS): a model evaluated by that many
+    threads, in a build directory of its own."""
     _ensure_paths()
     waves = waves or traceable(params, sim)
     bdir = build_dir_for(params, sim, waves, threads)
