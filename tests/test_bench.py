@@ -1,22 +1,23 @@
-"""`make bench` machinery (sim/bench.py, tb/cocotb/test_bench.py) on a small parameter set:
+"""`make bench` machinery (sim/bench.py, tb/cocotb/test_bench.py) on a short run:
 two patterns, two dtypes and a few frames produce the JSON with accepted fractions in
 (0, 1], checked RESULTs and the simulation speed; and a RESULT corrupted on its way to the checker (the test
 hook flips one payload bit) is reported as a mismatch and fails the run.
 
-The parameter set is one the RTL regression builds anyway (tests/test_rtl.py MX_SMALL:
-three ports, 256 bits, MX), so this adds no simulator build of its own. Both runs share
-one cocotb output directory, so they run one after the other in one test.
+The parameter set is the default, as `make bench` runs it, whose Verilator model the RTL
+regression builds anyway, so this adds no simulator build of its own. Both runs share one
+cocotb output directory, so they run one after the other in one test.
 """
 
 import json
 
 import pytest
 
+from aggswitch import Params
 from sim import bench
 from sim.toolchain import available_simulators
-from tests.test_rtl import MX_SMALL
 
 SIMS = available_simulators()
+DEFAULT = Params()
 
 
 def _param_args(p):
@@ -27,7 +28,7 @@ def _param_args(p):
 @pytest.mark.skipif(not SIMS, reason="no simulator available")
 def test_bench_small(tmp_path, capsys):
     sim = SIMS[0]
-    base = ["--sim", sim, "--stall", "1500", "--seed", "3"] + _param_args(MX_SMALL)
+    base = ["--sim", sim, "--stall", "1500", "--seed", "3"] + _param_args(DEFAULT)
 
     # --- a clean run: two patterns x two dtypes
     out = tmp_path / "clean"
@@ -51,7 +52,7 @@ def test_bench_small(tmp_path, capsys):
         # the run's speed: at least the cycles the traffic took, over its wall time
         assert r["sim_cycles"] >= r["cycles"] > 0 and r["cycles_per_second"] > 0, r
     s = runs[("stalled_port", "int32")]["stall"]
-    assert s["port"] == MX_SMALL.ports - 1 and 0 < s["others_accepted"] <= 1
+    assert s["port"] == DEFAULT.ports - 1 and 0 < s["others_accepted"] <= 1
     assert "rx" in s["counters_at_stall_end"]
     assert data["mismatches"] == 0 and data["passed"]
     assert "lockstep" in text and "PASS" in text

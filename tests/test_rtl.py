@@ -7,14 +7,14 @@ in `make regress` only).
 
 At the default parameters Icarus runs only ICARUS_DEFAULT in `make test` (the default
 export is large: Icarus simulates it at about 100 cycles a second, so its 21 cases take
-many CPU-minutes), at MX_SMALL all three (about 25 CPU-seconds: an idle port's datapath
-holds still, which an event-driven simulator does not evaluate). Every other Icarus case
-of the default set carries the pytest marker `regress`, and `make regress` runs it. `make test`
-still runs each of them at the default parameters on Verilator, and the ones in
-SMALL_TESTS at the small parameter set on Icarus too (test_regress_duplicates_stay_covered
-checks that); with Verilator missing they stay in. MX128 is the other way round: its
-cases run on Icarus in `make test` (about 20 CPU-seconds) and on Verilator in `make
-regress` (a model build of about 90 CPU-seconds, for a few seconds of simulation).
+many CPU-minutes). Every other Icarus case of the default set carries the pytest marker
+`regress`, and `make regress` runs it. `make test` still runs each of them at the default
+parameters on Verilator, and the ones in SMALL_TESTS at the small parameter set on Icarus
+too (test_regress_duplicates_stay_covered checks that); with Verilator missing they stay
+in. MX_SMALL and MX128 are the other way round (ICARUS_FIRST): their cases run on Icarus in
+`make test` (about 25 CPU-seconds each: an idle port's datapath holds still, which an
+event-driven simulator does not evaluate) and on Verilator in `make regress` (model builds
+of about 50 and 90 CPU-seconds, for a few seconds of simulation).
 
 The Verilator runs at SMALL use the model built for waves, which tests/test_waves.py needs
 anyway: one model build instead of two (tests/conftest.py, sim/runner.py `traceable`).
@@ -100,8 +100,11 @@ W1024_QUICK = ()
 # the default parameter set's tests that `make test` runs on Icarus as well as Verilator;
 # the others are marked `regress` there and run by `make regress`
 ICARUS_DEFAULT = ("test_single_round",)
-# likewise for the MX set (one MX block a beat, an odd port count): all of its tests
-ICARUS_MX_SMALL = MX_SMALL_TESTS
+# The parameter sets whose cases run on Icarus in `make test` and on Verilator in `make
+# regress`: their Verilator models (about 50 CPU-seconds of build for MX_SMALL, 90 for
+# MX128) would simulate for a few seconds; Icarus simulates their small exports in about
+# 25 CPU-seconds each, and the default set runs every case on Verilator.
+ICARUS_FIRST = (MX_SMALL, MX128)
 
 SIMS = available_simulators()
 TESTS = cocotb_tests()
@@ -122,11 +125,10 @@ CASES = ([(DEFAULT, mod, t) for mod, tests in MODULE_TESTS.items() for t in test
 def regress_only(sim, params, test) -> bool:
     if params == W1024:
         return sim == "icarus" or test not in W1024_QUICK
-    if params == MX128:
+    if params in ICARUS_FIRST:
         return sim == "verilator" and "icarus" in SIMS
     return (sim == "icarus" and "verilator" in SIMS
-            and ((params == DEFAULT and test not in ICARUS_DEFAULT)
-                 or (params == MX_SMALL and test not in ICARUS_MX_SMALL)))
+            and params == DEFAULT and test not in ICARUS_DEFAULT)
 
 
 RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",
@@ -234,14 +236,14 @@ def test_cocotb_tests_found():
 
 def test_regress_duplicates_stay_covered():
     """Every run `make test` leaves to `make regress` still runs in `make test` at its
-    parameters on Verilator (MX128: on Icarus), and on Icarus at the small set if it is one
-    of the small set's tests; the default export and MX run on Icarus in `make test` too.
+    parameters on Verilator (ICARUS_FIRST: on Icarus), and on Icarus at the small set if it
+    is one of the small set's tests; the default export runs on Icarus in `make test` too.
     The 1024-bit set is the exception: `make test` runs only W1024_QUICK there (none), on
     Verilator."""
     names = {t for tests in MODULE_TESTS.values() for t in tests}
     kept = {(p.values[0], p.values[1], p.values[3]) for p in RUNS if not is_regress(p)}
     left = {(p.values[1], p.values[3]) for p in RUNS if is_regress(p)}
-    assert set(ICARUS_DEFAULT) <= names and set(ICARUS_MX_SMALL) <= set(MX_SMALL_TESTS)
+    assert set(ICARUS_DEFAULT) <= names
     assert set(W1024_QUICK) <= set(W1024_TESTS) <= names
     if "verilator" in SIMS:
         assert all(("verilator", W1024, t) in kept for t in W1024_QUICK)
@@ -249,7 +251,7 @@ def test_regress_duplicates_stay_covered():
     for params, test in left:
         if params == W1024:
             continue
-        if params == MX128:
+        if params in ICARUS_FIRST:
             assert ("icarus", params, test) in kept, test
         elif "verilator" in SIMS:
             assert ("verilator", params, test) in kept, test
@@ -257,7 +259,9 @@ def test_regress_duplicates_stay_covered():
             assert ("icarus", SMALL, test) in kept, test
     if "icarus" in SIMS:
         assert all(("icarus", DEFAULT, t) in kept for t in ICARUS_DEFAULT)
-        assert all(("icarus", MX_SMALL, t) in kept for t in ICARUS_MX_SMALL)
+        assert all(("icarus", params, t) in kept
+                   for params, tests in ((MX_SMALL, MX_SMALL_TESTS), (MX128, MX128_TESTS))
+                   for t in tests)
 
 
 @pytest.mark.skipif("verilator" not in SIMS, reason="Verilator not installed")

@@ -2,9 +2,9 @@
 simulations (tb/pcap.py): every AGG field tshark decodes, of every frame, must equal the
 golden model's view of the same frame (tb/model/frames.py).
 
-The captures come from the MX-capable small parameter set: every dtype with its scale
-line (test_dtypes), and the static drops of SPEC §10.2 (test_switch), whose malformed
-frames exercise the count check. tshark is a Debian package (`tshark`) that .ci/run
+The captures come from the default parameter set, whose Verilator model the RTL regression
+builds anyway: every dtype with its scale line (test_dtypes), and the static drops of SPEC
+§10.2 (test_switch), whose malformed frames exercise the count check. tshark is a Debian package (`tshark`) that .ci/run
 installs; the test fails without it."""
 
 import re
@@ -23,7 +23,7 @@ from tb.model import frames as F
 
 REPO = Path(__file__).resolve().parent.parent
 DISSECTOR = REPO / "tools" / "wireshark" / "aggswitch.lua"
-MX_SMALL = Params(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2)
+DEFAULT = Params()
 # (module, test cases): lists, so that the output directories differ from test_rtl's
 RUNS = [("tb.cocotb.test_dtypes", ["test_every_dtype", "test_dtype_mix"]),
         ("tb.cocotb.test_switch", ["test_static_drops", "test_single_round"])]
@@ -165,7 +165,7 @@ def check_frame(tree: dict, b: bytes) -> list:
 def captures():
     paths = []
     for module, tests in RUNS:
-        res = build_and_run(MX_SMALL, "verilator", module, testcase=tests,
+        res = build_and_run(DEFAULT, "verilator", module, testcase=tests,
                             extra_env={"AGGSWITCH_PCAP": 1})
         assert res.ok, res.summary()
         for t in tests:
