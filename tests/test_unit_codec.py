@@ -402,6 +402,8 @@ def test_beat_decoder(name):
             wire = b"".join(v.to_bytes(eb, "big") for v in vals)
             ctx.set(dut.beat, int.from_bytes(wire, "little"))
             ctx.set(dut.dtype, dtype)
+            ctx.set(dut.mx, dtype in MX)
+            ctx.set(dut.bf16, dtype == DTYPE_BF16)
             ctx.set(dut.scale, scale)
             for j in range(parts):
                 ctx.set(dut.block_scale[j], bss[j])

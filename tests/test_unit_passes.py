@@ -23,7 +23,7 @@ from aggswitch.schedule import advance, first_period, start_phase, start_after, 
 from aggswitch.frame import buf_addr_bits
 from aggswitch.passes import (RMW_GAP, JOB_LEAD, WORD_LINES, READ_BANK, WRITE_BANK,
                               bank_in_stage, PortPass, AccumulatorBanks,
-                              bank_rows, port_job, to_lines, to_beat)
+                              bank_rows, port_job, line_selects, to_lines, to_beat)
 
 
 @pytest.mark.parametrize("ports", [2, 3, 4, 5])
@@ -402,7 +402,7 @@ def test_line_rotation():
     first = Signal(2)
     shift = Signal(2)
     groups = [Signal(8, name=f"g{i}") for i in range(WORD_LINES)]
-    lines = to_lines(groups, shift)
+    lines = to_lines(groups, *line_selects(shift))
     back = to_beat(lines, first)
     m.d.comb += Signal().eq(0)
     sim = Simulator(m)

@@ -62,6 +62,11 @@ class BeatDecoder(wiring.Component):
     carry no meaning. `block_scale[j]` is the E8M0 scale of the MX block (or part of one)
     in lanes [j * n, (j + 1) * n), n = block_parts(p)[1].
 
+    `mx` and `bf16` say what `dtype` does (an MX dtype; BF16), from registers of their own
+    (PortPass registers them with the dtype): they select each lane's bytes of the beat,
+    and decoded from `dtype` they would be a LUT level more in front of the lanes' field
+    registers.
+
     Lanes below `lanes` serve every dtype, those below 2 x lanes BF16 and MX, the others
     MX only: each lane's converter is built for only the formats that can reach it
     (ElementToFixed's `formats`), and its outputs in any other dtype carry no meaning. The
@@ -76,6 +81,8 @@ class BeatDecoder(wiring.Component):
         super().__init__({
             "beat": In(p.data_width),
             "dtype": In(3),
+            "mx": In(1),
+            "bf16": In(1),
             "block_scale": In(8).array(block_parts(p)[0]),
             "scale": In(signed(8)),
             "q": Out(signed(32)).array(p.beat_lanes),
@@ -86,8 +93,8 @@ class BeatDecoder(wiring.Component):
         p = self.p
         L = p.lanes
         beat = self.beat
-        mx = is_mx(self.dtype)
-        bf16 = self.dtype == DTYPE_BF16
+        mx = self.mx if p.mx_ok else Const(0, 1)
+        bf16 = self.bf16
         _, per_part = block_parts(p)
         # the dtypes of this build (no MX below a 256-bit beat, SPEC §10.2)
         built = ElementToFixed.ALL_FORMATS if p.mx_ok else \

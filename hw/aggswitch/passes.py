@@ -30,8 +30,9 @@ Stages of a beat (a job loads in its start cycle; its beat 0 is in S0 the cycle 
         registered
     S1  the beat into the decoder's field registers; the last beat frees the frame's
         buffer
-    S2  decoded contributions, rotated to their lines (registered); accumulator read
-    S3  accumulator word + contributions, written back; the sums to the emitter
+    S2  decoded contributions, registered in beat order; accumulator read
+    S3  contributions rotated to their lines; accumulator word + contributions, written
+        back; the sums to the emitter
 """
 
 from amaranth import *
@@ -40,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 
-from .params import Params
+from .params import Params, DTYPE_BF16
 from .frame import buf_addr_bits, beats_bits, count_bits
 from .codec import BeatDecoder, is_mx, elem_shift, block_parts
 from .schedule import start_phase, not_before
@@ -48,7 +49,7 @@ from .resbuf import result_entries
 
 __all__ = ["RMW_GAP", "JOB_QUEUE_DEPTH", "WORD_LINES", "READ_BANK", "WRITE_BANK",
            "bank_in_stage", "bank_rows", "port_job", "emit_beat",
-           "to_lines", "to_beat", "PortPass", "AccumulatorBanks"]
+           "line_selects", "to_lines", "to_beat", "PortPass", "AccumulatorBanks"]
 
 # Cycles between the starts of two passes on one (slot, bank): beat k is read in S2 of
 # one pass and written in S3, so the next pass may read it (its S2) one cycle after that.
@@ -135,16 +136,20 @@ def _beat_stage(p: Params):
     })
 
 
-def to_lines(groups, shift):
-    """Word line j <- beat-order group j mod s, for a beat of s = 2**`shift` lines (1, 2 or
-    4). The beat starts at a line that is a multiple of s, so on the lines it covers this
-    is group j - first_line; the others get a group too, but their write enables are off.
-    No line depends on where the beat starts: line 0 is always group 0, lines 1 and 2 a
-    choice of two groups, line 3 of three (a rotation by first_line would take up to four)."""
+def line_selects(shift):
+    """`to_lines`' selects for a beat of 2**`shift` lines: (s >= 2, s = 4)."""
+    return shift != 0, shift[1]
+
+
+def to_lines(groups, wide, mx):
+    """Word line j <- beat-order group j mod s, for a beat of s lines (1, 2 or 4; `wide`:
+    s >= 2, `mx`: s = 4, from `line_selects`). The beat starts at a line that is a multiple
+    of s, so on the lines it covers this is group j - first_line; the others get a group
+    too, but their write enables are off. No line depends on where the beat starts: line 0
+    is always group 0, lines 1 and 2 a choice of two groups, line 3 of three (a rotation by
+    first_line would take up to four)."""
     assert len(groups) == WORD_LINES == 4
     g0, g1, g2, g3 = groups
-    wide = shift != 0                              # s >= 2
-    mx = shift[1]                                  # s = 4
     return [g0, Mux(wide, g1, g0), Mux(mx, g2, g0), Mux(mx, g3, Mux(wide, g1, g0))]
 
 
@@ -252,37 +257,58 @@ class PortPass(wiring.Component):
         m.submodules.decoder = dec = BeatDecoder(p)
         assert BeatDecoder.LATENCY == 1
         m.d.comb += [dec.beat.eq(beat), dec.dtype.eq(s1.job.dtype), dec.scale.eq(s1.job.scale)]
+        # What the decoder's lanes take from the job besides the dtype is selected in S0 and
+        # registered with S1, so that their field registers are the only logic after it:
+        # the dtype's byte-order selects, and the beat's MX block scales (a mux over the
+        # slot's blocks, by the beat: 8 of them at 256 elements and 128 bits, where these
+        # paths were 9 levels in front of the lanes' registers).
+        dec_mx = Signal(name="dec_mx", reset_less=True)
+        dec_bf16 = Signal(name="dec_bf16", reset_less=True)
+        m.d.sync += [dec_mx.eq(is_mx(s0.job.dtype)), dec_bf16.eq(s0.job.dtype == DTYPE_BF16)]
+        m.d.comb += [dec.mx.eq(dec_mx), dec.bf16.eq(dec_bf16)]
         if p.mx_ok:
             parts, per_part = block_parts(p)
             if parts > 1:
-                scales = s1.job.scales.word_select(s1.beat, 8 * parts) if p.mx_blocks % parts == 0 \
-                    else Cat(s1.job.scales, C(0, 8 * parts)).word_select(s1.beat, 8 * parts)
-                for j in range(parts):
-                    m.d.comb += dec.block_scale[j].eq(scales.word_select(j, 8))
+                scales = s0.job.scales.word_select(s0.beat, 8 * parts) if p.mx_blocks % parts == 0 \
+                    else Cat(s0.job.scales, C(0, 8 * parts)).word_select(s0.beat, 8 * parts)
             else:
                 per_block = (p.block_beats - 1).bit_length()
-                m.d.comb += dec.block_scale[0].eq(s1.job.scales.word_select(s1.beat >> per_block, 8))
+                scales = s0.job.scales.word_select(s0.beat >> per_block, 8)
+            block_scales = Signal(8 * parts, name="dec_block_scales", reset_less=True)
+            m.d.sync += block_scales.eq(scales)
+            for j in range(parts):
+                m.d.comb += dec.block_scale[j].eq(block_scales.word_select(j, 8))
 
-        # --- S2: contributions, rotated to the word's lines; accumulator read ---------------
+        # --- S2: contributions, registered in beat order; accumulator read -----------------
         s2 = Signal(_beat_stage(p))
         m.d.sync += s2.eq(s1)
         groups = [Cat(*(dec.q[g * L + i] for i in range(L))) for g in range(WORD_LINES)]
-        contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{j}", reset_less=True)
-                   for j in range(WORD_LINES)]             # datapath: no reset
+        contrib = [Signal(data.ArrayLayout(signed(32), L), name=f"contrib{g}", reset_less=True)
+                   for g in range(WORD_LINES)]             # datapath: no reset
         # A pass that only emits (a resend) adds 0: the registers' synchronous reset, so the
         # adder needs no bypass. The reset is a register of its own, active high: the FPGA
         # flip-flops' reset input is, and an active-low one (~write) costs an inverter LUT
         # per flip-flop (Yosys' synth_ecp5 does not share them: 1,024 LUTs a pass at 256 bits).
         no_write = Signal(init=1)
         m.d.sync += no_write.eq(~s1.job.write)
-        for j, line in enumerate(to_lines(groups, s2.shift)):
-            m.d.sync += contrib[j].eq(Mux(no_write, 0, line))
+        for g, group in enumerate(groups):
+            m.d.sync += contrib[g].eq(Mux(no_write, 0, group))
         m.d.comb += [self.rd_valid.eq(s2.valid & (s2.job.write | s2.job.emit)),
                      self.rd_bank.eq(s2.bank), self.rd_row.eq(s2.row)]
 
-        # --- S3: add, write back, emit ---------------------------------------------------
+        # --- S3: contributions rotated to the word's lines, added, written back, emitted ---
+        # The rotation is here, not in front of contrib: after the decoder's deepest lane
+        # (its multiplier, shift, rounding adder and output mux) its three-way mux on line 3
+        # made 9 levels at 256 bits; here it is in parallel with the banks' read rotation,
+        # in front of the adder. Its selects are registers of their own (decoded from
+        # s3.shift, `wide` would be a level more).
         s3 = Signal(_beat_stage(p))
         m.d.sync += s3.eq(s2)
+        wide = Signal(name="lines_wide", reset_less=True)
+        mx = Signal(name="lines_mx", reset_less=True)
+        m.d.sync += Cat(wide, mx).eq(Cat(*line_selects(s2.shift)))
+        lines = [data.ArrayLayout(signed(32), L)(line)
+                 for line in to_lines([c.as_value() for c in contrib], wide, mx)]
         line_sums = []
         # The word read in S2, except for the round's first frame; 0 where S2 read nothing
         # (the banks' rotation moves on, and the sums of an idle port stay still).
@@ -292,7 +318,7 @@ class PortPass(wiring.Component):
             sums = Signal(data.ArrayLayout(signed(p.acc_width), L), name=f"sum{j}")
             for i in range(L):
                 old = self.rd_data.word_select(j * L + i, p.acc_width).as_signed()
-                m.d.comb += sums[i].eq(Mux(keep_old, old, 0) + contrib[j][i])
+                m.d.comb += sums[i].eq(Mux(keep_old, old, 0) + lines[j][i])
             line_sums.append(sums.as_value())
         m.d.comb += [self.wr_en.eq(Mux(s3.valid & s3.job.write, s3.lines, 0)),
                      self.wr_bank.eq(s3.bank), self.wr_row.eq(s3.row),
