@@ -330,10 +330,12 @@ def _deep_block(name):
     from aggswitch.numerics import ElementToFixed
     from aggswitch.passes import PortPass
     return {
-        "decoder_lane": lambda: ElementToFixed(pipelined=True),
-        "decoder_lane_bf16_mx": lambda: ElementToFixed(pipelined=True,
+        # the lanes as the beat decoder builds them (the exponent base an input)
+        "decoder_lane": lambda: ElementToFixed(pipelined=True, shared_base=True),
+        "decoder_lane_bf16_mx": lambda: ElementToFixed(pipelined=True, shared_base=True,
                                                        formats=(DTYPE_BF16,) + MX_LANE),
-        "decoder_lane_mx": lambda: ElementToFixed(pipelined=True, formats=MX_LANE),
+        "decoder_lane_mx": lambda: ElementToFixed(pipelined=True, shared_base=True,
+                                                  formats=MX_LANE),
         "encoder": lambda: BeatEncoder(DEEP),
         "ingress": lambda: IngressParser(DEEP, 0),
         "deparser": lambda: ResultDeparser(DEEP),

@@ -604,20 +604,22 @@ def test_encoder_restricted_lanes_are_smaller(tmp_path):
 
 @pytest.mark.skipif(YOSYS is None, reason="yosys not installed")
 def test_decoder_restricted_lanes_are_smaller(tmp_path):
-    """The decoder's lane forms (ElementToFixed as codec.BeatDecoder builds them), measured
-    as `make timing` does: the BF16+MX lane and the MX-only lane, which convert a
-    significand of at most 8 bits, against the lane of every dtype (a 24-bit one).
-    Measured (Yosys 0.23): every dtype 747 LUT4-equivalents and two MULT18X18D (its shift
-    by dist mod 16; 992 to 1,120 with a shifter of LUTs alone), BF16+MX 391, MX only 337,
-    BF16 only 247 and one MULT18X18D each, for their left and right shifts (350, 309 and
-    251 with the right shift in LUTs, 383, 380 and 318 with both; before their own
-    datapath 666, 541 and 546); the bounds leave a margin."""
-    size = {name: lut4_equivalents(ElementToFixed(pipelined=True, formats=f), tmp_path, name)
+    """The decoder's lane forms (ElementToFixed as codec.BeatDecoder builds them, with the
+    exponent base an input), measured as `make timing` does: the BF16+MX lane and the
+    MX-only lane, which convert a significand of at most 8 bits, against the lane of every
+    dtype (a 24-bit one). Measured (Yosys 0.23): every dtype 609 LUT4-equivalents and two
+    MULT18X18D (its shift by dist mod 16), BF16+MX 422, MX only 264, BF16 only 231 and one
+    MULT18X18D each, for their left and right shifts. With the base formed in every lane
+    (before the pass shared it): 747, 391, 337 and 247; with the universal lane's shift in
+    LUTs 992 to 1,120; before the 8-bit lanes had their own datapath 666, 541 and 546. The
+    bounds leave a margin."""
+    size = {name: lut4_equivalents(ElementToFixed(pipelined=True, formats=f, shared_base=True),
+                                   tmp_path, name)
             for name, f in (("any", None), ("bf16_mx", (BF16, MXINT8, MXFP8_E4M3, MXFP8_E5M2)),
                             ("mx", (MXINT8, MXFP8_E4M3, MXFP8_E5M2)), ("bf16", (BF16,)))}
-    assert size["bf16_mx"] < 0.6 * size["any"], size
-    assert size["mx"] < 0.55 * size["any"], size
-    assert size["bf16"] < 0.4 * size["any"], size
+    assert size["bf16_mx"] < 0.78 * size["any"], size
+    assert size["mx"] < 0.5 * size["any"], size
+    assert size["bf16"] < 0.45 * size["any"], size
 
 
 # --------------------------------------------------------------------------

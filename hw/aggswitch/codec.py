@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from .params import (Params, encoder_latency, DTYPE_INT32, DTYPE_FP32, DTYPE_BF16,
                      DTYPE_MXINT8, DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2, MX_BLOCK)
-from .numerics import (ElementToFixed, MxBlockScale, MX_BLOCK_INFO, MX_SCALE_BOUNDS, NORM_KEEP,
+from .numerics import (ElementToFixed, MxBlockScale, lane_base, MX_BLOCK_INFO, MX_SCALE_BOUNDS, NORM_KEEP,
                        bf16_round, block_magnitude, enc_front, enc_normalise, float_exponent,
                        float_round, norm_sticky, norm_top,
                        mx_element_round, mx_element_shift, mx_element_window, mx_scale_bounds,
@@ -65,7 +65,11 @@ class BeatDecoder(wiring.Component):
     `mx` and `bf16` say what `dtype` does (an MX dtype; BF16), from registers of their own
     (PortPass registers them with the dtype): they select each lane's bytes of the beat,
     and decoded from `dtype` they would be a LUT level more in front of the lanes' field
-    registers.
+    registers. `base_any[j]` and `base_small[j]` are the exponent bases of the two lane
+    forms for block part j (:meth:`bases`, from the dtype, the AGG scale and the block
+    scale), registered by the caller too: every lane adds only its element's exponent
+    field (numerics.lane_base), and the offsets' muxes and adders exist once per part, not
+    once per lane. `scale` is then unused by the lanes.
 
     Lanes below `lanes` serve every dtype, those below 2 x lanes BF16 and MX, the others
     MX only: each lane's converter is built for only the formats that can reach it
@@ -85,8 +89,27 @@ class BeatDecoder(wiring.Component):
             "bf16": In(1),
             "block_scale": In(8).array(block_parts(p)[0]),
             "scale": In(signed(8)),
+            "base_any": In(signed(10)).array(block_parts(p)[0]),
+            "base_small": In(signed(10)).array(block_parts(p)[0]),
             "q": Out(signed(32)).array(p.beat_lanes),
         })
+
+    @staticmethod
+    def formats(p: Params):
+        """The dtype codes of a build (no MX below a 256-bit beat, SPEC §10.2)."""
+        return ElementToFixed.ALL_FORMATS if p.mx_ok else \
+            ElementToFixed.ALL_FORMATS - ElementToFixed.MX_FORMATS
+
+    @staticmethod
+    def bases(p: Params, dtype, scale, block_scales):
+        """(base_any, base_small): the values of those inputs for a beat in `dtype` with
+        AGG `scale` (its 8 bits, two's complement, whatever the value's shape) and the
+        block scales of its parts, as lists of values."""
+        scale = Value.cast(scale)[:8].as_signed()
+        fmts = BeatDecoder.formats(p)
+        small = fmts & ({DTYPE_BF16} | ElementToFixed.MX_FORMATS)
+        return ([lane_base(dtype, scale, bs, small=False, formats=fmts) for bs in block_scales],
+                [lane_base(dtype, scale, bs, small=True, formats=small) for bs in block_scales])
 
     def elaborate(self, platform):
         m = Module()
@@ -96,9 +119,7 @@ class BeatDecoder(wiring.Component):
         mx = self.mx if p.mx_ok else Const(0, 1)
         bf16 = self.bf16
         _, per_part = block_parts(p)
-        # the dtypes of this build (no MX below a 256-bit beat, SPEC §10.2)
-        built = ElementToFixed.ALL_FORMATS if p.mx_ok else \
-            ElementToFixed.ALL_FORMATS - ElementToFixed.MX_FORMATS
+        built = self.formats(p)
         for i in range(p.beat_lanes):
             byte = beat.word_select(i, 8)
             if i < L:
@@ -114,11 +135,13 @@ class BeatDecoder(wiring.Component):
                 formats = built & ElementToFixed.MX_FORMATS
             if not formats:
                 continue                 # an MX-only lane in a build without MX: q stays 0
-            conv = ElementToFixed(pipelined=True, formats=formats)
+            conv = ElementToFixed(pipelined=True, formats=formats, shared_base=True)
             assert conv.latency == self.LATENCY
             m.submodules[f"lane{i}"] = conv
+            part = i // per_part
             m.d.comb += [conv.dtype.eq(self.dtype), conv.bits.eq(bits),
-                         conv.block_scale.eq(self.block_scale[i // per_part]), conv.scale.eq(self.scale),
+                         conv.block_scale.eq(self.block_scale[part]), conv.scale.eq(self.scale),
+                         conv.base.eq(self.base_small[part] if conv.small else self.base_any[part]),
                          self.q[i].eq(conv.q)]
         return m
 

@@ -688,6 +688,54 @@ def _fixed_any(m, sig, sign, dist, kmax, nan, inf, prefix, passthrough=None, pow
     return Mux(use_val, val, other).as_signed()
 
 
+# The exponent offset of a lane's k: everything but the element's exponent field, common to
+# every lane of a beat (dtype, AGG scale) or of an MX block (block scale). One lane form
+# wants k = base + field, the other dist = base - field (below), and their significands
+# sit differently, so each form has its base.
+LANE_KMAX = 15      # the universal lane's kmax (`_fixed_any`)
+
+
+def lane_base(dtype, scale, block_scale, small, formats=None):
+    """The base of a lane for `dtype`, AGG `scale` and MX `block_scale` (E8M0):
+
+    - `small` (BF16 and MX lanes, `ElementToFixed._elaborate_small`): k = base + field,
+      k the exponent of the 8-bit significand's bit 0;
+    - otherwise (the universal lane): dist = base - field = kmax - k, k the exponent of
+      the 24-bit significand's bit 0.
+
+    Subnormals (and INT8) take exponent field 1: the offsets count it. The offsets are
+    -(bias + mbits + the zero bits under a significand) for the floats, INT8's such that
+    its field of 1 cancels; MX adds block_scale - 127. `formats`: the dtype codes that
+    matter (the others' bases are unspecified), so a lane that sees one format, or a
+    build without MX, folds the others away. A value, signed(10)."""
+    fmts = ElementToFixed.ALL_FORMATS if formats is None else frozenset(formats)
+
+    def sel(code):
+        if fmts == {code}:
+            return Const(1, 1)
+        return (dtype == code) if code in fmts else Const(0, 1)
+    fp32, bf16, int8, e4m3, e5m2 = (sel(c) for c in (DTYPE_FP32, DTYPE_BF16, DTYPE_MXINT8,
+                                                     DTYPE_MXFP8_E4M3, DTYPE_MXFP8_E5M2))
+    mx = int8 | e4m3 | e5m2
+    f32, fb16, f43, f52 = (FLOAT_FORMATS[n] for n in ("fp32", "bf16", "e4m3", "e5m2"))
+    if small:
+        def off(f):
+            return -(f.bias + f.mbits)
+        offset = Mux(bf16, off(fb16), Mux(e4m3, off(f43) - E8M0_BIAS,
+                                         Mux(e5m2, off(f52) - E8M0_BIAS,
+                                             -MXINT8_FRAC - E8M0_BIAS)))
+        return (offset + scale + Mux(mx, block_scale, 0))[:10].as_signed()
+
+    def off(f, pad):
+        return -(f.bias + f.mbits + pad)
+    offset = Mux(fp32, off(f32, 0),
+                 Mux(bf16, off(fb16, 16),
+                     Mux(e4m3, off(f43, 20) - E8M0_BIAS,
+                         Mux(e5m2, off(f52, 21) - E8M0_BIAS,
+                             -(MXINT8_FRAC + 16 + 1 + E8M0_BIAS)))))
+    return (LANE_KMAX - offset - scale - Mux(mx, block_scale, 0))[:10].as_signed()
+
+
 class ElementToFixed(wiring.Component):
     """One lane of ingress decode for every dtype: element -> q (int32-range fixed point).
 
@@ -725,7 +773,13 @@ class ElementToFixed(wiring.Component):
     before the register, a 9-bit left shift into 32 bits (a multiplication by a power of
     two, for the FPGA's multiplier blocks), a 9-bit rounding right shift;
     no 24-bit shifter and no 32-bit adder), under half of the universal lane. For a
-    dtype outside `formats` the outputs are unspecified."""
+    dtype outside `formats` the outputs are unspecified.
+
+    `shared_base=True`: the lane takes `base` (:func:`lane_base` of its form, from the
+    dtype, scale and block scale) as an input, and `scale` is unused. The beat decoder
+    forms the bases once per beat (per MX block) and registers them, so that a lane's
+    first stage is the field mux and one adder, not three: the offsets' muxes and adders
+    are out of every lane."""
 
     LATENCY = 0     # combinational (pipelined=False): outputs follow inputs in the same cycle
     ALL_FORMATS = frozenset({DTYPE_INT32, DTYPE_FP32, DTYPE_BF16, DTYPE_MXINT8,
@@ -739,23 +793,37 @@ class ElementToFixed(wiring.Component):
             raise ValueError(f"formats must be a non-empty subset of {sorted(cls.ALL_FORMATS)}")
         return formats
 
-    def __new__(cls, pipelined=False, formats=None, *, src_loc_at=0):
+    def __new__(cls, pipelined=False, formats=None, shared_base=False, *, src_loc_at=0):
         # bad formats raise before the Elaboratable exists (no UnusedElaboratable warning)
         cls._formats(formats)
         return super().__new__(cls, src_loc_at=src_loc_at + 1)
 
-    def __init__(self, pipelined=False, formats=None):
+    def __init__(self, pipelined=False, formats=None, shared_base=False):
         self.pipelined = pipelined
         self.latency = int(pipelined)
         self.formats = self._formats(formats)
-        super().__init__({
+        self.shared_base = shared_base
+        members = {
             "dtype": In(3),
             "bits": In(32),
             "block_scale": In(8),
             "scale": In(signed(8)),
             "q": Out(signed(32)),
             "nan": Out(1),
-        })
+        }
+        if shared_base:
+            members["base"] = In(signed(10))
+        super().__init__(members)
+
+    @property
+    def small(self):
+        """The lane form: BF16 and MX only (`_elaborate_small`), or universal."""
+        return self.formats <= self.MX_FORMATS | {DTYPE_BF16}
+
+    def _base(self):
+        if self.shared_base:
+            return self.base
+        return lane_base(self.dtype, self.scale, self.block_scale, self.small, self.formats)
 
     def _elaborate_small(self, m):
         """The lane of a beat's upper elements (`formats` within BF16 and the MX dtypes):
@@ -832,17 +900,11 @@ class ElementToFixed(wiring.Component):
                                     Mux(e4m3, Cat(m_43, normal), Cat(m_52, normal)))))
         sv = Signal(signed(9))
         m.d.comb += sv.eq(Mux(int8, b[:8].as_signed(), Mux(sign, -fsig, fsig)))
-        # k = exponent of the significand's bit 0 + (MX) block exponent + scale; the float
+        # k = exponent of the significand's bit 0 + (MX) block exponent + scale: base (the
+        # offsets, scale and block scale, `lane_base`) + the exponent field; the float
         # formats' subnormals use exponent field 1.
-        def off(f):
-            return -(f.bias + f.mbits)
-
-        offset = Signal(signed(9))
-        m.d.comb += offset.eq(Mux(bf16, off(f16),
-                                  Mux(e4m3, off(f43) - E8M0_BIAS,
-                                      Mux(e5m2, off(f52) - E8M0_BIAS, -MXINT8_FRAC - E8M0_BIAS))))
         base = Signal(signed(10))
-        m.d.comb += base.eq(offset + self.scale + Mux(mx, self.block_scale, 0))
+        m.d.comb += base.eq(self._base())
         k = Signal(signed(10))
         m.d.comb += k.eq(base + Mux(int8, 0, Mux(normal, expf, 1)))
         # For the saturation test after the register, from the fields (not through the
@@ -932,7 +994,7 @@ class ElementToFixed(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.formats <= self.MX_FORMATS | {DTYPE_BF16}:
+        if self.small:
             return self._elaborate_small(m)
         b, d = self.bits, self.dtype
         fp32 = Signal()
@@ -1000,27 +1062,15 @@ class ElementToFixed(wiring.Component):
                                    Mux(e5m2, Cat(Const(0, 5), m_52, normal), mag8)))))),
         ]
         # k = exponent of sig's bit 0 + (MX) block exponent + scale, and the converter
-        # wants dist = kmax - k. Subnormals (and INT8) use exponent field 1: offset =
-        # -(bias + mbits + the zero bits under the significand) for the floats,
-        # -(FRAC + 16 + 1) for INT8 so that its field of 1 cancels; MX adds block_scale -
-        # 127. Everything but the exponent field is common to the lanes of a line (dtype,
-        # scale, block scale): one adder per lane remains.
+        # wants dist = kmax - k = base - the exponent field (`lane_base`: everything but
+        # the field is common to the lanes of a line, so with `shared_base` one adder per
+        # lane remains). Subnormals (and INT8) use exponent field 1.
         # kmax: a non-zero significand has its leading one at bit 16 or above (INT8 1,
         # BF16 / FP8 subnormals), except FP32 subnormals, which only occur with
         # k <= 1 + 127 - 150. So k > 14 saturates every non-zero input.
-        kmax = 15
-
-        def off(f, pad):
-            return -(f.bias + f.mbits + pad)
-
-        offset = Signal(signed(9))
-        m.d.comb += offset.eq(Mux(fp32, off(f32, 0),
-                                  Mux(bf16, off(fb16, 16),
-                                      Mux(e4m3, off(f43, 20) - E8M0_BIAS,
-                                          Mux(e5m2, off(f52, 21) - E8M0_BIAS,
-                                              -(MXINT8_FRAC + 16 + 1 + E8M0_BIAS))))))
+        kmax = LANE_KMAX
         base = Signal(signed(10))                   # kmax - (k - exponent field)
-        m.d.comb += base.eq(kmax - offset - self.scale - Mux(mx, self.block_scale, 0))
+        m.d.comb += base.eq(self._base())
         dist = Signal(signed(10))
         m.d.comb += dist.eq(base - Mux(normal, expf, 1))
         dist_in = dist

@@ -266,18 +266,28 @@ class PortPass(wiring.Component):
         dec_bf16 = Signal(name="dec_bf16", reset_less=True)
         m.d.sync += [dec_mx.eq(is_mx(s0.job.dtype)), dec_bf16.eq(s0.job.dtype == DTYPE_BF16)]
         m.d.comb += [dec.mx.eq(dec_mx), dec.bf16.eq(dec_bf16)]
+        parts, per_part = block_parts(p)
         if p.mx_ok:
-            parts, per_part = block_parts(p)
             if parts > 1:
                 scales = s0.job.scales.word_select(s0.beat, 8 * parts) if p.mx_blocks % parts == 0 \
                     else Cat(s0.job.scales, C(0, 8 * parts)).word_select(s0.beat, 8 * parts)
             else:
                 per_block = (p.block_beats - 1).bit_length()
                 scales = s0.job.scales.word_select(s0.beat >> per_block, 8)
-            block_scales = Signal(8 * parts, name="dec_block_scales", reset_less=True)
-            m.d.sync += block_scales.eq(scales)
-            for j in range(parts):
-                m.d.comb += dec.block_scale[j].eq(block_scales.word_select(j, 8))
+        else:
+            scales = C(0, 8 * parts)
+        block_scales = Signal(8 * parts, name="dec_block_scales", reset_less=True)
+        m.d.sync += block_scales.eq(scales)
+        # and the lanes' exponent bases (BeatDecoder.bases): one adder per part here, not
+        # one per lane
+        base_any, base_small = BeatDecoder.bases(
+            p, s0.job.dtype, s0.job.scale, [scales.word_select(j, 8) for j in range(parts)])
+        for j in range(parts):
+            ba = Signal(signed(10), name=f"dec_base_any{j}", reset_less=True)
+            bs = Signal(signed(10), name=f"dec_base_small{j}", reset_less=True)
+            m.d.sync += [ba.eq(base_any[j]), bs.eq(base_small[j])]
+            m.d.comb += [dec.block_scale[j].eq(block_scales.word_select(j, 8)),
+                         dec.base_any[j].eq(ba), dec.base_small[j].eq(bs)]
 
         # --- S2: contributions, registered in beat order; accumulator read -----------------
         s2 = Signal(_beat_stage(p))
