@@ -196,8 +196,9 @@ class Passes(Elaboratable):
 
 
 # Element codes per dtype: bytes per element, how to encode an integer value, its range.
-# MXINT8 with block scale 127 and scale 6 is the integer byte itself (v = b * 2**-6 * 2**6);
-# BF16 with scale 0 carries small integers exactly.
+# MXINT8 with block scale 135 and scale -2 is the integer byte itself (v = b * 2**-6 *
+# 2**8 * 2**-2: a negative AGG scale, which the job stores as its 8 bits); BF16 with scale
+# 0 carries small integers exactly.
 def _elem_bytes(dtype, v):
     if dtype == DTYPE_INT32:
         return v.to_bytes(4, "big", signed=True)
@@ -264,7 +265,7 @@ def _plan(p, rng, rounds, gap, dtypes, dense_wait=True):
                 payloads[q].append(int.from_bytes(beat, "little"))
             jobs[q].append(dict(t=t, start=start, beats=beats, gslot=gslot, bank=bank,
                                 replace=i == 0, emit=emits, dtype=dtype))
-        # MX block b has scale 127 + b % 2 (below): the odd blocks' elements count twice
+        # MX block b has scale 135 + b % 2 (below): the odd blocks' elements count twice
         # (a block spans two beats at data_width 128, a part of a beat at 512)
         mul = lambda b, j: 1 + (dtype == DTYPE_MXINT8 and (b * per_beat + j) // MX_BLOCK % 2)
         sums = [[mul(b, j) * sum(vals[q][b][j] for q in range(P)) for j in range(per_beat)]
@@ -298,9 +299,10 @@ def _run_passes(p, seed, gap, dtypes=(DTYPE_INT32,), dense_wait=True):
                     ctx.set(ps.job, port_job(p).const({
                         "e": j["t"] // P, "beats": j["beats"],
                         "row_base": (j["gslot"] * 2 + j["bank"]) * bank_rows(p),
-                        "start": j["start"], "dtype": j["dtype"], "scale": 6 if mx else 0,
-                        # MX block scales 127 (2**0) and 128 (2**1) in turn
-                        "scales": int.from_bytes(bytes(127 + b % 2 for b in range(p.mx_blocks)),
+                        "start": j["start"], "dtype": j["dtype"],
+                        "scale": -2 & 0xFF if mx else 0,
+                        # MX block scales 135 (2**8) and 136 (2**9) in turn
+                        "scales": int.from_bytes(bytes(135 + b % 2 for b in range(p.mx_blocks)),
                                                  "little") if mx else 0,
                         "count": j["beats"] * (p.lanes << _SHIFT[j["dtype"]]),
                         "replace": int(j["replace"]),
