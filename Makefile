@@ -170,14 +170,15 @@ $(BENCH_STAMP): $(STAMP)
 
 # --- regression and simulation ---------------------------------------------------
 # Tests marked `regress` (slow duplicates, tests/test_rtl.py) run in `make regress` only.
+# --dist loadgroup: the tests of one Verilator model run on one worker (tests/groups.py).
 test: $(STAMP)
-	$(WITH_VERILATOR) $(PY) -m pytest -n auto -m "not regress" $(PYTEST_ARGS)
+	$(WITH_VERILATOR) $(PY) -m pytest -n auto --dist loadgroup -m "not regress" $(PYTEST_ARGS)
 
 regress: $(STAMP)
 	rc=0; \
 	$(WITH_VERILATOR) $(PY) -m sim.regress --seeds $(SEEDS) --sim $(SIM) \
 	    $(if $(SEED),--seed $(SEED)) $(PARAM_ARGS) || rc=$$?; \
-	$(WITH_VERILATOR) $(PY) -m pytest -n auto -q -m regress || rc=$$?; \
+	$(WITH_VERILATOR) $(PY) -m pytest -n auto --dist loadgroup -q -m regress || rc=$$?; \
 	exit $$rc
 
 sim: $(STAMP)

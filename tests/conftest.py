@@ -13,3 +13,7 @@ from sim.runner import TRACEABLE_ENV
 # An AGGSWITCH_TRACEABLE already set (even empty) is kept.
 SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 os.environ.setdefault(TRACEABLE_ENV, SMALL.name())
+
+# pytest-xdist work groups: the tests of one simulation model on one worker (tests/groups.py)
+from tests.groups import (pytest_collection_modifyitems, pytest_configure_node,  # noqa: E402,F401
+                          pytest_unconfigure, pytest_xdist_make_scheduler)

@@ -15,6 +15,7 @@ import pytest
 from aggswitch import Params
 from sim import bench
 from sim.toolchain import available_simulators
+from tests.groups import model
 
 SIMS = available_simulators()
 DEFAULT = Params()
@@ -26,6 +27,7 @@ def _param_args(p):
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator available")
+@model(DEFAULT)
 def test_bench_small(tmp_path, capsys):
     sim = SIMS[0]
     base = ["--sim", sim, "--stall", "1500", "--seed", "3"] + _param_args(DEFAULT)

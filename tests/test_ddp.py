@@ -33,6 +33,7 @@ from aggswitch import Params
 from sim.runner import REPO
 from sim.serve import running
 from sim.toolchain import available_simulators
+from tests.groups import model
 from sim.train import have_torch
 
 PYTHON = os.environ.get("AGGSWITCH_TORCH_PYTHON", "/usr/bin/python3")
@@ -67,6 +68,7 @@ def run_bounded(cmd, log, timeout: float, **kw):
         return proc.returncode, f.read()
 
 
+@model(PARAMS)
 def test_train_short(tmp_path):
     steps = 6
     p = PARAMS
@@ -104,6 +106,7 @@ def test_train_short(tmp_path):
             f"rank {r}: done\n")
 
 
+@model(PARAMS)
 @pytest.mark.parametrize("dtype,loss", [("fp32", 0.05)])
 def test_ddp_hook_matches_gloo(tmp_path, dtype, loss):
     out = tmp_path / "ranks.json"

@@ -11,6 +11,7 @@ from sim.runner import build_and_run
 from tb.cocotb.harness import CLK_PERIOD_NS
 from tb.model.switch import SwitchModel
 from tb.pcap import INBOUND, OUTBOUND, PcapNgWriter
+from tests.groups import model
 
 SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 
@@ -40,6 +41,7 @@ def test_writer_blocks(tmp_path):
         PcapNgWriter(tmp_path / "u.pcapng").packet(0, 0, b"")
 
 
+@model(SMALL)
 def test_capture_of_an_allreduce():
     """Capture `make sim`'s scenario; the ingress frames of the capture, replayed into the
     golden model in capture order, must produce exactly the captured egress frames of

@@ -24,8 +24,9 @@ simulations over the cores. Starting a simulator (model, embedded Python, import
 2-3 s, against well under a second of simulation for most tests, so the cases of one
 cocotb module that the session selected for one build (simulator and parameter set) run
 in one simulator process, a *batch*, when the first of them is reached; the others take
-their results from it. A worker that reaches a case while another worker is running its
-batch runs the case on its own rather than wait. Each cocotb test starts the clock and
+their results from it. `make test` keeps a build's cases on one pytest-xdist worker
+(tests/groups.py); without that grouping, a worker that reaches a case while another
+worker is running its batch runs the case on its own rather than wait. Each cocotb test starts the clock and
 resets the switch itself, and draws its random numbers from the seed and its own name,
 so a test's transcript does not depend on the tests run before it in the batch. Builds
 are cached per (parameter set, simulator) under sim/build and serialised by a file lock
@@ -44,6 +45,7 @@ import pytest
 from aggswitch import Params
 from sim.runner import RunResult, build_and_run, out_dir_for, read_results
 from sim.toolchain import available_simulators
+from tests.groups import model
 
 TB_DIR = Path(__file__).resolve().parent.parent / "tb" / "cocotb"
 TEST_MODULE = "tb.cocotb.test_switch"
@@ -131,8 +133,10 @@ def regress_only(sim, params, test) -> bool:
             and params == DEFAULT and test not in ICARUS_DEFAULT)
 
 
+# a build's cases on one pytest-xdist worker (tests/groups.py), so that its batches run once
 RUNS = [pytest.param(sim, params, module, test, id=f"{params.name()}-{test}-{sim}",
-                     marks=[pytest.mark.regress] if regress_only(sim, params, test) else [])
+                     marks=([pytest.mark.regress] if regress_only(sim, params, test) else [])
+                     + [model(params, sim)])
         for params, module, test in CASES for sim in SIMS or ["none"]]
 
 
@@ -216,7 +220,8 @@ def test_rtl(request, sim, params, module, test):
 # datapath holds still; before that the others were in `make regress`).
 G2005_QUICK = tuple(t for t in TESTS if t in SMALL_TESTS)
 G2005_CASES = [pytest.param(SMALL, TEST_MODULE, t, id=f"{SMALL.name()}-{t}",
-                            marks=[] if t in G2005_QUICK else [pytest.mark.regress])
+                            marks=([] if t in G2005_QUICK else [pytest.mark.regress])
+                            + [model(SMALL, "icarus-g2005")])
                for t in TESTS if t in SMALL_TESTS]
 
 

@@ -35,13 +35,15 @@ from sim.runner import REPO
 from sim.serve import running
 from sim.toolchain import available_simulators
 from tb.model import frames as F
+from tests.groups import model
 from test_worker import run_workers
 
 PARAMS = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 SIMS = available_simulators()
 
 
-@pytest.mark.parametrize("sim", SIMS)
+@pytest.mark.parametrize("sim", [pytest.param(s, marks=model(PARAMS)) if s == "verilator"
+                                 else s for s in SIMS])
 def test_serve_allreduce_with_loss(tmp_path, sim):
     rng = np.random.default_rng(13)
     # Icarus simulates a few times slower: half the chunks there, and more of them lost so
@@ -74,6 +76,7 @@ def test_serve_allreduce_with_loss(tmp_path, sim):
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator")
+@model(PARAMS)
 def test_serve_cycles_deterministic(tmp_path):
     """The same lossless calls take the same simulated cycles, however the two workers'
     datagrams interleave in wall-clock time (frames enter an idle switch one at a time)."""
@@ -111,6 +114,7 @@ def malformed_datagrams(slot_elems: int) -> list:
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator")
+@model(PARAMS)
 def test_serve_malformed_datagrams(tmp_path):
     """While two workers all-reduce, malformed datagrams reach both ports: from a stranger's
     socket on port 0 and from worker 1's own socket on port 1. Nobody gets anything back
@@ -187,6 +191,7 @@ for i, n in enumerate((200, 200, 20000)):
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator")
+@model(PARAMS)
 def test_serve_worker_vanishes_other_job_runs(tmp_path):
     """Two jobs on both ports (job 0 on slots 0-3, job 1 on slots 4-7). Worker 1 of job 0,
     a separate process, is killed (SIGKILL) in the middle of its third call. Job 1's two

@@ -14,6 +14,7 @@ from sim import allreduce
 from sim.runner import out_dir_for
 from sim.toolchain import available_simulators
 from tb.cocotb.harness import CLK_PERIOD_NS
+from tests.groups import model
 from tests.test_rtl import SMALL
 
 SIMS = available_simulators()
@@ -26,6 +27,7 @@ def _args(p, cycles):
 
 
 @pytest.mark.skipif("verilator" not in SIMS, reason="Verilator not installed")
+@model(SMALL)
 def test_idle_speed_reports(capsys):
     assert allreduce.main(_args(SMALL, 3000)) == 0
     out = capsys.readouterr().out

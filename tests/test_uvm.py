@@ -25,6 +25,7 @@ import pytest
 from aggswitch import Params
 from sim.runner import build_and_run, out_dir_for
 from sim.toolchain import available_simulators
+from tests.groups import model
 
 REPO = Path(__file__).resolve().parent.parent
 MODULE = "tb.uvm.test_uvm"
@@ -49,6 +50,7 @@ def summary(out: Path) -> dict:
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator installed")
+@model(SMALL)
 def test_uvm_determinism():
     runs = [(SIMS[0], 1), (SIMS[0], 2)] + [(sim, 1) for sim in SIMS[1:]]
     base = DET_ROOT / SMALL.name() / f"seed-{DET_SEED}"
@@ -76,6 +78,7 @@ def test_uvm_determinism():
 
 
 @needs_verilator
+@model(Params())
 def test_uvm_default_params():
     res, out = run(Params(), "verilator", "UvmRandomTest", 1, chunks=24)
     assert res.ok, res.summary()
@@ -84,7 +87,8 @@ def test_uvm_default_params():
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator installed")
-@pytest.mark.parametrize("sim", SIMS or ["none"])
+@pytest.mark.parametrize("sim", [pytest.param(s, marks=model(SMALL)) if s == "verilator"
+                                 else s for s in SIMS or ["none"]])
 def test_uvm_max_loss(sim):
     res, out = run(SMALL, sim, "UvmLossTest", 2)
     assert res.ok, res.summary()
@@ -94,6 +98,7 @@ def test_uvm_max_loss(sim):
 
 
 @pytest.mark.skipif(not SIMS, reason="no simulator installed")
+@model(SMALL)
 def test_uvm_watchdog():
     """Without retransmissions, lost frames are never repaired: the run must fail (cocotb
     expects the failure), on the watchdog, naming the chunks that never got a RESULT."""

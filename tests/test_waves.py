@@ -18,6 +18,7 @@ from aggswitch import Params
 from sim import gtkw
 from sim.runner import GTKW_FILE, WAVES_FILE, build_and_run, verilog_text
 from tb.cocotb.harness import CLK_PERIOD_NS
+from tests.groups import model
 
 SMALL = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2)
 
@@ -194,7 +195,8 @@ def rises(w, var) -> list:
     return [t for t, v in changes if v == 1]
 
 
-@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+@pytest.mark.parametrize("sim", [pytest.param("verilator", marks=model(SMALL)),
+                                 "icarus"])
 def test_waves(sim, tmp_path):
     """A short simulation (one round, about 650 cycles) with waves: FST, and a save file
     whose every trace is a signal of the dump, which GTKWave opens with every trace."""

@@ -20,6 +20,7 @@ from scapy.utils import PcapNgReader
 from aggswitch import Params
 from sim.runner import build_and_run
 from tb.model import frames as F
+from tests.groups import model
 
 REPO = Path(__file__).resolve().parent.parent
 DISSECTOR = REPO / "tools" / "wireshark" / "aggswitch.lua"
@@ -174,6 +175,7 @@ def captures():
     return paths
 
 
+@model(DEFAULT)
 def test_dissector_matches_model(captures):
     seen = Counter()
     errors = []
