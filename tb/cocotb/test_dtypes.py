@@ -111,7 +111,8 @@ async def test_every_dtype(dut):
             # the completing frame alone in the switch: latency exact (scoreboard)
             rec = await tb.send_isolated(P - 1, frames[P - 1])
             expect(rec, completed=True, what=f"{name} round {r}")
-            await tb.settle()
+            # every RESULT in; the next round's isolated send waits out the quiet period
+            await tb.settle(quiet=1)
             for port in range(P):
                 check_dtype_result(tb.epoch.egress[port][-1].data, dtype=dtype, count=count,
                                    scale=scale, payloads=payloads,
