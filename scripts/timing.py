@@ -1,15 +1,17 @@
 """Logic-level report of the export (`make timing`): LUT4-equivalents per block and the
 deepest register-to-register path in logic levels, per block and overall.
 
-    yosys (Debian, synth_ecp5 -noflatten)  ->  netlist.json (the hierarchy kept)
+    [--dedupe: scripts/verilog_dedupe.py, one definition for the copies of a module]
+    ->  yosys (Debian, synth_ecp5 -noflatten)  ->  netlist.json (the hierarchy kept)
     ->  this script: flattens the netlist and searches the longest path  ->  table
 
 Outputs under the output directory (default build/timing/):
-    timing.ys       the Yosys script that was run
-    yosys.log       full Yosys log
-    netlist.json    the ECP5 netlist, one module per block (write_json)
-    timing.json     every figure of the table, the deepest path of every block cell by cell
-    timing.md       the same in Markdown
+    export_deduped.v  with --dedupe, what Yosys read: identical modules defined once
+    timing.ys         the Yosys script that was run
+    yosys.log         full Yosys log
+    netlist.json      the ECP5 netlist, one module per block (write_json)
+    timing.json       every figure of the table, the deepest path of every block cell by cell
+    timing.md         the same in Markdown
 
 Only Yosys runs, no placement: it takes minutes where `make synth` takes the better part of
 an hour, and it works for designs that do not fit any ECP5. Logic levels are the figure of
@@ -53,6 +55,7 @@ import time
 from pathlib import Path
 
 from ecp5_map import LUT_SIZES, synth_ecp5
+from verilog_dedupe import WRAPPED, dedupe
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,6 +74,9 @@ CLOCK_PINS = {"CLK", "CLKA", "CLKB", "CLKW", "CLKR", "WCK"}
 # LUT4-equivalents per cell (a CCU2C fills the two LUT4 sites of a half slice).
 LUT4_EQ = {"LUT4": 1, "CCU2C": 2}
 
+# What Yosys reads: the export with the copies of a module defined once.
+DEDUPED = "export_deduped.v"
+
 # Deepest paths listed per block in timing.json (one per end register).
 TOP_PATHS = 8
 
@@ -85,15 +91,22 @@ def yosys_script(rtl, netlist, top, rtl_hash, lut_sizes=LUT_SIZES):
 
 
 def run_yosys(rtl, out, top="aggswitch", yosys="/usr/bin/yosys", quiet=False, reuse=False,
-              lut_sizes=LUT_SIZES):
-    """Synthesise `rtl` with the hierarchy kept; returns (netlist path, seconds, reused)."""
+              lut_sizes=LUT_SIZES, dedupe_copies=False):
+    """Synthesise `rtl` with the hierarchy kept; returns (netlist path, seconds, reused).
+    With `dedupe_copies`, Yosys reads `rtl` with one definition for every set of
+    identical modules (scripts/verilog_dedupe.py, written to DEDUPED in `out`): the
+    netlist has every copy, and Yosys maps each circuit once (README, "Logic levels")."""
     out.mkdir(parents=True, exist_ok=True)
-    netlist, script = out / "netlist.json", out / "timing.ys"
-    rtl_hash = hashlib.sha256(Path(rtl).read_bytes()).hexdigest()
-    text = yosys_script(_rel(rtl), _rel(netlist), top, rtl_hash, lut_sizes)
+    netlist, script, deduped = out / "netlist.json", out / "timing.ys", out / DEDUPED
+    rtl_text = Path(rtl).read_text()
+    rtl_hash = hashlib.sha256(rtl_text.encode()).hexdigest()
+    text = yosys_script(_rel(deduped if dedupe_copies else rtl), _rel(netlist), top, rtl_hash,
+                        lut_sizes)
     if reuse and netlist.exists() and script.exists() and script.read_text() == text:
         return netlist, 0.0, True
     netlist.unlink(missing_ok=True)
+    if dedupe_copies:
+        deduped.write_text(dedupe(rtl_text)[0])
     script.write_text(text)
     t = time.monotonic()
     cmd = [yosys, "-q", "-l", str(out / "yosys.log"), "-s", str(script)]
@@ -173,7 +186,7 @@ class Design:
 
     def _flatten(self, modname, path, portmap):
         mod = self.modules[modname]
-        self.block_module[path] = modname
+        self.block_module.setdefault(path, modname)
         uf = self._uf
         local = dict(portmap)
 
@@ -196,7 +209,8 @@ class Design:
                 continue
             if self._design_module(typ):
                 sub = self.modules[typ]
-                subpath = f"{path}.{cname}" if path else cname
+                # a copy's wrapper (scripts/verilog_dedupe.py): its cells are the copy's
+                subpath = path if cname == WRAPPED else f"{path}.{cname}" if path else cname
                 submap = {}
                 for pname, bits in cell["connections"].items():
                     for sb, pb in zip(sub["ports"][pname]["bits"], bits):
@@ -641,7 +655,9 @@ def table(report):
 
 def markdown(report, meta):
     out = [f"# Logic levels: {meta['rtl']}", "",
-           f"Yosys {meta['yosys_version']} `synth_ecp5 -noflatten`, LUT mapping "
+           f"Yosys {meta['yosys_version']} `synth_ecp5 -noflatten`"
+           + (" on the export with each set of identical modules defined once (--dedupe)"
+              if meta.get("dedupe") else "") + ", LUT mapping "
            f"`abc -lut {meta.get('lut_sizes', LUT_SIZES)}`, {meta['yosys_seconds']:.0f} s; "
            f"path search {meta['analysis_seconds']:.0f} s (scripts/timing.py; how levels are "
            f"counted: README, \"Logic levels\").", "",
@@ -718,6 +734,10 @@ def main(argv=None):
     ap.add_argument("--lut-sizes", default=LUT_SIZES,
                     help=f"LUT sizes of the mapping, `abc -lut` (default {LUT_SIZES}, synth_ecp5's "
                          "own; 4:5: fewer LUTs, more levels; scripts/ecp5_map.py)")
+    ap.add_argument("--dedupe", action="store_true",
+                    help="map each set of identical modules once (scripts/verilog_dedupe.py): "
+                         "minutes instead of hours at the default parameters; a path across "
+                         "modules can come out a level apart (README, \"Logic levels\")")
     ap.add_argument("--budget", type=Path, default=None,
                     help="check the levels against a budget file (tests/timing_budget.txt)")
     args = ap.parse_args(argv)
@@ -739,12 +759,13 @@ def main(argv=None):
     print(f"timing: {rtl_rel} ({rtl.stat().st_size / 1e6:.1f} MB), Yosys {version}, "
           f"outputs in {_rel(args.out)}/", flush=True)
     netlist, ysec, reused = run_yosys(rtl, args.out, args.top, yosys, reuse=args.reuse_netlist,
-                                      lut_sizes=args.lut_sizes)
+                                      lut_sizes=args.lut_sizes, dedupe_copies=args.dedupe)
     print(f"timing: Yosys {'skipped (same RTL)' if reused else f'{ysec:.0f} s'}", flush=True)
     t = time.monotonic()
     report = analyse(netlist, args.top)
     asec = time.monotonic() - t
     meta = {"rtl": rtl_rel, "yosys_version": version, "lut_sizes": args.lut_sizes,
+            "dedupe": args.dedupe,
             "yosys_seconds": round(ysec, 1), "yosys_reused": reused, "analysis_seconds": round(asec, 1),
             "total_seconds": round(time.monotonic() - t0, 1)}
     (args.out / "timing.json").write_text(json.dumps({**meta, **report}, indent=1) + "\n")

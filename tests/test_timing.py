@@ -203,6 +203,28 @@ def test_hierarchy_is_flattened_into_blocks():
     assert sub_row["path"]["through"] == ["(top)", "sub#"]
 
 
+def test_a_copys_wrapper_is_not_a_block():
+    """`make timing --dedupe` (scripts/verilog_dedupe.py): a copy is a wrapper module around
+    one instance, named WRAPPED, of the kept definition; its cells are the copy's block,
+    named as without the wrapper."""
+    n = Net()
+    top = n.module("top", [("clk", "input")])
+    sub = n.module("top.sub0", [("clk", "input"), ("i", "input"), ("o", "output")])
+    lut(n, sub, "l", "z", "i")
+    n.ff(sub, "r", "z", "o")
+    wrap = n.module("top.sub1", [("clk", "input"), ("i", "input"), ("o", "output")])
+    n.cell(wrap, timing.WRAPPED, "top.sub0", clk="clk", i="i", o="o")
+    n.ff(top, "r0", "x", "q0")
+    n.cell(top, "sub0", "top.sub0", clk="clk", i="q0", o="out0")
+    n.cell(top, "sub1", "top.sub1", clk="clk", i="out0", o="out1")
+    rep, lv = levels(n)
+    row = {r["block"]: r for r in rep["blocks"]}
+    assert lv == {"(top)": 0, "sub#": 1}
+    assert row["sub#"]["instances"] == ["sub0", "sub1"] and row["sub#"]["lut4_eq"] == 1
+    assert row["sub#"]["path"]["to"] in ("sub0.o (DI)", "sub1.o (DI)"), row["sub#"]["path"]
+    assert timing.WRAPPED not in json.dumps(rep)
+
+
 def test_own_levels_stay_in_one_top_level_block():
     """`internal_levels` (the report's "own" column): the deepest path that starts and ends
     in the same copy of a top-level block, not counting what arrives from another one."""
