@@ -157,9 +157,7 @@ class ResultBuffer(wiring.Component):
         m.d.sync += use_odd.eq(use_odd ^ self.alloc_en)
         m.d.comb += [self.alloc_entry.eq(Mux(use_odd, cand[1], cand[0])),
                      self.alloc_ok.eq(cand_ok.all())]
-        for e in range(N):
-            with m.If(self.alloc_en & (use_odd == e % 2) & cand_oh[e % 2][e // 2]):
-                m.d.sync += [pending[e].eq(self.alloc_dest), written[e].eq(0)]
+        # (taking the entry: at the end of elaborate)
 
         # --- writers ------------------------------------------------------------------
         rbits = (R - 1).bit_length()
@@ -285,6 +283,15 @@ class ResultBuffer(wiring.Component):
                 with m.If(q_en):
                     m.d.sync += line.eq(Mux(q_first, 0, line) | here)
                 m.d.comb += self.done_scales[d].eq((Mux(q_first, 0, line) | here)[:8 * p.mx_blocks])
+
+        # --- taking the allocated entry -------------------------------------------------
+        # Last, so that it takes priority: alloc_en, the end of COMMIT's decision, is then
+        # the select of the last mux into `pending` and `written`, and the readers' and
+        # writers' updates of the entry come before it. They never coincide with it: the
+        # entry was free (no destination reading it, its writing long finished).
+        for e in range(N):
+            with m.If(self.alloc_en & (use_odd == e % 2) & cand_oh[e % 2][e // 2]):
+                m.d.sync += [pending[e].eq(self.alloc_dest), written[e].eq(0)]
         return m
 
 
