@@ -74,7 +74,7 @@ CLOCK_PINS = {"CLK", "CLKA", "CLKB", "CLKW", "CLKR", "WCK"}
 # LUT4-equivalents per cell (a CCU2C fills the two LUT4 sites of a half slice).
 LUT4_EQ = {"LUT4": 1, "CCU2C": 2}
 
-# What Yosys reads: the export with the copies of a module defined once.
+# With --dedupe, what Yosys reads: the export with the copies of a module defined once.
 DEDUPED = "export_deduped.v"
 
 # Deepest paths listed per block in timing.json (one per end register).
@@ -736,8 +736,9 @@ def main(argv=None):
                          "own; 4:5: fewer LUTs, more levels; scripts/ecp5_map.py)")
     ap.add_argument("--dedupe", action="store_true",
                     help="map each set of identical modules once (scripts/verilog_dedupe.py): "
-                         "minutes instead of hours at the default parameters; a path across "
-                         "modules can come out a level apart (README, \"Logic levels\")")
+                         "about 9 minutes instead of 30 or more at the default parameters; a "
+                         "path across modules can come out a level apart (README, \"Logic "
+                         "levels\")")
     ap.add_argument("--budget", type=Path, default=None,
                     help="check the levels against a budget file (tests/timing_budget.txt)")
     args = ap.parse_args(argv)
