@@ -68,6 +68,10 @@ DEFAULT_SEED = 1
 # function's size: the default model's C++ compiles in about 95 CPU-seconds instead of 127,
 # and simulates as fast.
 #
+# -fno-table: Verilator's table optimisation (combinational logic turned into lookup
+# tables) takes about 8 of the 51 CPU-seconds of verilating the default export and made
+# no difference to the model's speed here (`make sim`, idle and with traffic).
+#
 # VPI visibility: cocotb's runner passes --public-flat-rw, which makes every internal signal
 # of the export public and leaves Verilator almost nothing to optimise (the default model
 # built in about 150 s and simulated a few thousand cycles/s). --no-public-flat-rw, placed
@@ -93,6 +97,7 @@ VERILATOR_BUILD_ARGS = [
     "--no-public-flat-rw",
     "-Wall",
     "--output-split-cfuncs", "2000",
+    "-fno-table",
 ]
 
 # Icarus: "icarus" compiles with cocotb's own flags (-g2012, SystemVerilog), as a user's
