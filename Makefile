@@ -126,7 +126,8 @@ help:
 	@echo "                   round bookkeeping, bounded response; a table of results with depth and time"
 	@echo "                   in build/formal/; FORMAL_ARGS=--mutants runs the deliberate bugs (each must"
 	@echo "                   fail), --only SET,.. --list"
-	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults), or with any of"
+	@echo "  make verilog   export the top level: rtl/aggswitch.v (defaults, and the regression's"
+	@echo "                   parameter sets in rtl/regression/ when stale), or with any of"
 	@echo "                   PORTS= DATA_WIDTH= SLOTS= SLOT_ELEMS= JOBS= given:"
 	@echo "                   rtl/aggswitch_p{ports}_w{dw}_s{slots}_e{elems}_j{jobs}.v"
 	@echo "  make docs      regenerate docs/registers.md, docs/aggswitch_regs.json, docs/aggswitch_regs.h,"
@@ -230,6 +231,7 @@ verilog: $(STAMP)
 	@out=$(RTL_PATH); \
 	echo "$(strip $(PY) -m aggswitch.export $(PARAM_ARGS)) -o $$out"; \
 	$(PY) -m aggswitch.export $(PARAM_ARGS) -o "$$out"
+	$(if $(PARAM_ARGS),,$(PY) scripts/regression_exports.py)
 
 lint: verilog
 	@out=$(RTL_PATH); \

@@ -49,6 +49,20 @@ REPO = Path(__file__).resolve().parent.parent
 SIM_DIR = REPO / "sim"
 BUILD_ROOT = SIM_DIR / "build"
 COMMITTED_RTL = REPO / "rtl" / "aggswitch.v"
+# The exports of the regression's other parameter sets, committed like rtl/aggswitch.v:
+# exporting them (Amaranth's elaboration, then Yosys) takes 8-22 CPU-seconds each, about
+# 60 of a fresh clone's `make test` in all. `make verilog` refreshes them
+# (scripts/regression_exports.py); tests/test_export.py checks in `make test` that each is
+# current and in `make regress` that exporting again gives it byte for byte. A stale or
+# missing file is not used: the set is exported as for any other (verilog_text).
+REGRESSION_RTL = REPO / "rtl" / "regression"
+# tests/test_rtl.py's SMALL, MX_SMALL and MX128, tests/test_lint.py's SMALL
+REGRESSION_SETS = (
+    dict(ports=2, data_width=128, slots=8, slot_elems=32, jobs=2),
+    dict(ports=3, data_width=256, slots=8, slot_elems=64, jobs=2),
+    dict(ports=3, data_width=128, slots=8, slot_elems=128, jobs=2),
+    dict(ports=2, data_width=128, slots=4, slot_elems=32, jobs=1),
+)
 OUT_ROOT = SIM_DIR / "out"
 
 TOPLEVEL = "aggswitch"
@@ -185,6 +199,23 @@ def _sources_key(params) -> str:
     return sources_key(params)
 
 
+def committed_export(params) -> Path:
+    """Where the repository keeps the export of `params`: rtl/aggswitch.v for the default
+    parameters, rtl/regression/aggswitch_<name>.v for the REGRESSION_SETS (for any other
+    set, a path that does not exist)."""
+    _ensure_paths()
+    from aggswitch import Params
+    if params == Params():
+        return COMMITTED_RTL
+    return REGRESSION_RTL / f"aggswitch_{params.name()}.v"
+
+
+def regression_sets() -> list:
+    _ensure_paths()
+    from aggswitch import Params
+    return [Params(**kw) for kw in REGRESSION_SETS]
+
+
 def verilog_text(params) -> str:
     """The exported Verilog for `params` (aggswitch.export.generate). Elaboration takes
     seconds, so the text is memoised per process and on disk, keyed by a hash of the
@@ -196,8 +227,9 @@ def verilog_text(params) -> str:
     # The committed export, when its first line says it comes from today's sources for
     # these parameters (tests/test_export.py checks that line, and `make regress` that
     # exporting again gives the file byte for byte).
-    if is_current(COMMITTED_RTL, params):
-        _verilog_cache[params] = COMMITTED_RTL.read_text()
+    committed = committed_export(params)
+    if is_current(committed, params):
+        _verilog_cache[params] = committed.read_text()
         return _verilog_cache[params]
     cache = BUILD_ROOT / params.name() / f"export-{_sources_key(params)}.v"
     # One process exports, the others (pytest-xdist workers) wait for its file: the default

@@ -56,6 +56,27 @@ def test_sources_key_follows_the_hardware(tmp_path, monkeypatch):
     assert export.sources_key(Params()) != base
 
 
+def test_regression_exports_are_current():
+    """rtl/regression/ holds a current export of each of the regression's other parameter
+    sets (sim/runner.py REGRESSION_SETS): the simulation runner uses those files instead of
+    exporting the sets again (about 60 CPU-seconds of a fresh clone's `make test`)."""
+    from aggswitch.export import is_current
+    from sim.runner import REPO as RUNNER_REPO, committed_export, regression_sets
+    stale = [str(committed_export(p).relative_to(RUNNER_REPO)) for p in regression_sets()
+             if not is_current(committed_export(p), p)]
+    assert not stale, (f"missing or out of date with hw/: {', '.join(stale)}: run `make "
+                       "verilog` (scripts/regression_exports.py) and commit the result")
+
+
+def test_regression_sets_are_the_tests_sets():
+    """REGRESSION_SETS is the list of parameter sets whose exports `make test` needs besides
+    the default: those of tests/test_rtl.py (in `make test`) and tests/test_lint.py."""
+    from sim.runner import regression_sets
+    from tests import test_lint, test_rtl
+    used = {test_rtl.SMALL, test_rtl.MX_SMALL, test_rtl.MX128, test_lint.SMALL}
+    assert set(regression_sets()) == used
+
+
 # In `make regress`: exporting the defaults again takes minutes. `make test` checks the
 # stamp above, and the reproducibility of the export on the small set below.
 @pytest.mark.regress
@@ -308,3 +329,14 @@ endmodule
     # the carry of a + b lands in x[8]: the slice's width, not the sum's own
     assert any(int(line.split()[0], 16) & 0x100 for line in outputs[0].splitlines())
     assert outputs[1] == outputs[0] and outputs[2] == outputs[0]
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("index", range(4))
+def test_regression_export_regenerates(index):
+    from aggswitch.export import generate
+    from sim.runner import committed_export, regression_sets
+    params = regression_sets()[index]
+    path = committed_export(params)
+    assert path.read_bytes() == generate(params).encode(), (
+        f"{path.name} differs from a fresh export: run `make verilog` and commit the result")
