@@ -43,6 +43,7 @@ tests ran.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import random
@@ -238,13 +239,24 @@ def raw_writer(handle):
     _schedule_write with the same GPI call and value string), without the setter's type
     dispatch, range check and length query on every call. Values must be in range."""
     try:
-        from cocotb.handle import LogicObject, _GPISetAction, _schedule_write
+        from cocotb.handle import LogicObject, _GPISetAction, _schedule_write, _trust_inertial
         gpi = handle._handle
         set_bin, set_int = gpi.set_signal_val_binstr, gpi.set_signal_val_int
         dep = _GPISetAction.DEPOSIT
         n = len(handle)
     except (ImportError, AttributeError):  # another cocotb: the public setter
         return lambda v: setattr(handle, "value", v)
+    if _trust_inertial:
+        # COCOTB_TRUST_INERTIAL_WRITES (cocotb's runner sets it for Verilator):
+        # _schedule_write calls the GPI at once; so does this, without the detour
+        d = dep.value
+        if isinstance(handle, LogicObject):
+            bits = ("0", "1")
+            return lambda v: set_bin(d, bits[v])
+        if n <= 32:
+            return functools.partial(set_int, d)
+        fmt = f"0{n}b"
+        return lambda v: set_bin(d, format(v, fmt))
     if isinstance(handle, LogicObject):
         bits = ("0", "1")
         return lambda v: _schedule_write(handle, set_bin, dep, bits[v])
@@ -500,19 +512,21 @@ class IngressDriver:
     edge it steps every running source that is busy, in the cycle where the source's own
     loop would have run: a source that went idle is stepped again from the first edge
     after a send set its active_event (the base awaits active_event, then the next edge).
-    It sleeps while every source is idle."""
+    It sleeps while every source is idle. With `external`, it has no coroutine: its owner
+    calls `step` at every rising edge (TB's monitor does, first thing at each edge)."""
 
-    def __init__(self, clock):
+    def __init__(self, clock, external: bool = False):
         self.clock = clock
         self.sources = []
         self.wake = Event()
         self._task = None
+        self.external = external   # stepped by its owner at every rising edge (step)
 
     def attach(self, src):
         if src not in self.sources:
             self.sources.append(src)
         src._busy = True
-        if self._task is None:
+        if self._task is None and not self.external:
             self._task = cocotb.start_soon(self._run())
         self.wake.set()
 
@@ -520,20 +534,26 @@ class IngressDriver:
         edge = RisingEdge(self.clock)
         while True:
             await edge
-            now = get_sim_time()
-            busy = False
-            for src in self.sources:
-                if src._run_cr is None or src._st is None:
-                    continue              # in reset (killed) or not restarted yet
-                if not src._busy:
-                    ev = src.active_event
-                    if not (ev.is_set() and ev.woke_at < now):
-                        continue
-                src._busy = src._step(now)
-                busy = busy or src._busy
-            if not busy and not any(s.active_event.is_set() for s in self.sources):
+            if not self.step(get_sim_time()):
                 self.wake.clear()
                 await self.wake.wait()
+
+    def step(self, now) -> bool:
+        """One rising edge at simulation time `now`: step every running source that is busy.
+        False when every source is idle and none has been woken. The driver's own coroutine
+        calls it; a testbench that already wakes at every edge (TB's monitor) calls it
+        itself instead (`external`), which saves a coroutine wake-up per cycle."""
+        busy = False
+        for src in self.sources:
+            if src._run_cr is None or src._st is None:
+                continue              # in reset (killed) or not restarted yet
+            if not src._busy:
+                ev = src.active_event
+                if not (ev.is_set() and ev.woke_at < now):
+                    continue
+            src._busy = src._step(now)
+            busy = busy or src._busy
+        return busy or any(s.active_event.is_set() for s in self.sources)
 
 
 class EgressSink(AxiStreamSink):
@@ -541,9 +561,18 @@ class EgressSink(AxiStreamSink):
     Frames are captured by TB's monitor, which reads each beat once rather than once per
     byte lane; this sink keeps no queue."""
 
+    # What this sink last drove on tready ("0"/"1", as raw_reader returns it; None before
+    # its first write). Only the sink drives tready, so at a clock edge the bus carries
+    # what it wrote before that edge: the monitor takes it from here instead of reading
+    # the bus back. The sink writes after the monitor's step at the same edge (it is woken
+    # by its pause generator's edge coroutine), as it did when the monitor read the bus.
+    driven = None
+
     async def _run(self):
         while True:
-            self.bus.tready.value = 0 if self.pause else 1
+            v = 0 if self.pause else 1
+            self.bus.tready.value = v
+            self.driven = "01"[v]
             self.wake_event.clear()
             await self.wake_event.wait()
 
@@ -644,7 +673,7 @@ class TB:
         for p in range(P):
             for d in ("s", "m"):
                 logging.getLogger(f"cocotb.{dut._name}.{d}{p}_axis").setLevel(logging.WARNING)
-        self.ingress_driver = IngressDriver(dut.clk)
+        self.ingress_driver = IngressDriver(dut.clk, external=True)
         self.sources = [IngressSource(AxiStreamBus.from_prefix(dut, f"s{p}_axis"), dut.clk,
                                       driver=self.ingress_driver)
                         for p in range(P)]
@@ -940,6 +969,7 @@ class TB:
     async def _monitor(self):
         # One coroutine for every port; a raw read is the simulator's bit string
         # (raw_reader): "1" and "0", anything else is X/Z. Each cycle costs:
+        # - the ingress sources' step (IngressDriver.step: the beats they drive next);
         # - one raw read of rst;
         # - ingress: no read of what the harness drives itself. tvalid and the beat come
         #   from the port's IngressSource (bus_at: what it drove for this cycle); tready is
@@ -947,7 +977,8 @@ class TB:
         #   On the tlast handshake of every frame the bus is read back once and must carry
         #   exactly the beat the source drove (_check_ingress_bus). A port whose source is
         #   not running (before its first edge) is read from the bus (_ingress_from_bus);
-        # - egress: tvalid; tready when tvalid is high; tdata/tkeep/tlast on a handshake
+        # - egress: tvalid; tready (what the port's EgressSink drove, not read back) when
+        #   tvalid is high; tdata/tkeep/tlast on a handshake
         #   and, for the stability check, while a beat is stalled (there the raw bit
         #   strings are compared, nothing is converted).
         dut, P, B = self.dut, self.ports, self.beat_bytes
@@ -960,14 +991,17 @@ class TB:
         mk = [rd(getattr(dut, f"m{p}_axis_tkeep")) for p in range(P)]
         ml = [rd(getattr(dut, f"m{p}_axis_tlast")) for p in range(P)]
         ports = range(P)
-        sources = self.sources
+        sources, sinks = self.sources, self.sinks
         in_beats, in_first, in_stalls = self._in_beats, self._in_first, self._in_stalls
         eg_beats, eg_first, eg_pending, eg_stalls = (self._eg_beats, self._eg_first,
                                                      self._eg_pending, self._eg_stalls)
         not_bit = self._not_bit
+        drive = self.ingress_driver.step
 
         while True:
             await edge
+            now = get_sim_time()
+            drive(now)                    # the ingress sources' edge (IngressDriver.step)
             cyc = self.cycle
             r = rst()
             if r != "0":
@@ -989,7 +1023,6 @@ class TB:
             self.in_reset = False
             if cyc is None:
                 continue
-            now = get_sim_time()
 
             for p in ports:
                 # ---- ingress
@@ -1031,7 +1064,9 @@ class TB:
                 pend = eg_pending[p]
                 if eg_first[p] is None:
                     eg_first[p] = cyc
-                r = mr[p]()
+                r = sinks[p].driven
+                if r is None:
+                    r = mr[p]()
                 if r == "1":
                     raw = (md[p](), mk[p](), ml[p]())
                     if pend is not None and check_stable and pend != raw:
