@@ -61,9 +61,9 @@ _PCH_UNSET = re.compile(r"^CFG_CXXFLAGS_PCH_I =[ \t]*$", re.M)
 PCH_FLAG = "CFG_CXXFLAGS_PCH_I = -include"
 
 # Its per-cycle code is compiled with -Os: cocotb's flows make every signal public
-# (--public-flat-rw), which makes the default export's model 224 MB of C++, and -Os built
-# that in 23 minutes (2,200 CPU-seconds) on two cores. -O1 is what sim/runner.py uses too
-# (same simulation speed, about a third of the compile time, its comment says more).
+# (--public-flat-rw), which makes the default export's model 224 MB of C++: -Os built that
+# in 23 minutes (2,200 CPU-seconds) on two cores, -O1 in 7.4 (756). -O1 is what
+# sim/runner.py uses too (the same simulation speed; its comment says more).
 _OPT_FAST_OS = re.compile(r"^OPT_FAST = -Os[ \t]*$", re.M)
 OPT_FAST_FLAG = "OPT_FAST = -O1"
 
