@@ -68,7 +68,7 @@ def test_lint_clean(params, tmp_path):
     export alone, as a user's flow reads it."""
     text = verilog_text(params)
     # the waivers right after the stamp line, then the timescale
-    head = text.split("\n")[1:len(LINT_WAIVED) + 2]
+    head = text.split("\n")[1:1 + len(LINT_WAIVED) + TIMESCALE.count("\n")]
     assert "\n".join(head) + "\n" == lint_waivers() + TIMESCALE, head
     rtl = tmp_path / "switch.v"
     rtl.write_text(text)
@@ -112,6 +112,29 @@ def test_export_waivers_are_what_makes_it_clean(wall, tmp_path):
         rtl.write_text(header + TRIPS_WAIVED)
         res = lint.lint(rtl, waivers=None, embedded=False)
         assert not res.ok and any("WIDTHEXPAND" in d for d in res.diagnostics), res.output
+
+
+def test_export_header_leaves_a_users_untimed_file_alone(tmp_path):
+    """The export's timescale is not for Verilator: a user's file without one, listed
+    before the export, would otherwise stop Verilator (TIMESCALEMOD, a default warning on
+    the user's file, which the export's waivers do not reach)."""
+    exe, env = lint.find_verilator()
+    (tmp_path / "user.v").write_text("module user_top(input wire clk);\nendmodule\n")
+    (tmp_path / "export.v").write_text("// stamp\n" + lint_waivers() + TIMESCALE
+                                       + TRIPS_WAIVED)
+
+    def run(header_timescale):
+        if header_timescale:
+            text = (tmp_path / "export.v").read_text().replace(TIMESCALE, "`timescale 1ns / 1ps\n")
+            (tmp_path / "timed.v").write_text(text)
+        name = "timed.v" if header_timescale else "export.v"
+        return subprocess.run([exe, "--lint-only", "--top-module", "aggswitch",
+                               str(tmp_path / "user.v"), str(tmp_path / name)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    res = run(False)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run(True)          # a plain timescale would stop it
+    assert res.returncode != 0 and "TIMESCALEMOD" in res.stderr, res.stderr[-2000:]
 
 
 # A module with one -Wall-only (style) warning that rtl/lint_waivers.vlt does not waive: an

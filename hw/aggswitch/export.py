@@ -239,8 +239,11 @@ def lint_waivers() -> str:
 # precision): written into the file, as most Verilog IP does, so that a simulator run
 # without a timescale option (cocotb's runner for Icarus without `timescale`, whose default
 # would be 1 s) still resolves a clock period in nanoseconds. The design is synchronous;
-# nothing in it depends on the unit.
-TIMESCALE = "`timescale 1ns / 1ps\n"
+# nothing in it depends on the unit. Not for Verilator: its default precision (1 ps)
+# serves, and a timescale in this file would make Verilator stop on a user's untimed file
+# listed before it (TIMESCALEMOD, a fatal warning on that file, which this file's waivers
+# do not reach).
+TIMESCALE = "`ifndef VERILATOR\n`timescale 1ns / 1ps\n`endif\n"
 
 
 def sources_key(params: Params = Params()) -> str:
