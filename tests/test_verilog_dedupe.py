@@ -1,11 +1,14 @@
-"""scripts/verilog_dedupe.py: identical module definitions kept once (`make timing`).
+"""hw/aggswitch/dedupe.py: identical module definitions kept once, in the export (shared
+form) and in `make timing --dedupe` (wrapper form, scripts/verilog_dedupe.py).
 
 Hand-written Verilog in write_verilog's form: copies that differ only in generated names
 are one definition after it, the instantiations of a dropped copy name the kept one with
 the connections mapped port by port, and Yosys proves the result equivalent to the input
 (flattened, `equiv_make`, `equiv_simple`, `equiv_induct`, `equiv_status -assert`); a copy
-that computes something else is kept. The real exports go through it in every `make
-timing` and in tests/test_timing.py."""
+that computes something else is kept. Every export is written in the shared form
+(aggswitch.export.generate), and every simulation test runs it; `make timing` and
+tests/test_timing.py also put Amaranth's own Verilog of single blocks through the wrapper
+form."""
 
 import shutil
 import subprocess
@@ -150,5 +153,77 @@ def test_result_is_equivalent(tmp_path):
     res = equivalent(tmp_path, design(), out)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     # and the check can fail: the other leaf's copy computes a - b
+    res = equivalent(tmp_path, design(op1="-"), out)
+    assert res.returncode != 0
+
+
+def test_shared_copies_are_left_out():
+    """The export's form: a parent instantiates the kept definition directly, under its
+    own instance name, its connections renamed to the kept definition's ports; the copy's
+    definition is gone, and a parent that became identical to another is a copy too."""
+    out, copies = dedupe(design(), shared=True)
+    assert copies == {"\\top.p1.add": "\\top.p0.add", "\\top.p1": "\\top.p0"}
+    _, modules, _ = parse(out)
+    assert [m.name for m in modules] == ["\\top.p0.add", "\\top.p0", "\\top.sub", "top"]
+    # the kept parent and the leaf are as they were; the top names the kept parent twice
+    assert modules[0].text() == LEAF.format(i=0, n=11, m=3, op="+")
+    assert modules[1].text() == PARENT.format(i=0, n=11)
+    top = modules[-1].text()
+    assert "\\top.p0  p0 (" in top and "\\top.p0  p1 (" in top and "\\top.p1 " not in top
+    assert WRAPPED not in out
+    # a copy's instance keeps its instance name and its connections, port for port
+    assert "  \\top.p0  p1 (\n    .clk(clk),\n    .x(b),\n    .y(a),\n    .z(q1)\n  );\n" in top
+
+
+# A top that instantiates both leaves itself, the copy's port in another order of
+# connection than its declaration.
+FLAT_TOP = "module top(a, b, clk, q0, q1);\n" + "".join(
+    f"  {d} {w}{n};\n  wire {w}{n};\n" for d, w, n in
+    (("input", "[7:0] ", "a"), ("input", "[7:0] ", "b"), ("input", "", "clk"),
+     ("output", "[7:0] ", "q0"), ("output", "[7:0] ", "q1"))) + """  \\top.p0.add  a0 (
+    .\\port$11$0 (b),
+    .a(a),
+    .clk(clk),
+    .q(q0)
+  );
+  \\top.p1.add  a1 (
+    .a(q0),
+    .clk(clk),
+    .\\port$42$0 (a),
+    .q(q1)
+  );
+endmodule
+"""
+
+
+def flat_design(op1="+"):
+    return (LEAF.format(i=0, n=11, m=3, op="+") + LEAF.format(i=1, n=42, m=7, op=op1)
+            + FLAT_TOP)
+
+
+def test_shared_connections_are_renamed(tmp_path):
+    """A parent that is no copy keeps its text but for the copy's instance: that names the
+    kept definition and connects its port names (`\\port$11$0`, not `\\port$42$0`)."""
+    out, copies = dedupe(flat_design(), shared=True)
+    assert copies == {"\\top.p1.add": "\\top.p0.add"}
+    assert "$42" not in out
+    assert ("  \\top.p0.add  a1 (\n    .a(q0),\n    .clk(clk),\n    .\\port$11$0 (a),\n"
+            "    .q(q1)\n  );\n") in out
+    if YOSYS:
+        res = equivalent(tmp_path, flat_design(), out)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+
+
+def test_shared_copy_that_computes_something_else_stays():
+    out, dropped = dedupe(design(op1="-"), shared=True)
+    assert dropped == {} and out == design(op1="-")
+
+
+@pytest.mark.skipif(YOSYS is None, reason="Debian's yosys not installed")
+def test_shared_result_is_equivalent(tmp_path):
+    out, dropped = dedupe(design(), shared=True)
+    assert dropped
+    res = equivalent(tmp_path, design(), out)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
     res = equivalent(tmp_path, design(op1="-"), out)
     assert res.returncode != 0

@@ -30,6 +30,13 @@ back into pieces less well: its model was 25 % slower per cycle with it). The tw
 drive the same bits with the same values; the regression simulates the concatenation in
 Icarus and the slices in Verilator, and Yosys (`make synth`, `make timing`) reads the
 concatenation.
+
+Amaranth elaborates every instance of a block as a module of its own: the default design
+has 318 modules, 256 of them decoder lanes of three kinds. The export defines each distinct
+circuit once (`dedupe.dedupe`, shared form): the instances of a copy instantiate the first
+definition, under their own instance names, so every hierarchical path is as Amaranth
+named it. That makes the default export 5 MB instead of 12, and a Verilator model of it
+about 30 % cheaper to build (README, "Verilog export").
 """
 
 import argparse
@@ -42,6 +49,7 @@ from amaranth.back import rtlil
 from amaranth.hdl import _ast, _ir
 from amaranth.lib import wiring
 
+from .dedupe import dedupe
 from .params import Params
 
 # The Yosys script after `read_rtlil`:
@@ -285,7 +293,7 @@ def generate(params: Params = Params()) -> str:
     # `write_verilog` cannot translate; after a full `proc` there are none): any becomes a
     # Python warning.
     stamp = f"// aggswitch export {params.name()} sources {sources_key(params)}\n"
-    body = one_driver_per_net(_yosys().run(["-q", "-"], script))
+    body = one_driver_per_net(dedupe(_yosys().run(["-q", "-"], script), shared=True)[0])
     return stamp + lint_waivers() + TIMESCALE + body
 
 
