@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aggswitch.params import Params
+from sim.runner import regression_sets
 from sim.toolchain import verilator_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,8 +68,15 @@ def test_sim_target_compiles(tmp_path):
         "no Icarus model built"
 
 
-def test_generator_parameter_set(tmp_path):
-    p = SMALL
+# The generator copies an export the repository keeps and is current (SMALL's), and
+# exports any other set (Amaranth's elaboration, about 15 CPU-seconds at OTHER: in `make
+# regress`; tests/test_export.py runs the same export in `make test`).
+OTHER = Params(ports=2, data_width=128, slots=8, slot_elems=32, jobs=1)
+
+
+@pytest.mark.parametrize("p", [SMALL, pytest.param(OTHER, marks=pytest.mark.regress)],
+                         ids=lambda p: p.name())
+def test_generator_parameter_set(p, tmp_path):
     (tmp_path / "cores").mkdir()
     (tmp_path / "cores" / "user.core").write_text(f"""CAPI=2:
 name: user:demo:switch:0
@@ -92,3 +100,5 @@ targets:
     made = list((tmp_path / "build").rglob(f"src/*/aggswitch_{p.name()}.v"))
     from sim.runner import verilog_text   # aggswitch.export.generate(p), cached
     assert made and made[0].read_text() == verilog_text(p)
+    kept = p in regression_sets()
+    assert ("is current: copied" in out) == kept and ("exporting" in out) != kept, out[-3000:]
