@@ -305,13 +305,16 @@ def test_build_stamp_covers_verilator_config(tmp_path, monkeypatch):
 
 def test_threaded_model_is_a_build_of_its_own(monkeypatch):
     """`make sim` and `make bench` run a Verilator model evaluated on two threads
-    (--threads, compiled -O2); `make test` runs one-thread models. The two never share a
-    build directory or a stamp, a threaded model needs a second CPU (it is never built
-    with more threads than the process may use), and Icarus has no threads."""
+    (--threads, every module inlined, compiled -O2); `make test` runs one-thread models.
+    The two never share a build directory or a stamp, a threaded model needs a second CPU
+    (it is never built with more threads than the process may use), and Icarus has no
+    threads."""
     import sim.runner as runner
     monkeypatch.setattr(runner.os, "sched_getaffinity", lambda pid: {0, 1})
     one, two = (runner._build_args("verilator", False, t) for t in (1, 2))
     assert "--threads" not in one and two[two.index("--threads") + 1] == "2"
+    # the threaded model inlines every module; the one-thread model keeps Verilator's default
+    assert two[two.index("--inline-mult") + 1] == "0" and "--inline-mult" not in one
     assert runner.build_dir_for(SMALL, "verilator", threads=2).name == "verilator-t2"
     assert runner.build_dir_for(SMALL, "verilator", True, 2).name == "verilator-t2-waves"
     assert runner.build_dir_for(SMALL, "verilator") == runner.build_dir_for(SMALL, "verilator", threads=1)
