@@ -735,10 +735,10 @@ def main(argv=None):
                     help=f"LUT sizes of the mapping, `abc -lut` (default {LUT_SIZES}, synth_ecp5's "
                          "own; 4:5: fewer LUTs, more levels; scripts/ecp5_map.py)")
     ap.add_argument("--dedupe", action="store_true",
-                    help="map each set of identical modules once (scripts/verilog_dedupe.py): "
-                         "about 9 minutes instead of 30 or more at the default parameters; a "
-                         "path across modules can come out a level apart (README, \"Logic "
-                         "levels\")")
+                    help="map each set of identical modules once (scripts/verilog_dedupe.py), "
+                         "for Verilog with a module per instance (the export already defines "
+                         "each circuit once); a path across modules can come out a level apart "
+                         "(README, \"Logic levels\")")
     ap.add_argument("--budget", type=Path, default=None,
                     help="check the levels against a budget file (tests/timing_budget.txt)")
     args = ap.parse_args(argv)
