@@ -555,12 +555,16 @@ def analyse(netlist, top="aggswitch"):
         lut = sum(c.get(t, 0) * w for t, w in LUT4_EQ.items())
         lv = a.worst.get(blk)
         r = a.ram_worst.get(blk)
-        row = rows.setdefault(key, {"block": key, "instances": [], "lut4_eq": 0, "lut4": 0,
+        row = rows.setdefault(key, {"block": key, "instances": [], "lut4_eq": 0,
+                                    "lut4_eq_total": 0, "lut4": 0,
                                     "ccu2c": 0, "ff": 0, "ebr": 0, "lutram": 0,
                                     "levels": None, "path": None, "internal_levels": None,
                                     "internal_path": None, "ram_levels": None,
                                     "ram_path": None})
         row["instances"].append(blk or "(top)")
+        # copies of one block can be different circuits (the decoder lanes of three kinds,
+        # one row): the row has the largest copy's figures and the sum of its LUTs
+        row["lut4_eq_total"] += lut
         for field, value in (("lut4_eq", lut), ("lut4", c.get("LUT4", 0)),
                              ("ccu2c", c.get("CCU2C", 0)), ("ff", c.get("TRELLIS_FF", 0)),
                              ("ebr", sum(c.get(t, 0) for t in RAM_TYPES)),
@@ -663,14 +667,17 @@ def markdown(report, meta):
            f"counted: README, \"Logic levels\").", "",
            "levels: deepest path to a register of the block; own: of those, the deepest that "
            "starts in the same top-level block; from RAM: deepest path from a block-RAM "
-           "output of the block (0: registered).", "",
-           "| block | copies | LUT4-eq (each) | FF | EBR | LUTRAM | levels | own | from RAM | deepest path |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+           "output of the block (0: registered). Copies of a block can differ: LUT4-eq total "
+           "is theirs together, the other figures are the largest copy's.", "",
+           "| block | copies | LUT4-eq total | LUT4-eq (largest) | FF | EBR | LUTRAM | levels "
+           "| own | from RAM | deepest path |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     blank = lambda v: "" if v is None else v       # noqa: E731
     for r in report["blocks"]:
         p = r["path"]
         path = f"`{p['from']}` → `{p['to']}`" if p else ""
-        out.append(f"| `{r['block']}` | {len(r['instances'])} | {r['lut4_eq']} | {r['ff']} | "
+        out.append(f"| `{r['block']}` | {len(r['instances'])} | {r['lut4_eq_total']} | "
+                   f"{r['lut4_eq']} | {r['ff']} | "
                    f"{r['ebr']} | {r['lutram']} | {blank(r['levels'])} | "
                    f"{blank(r['internal_levels'])} | {blank(r['ram_levels'])} | {path} |")
     out += ["", "| top-level block | copies | LUT4-eq total | each | FF | EBR | LUTRAM | levels |",

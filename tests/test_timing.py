@@ -203,6 +203,31 @@ def test_hierarchy_is_flattened_into_blocks():
     assert sub_row["path"]["through"] == ["(top)", "sub#"]
 
 
+def test_copies_that_differ_are_one_row_with_their_total():
+    """Copies of one block can be different circuits (the decoder lanes come in three
+    kinds): the row has the largest copy's LUTs and, in `lut4_eq_total`, all of them
+    together, as the markdown table shows."""
+    n = Net()
+    top = n.module("top", [("clk", "input")])
+    small = n.module("top.sub0", [("clk", "input"), ("i", "input"), ("o", "output")])
+    lut(n, small, "l", "z", "i")
+    n.ff(small, "r", "z", "o")
+    big = n.module("top.sub1", [("clk", "input"), ("i", "input"), ("o", "output")])
+    lut(n, big, "l1", "z1", "i")
+    lut(n, big, "l2", "z2", "z1")
+    lut(n, big, "l3", "z3", "z2")
+    n.ff(big, "r", "z3", "o")
+    n.ff(top, "r0", "x", "q0")
+    n.cell(top, "sub0", "top.sub0", clk="clk", i="q0", o="out0")
+    n.cell(top, "sub1", "top.sub1", clk="clk", i="q0", o="out1")
+    rep, _ = levels(n)
+    row = {r["block"]: r for r in rep["blocks"]}["sub#"]
+    assert row["instances"] == ["sub0", "sub1"]
+    assert row["lut4_eq"] == 3 and row["lut4_eq_total"] == 4
+    meta = {"rtl": "x.v", "yosys_version": "0", "yosys_seconds": 0, "analysis_seconds": 0}
+    assert "| `sub#` | 2 | 4 | 3 | " in timing.markdown(rep, meta)
+
+
 def test_a_copys_wrapper_is_not_a_block():
     """`make timing --dedupe` (scripts/verilog_dedupe.py): a copy is a wrapper module around
     one instance, named WRAPPED, of the kept definition; its cells are the copy's block,
