@@ -17,6 +17,11 @@ Outputs under the output directory (default build/synth/):
     report.json         nextpnr timing and utilisation report of the routed design
     adder/              the bare registered 40-bit adder (below): its Verilog, wrapper,
                         Yosys and nextpnr logs and report.json
+    heatmap/<router>/   router2's congestion heatmaps (--router2-heatmap) of each router2
+                        attempt, the first and the last iteration kept
+    congestion.md       overused wires by block, from the last router2 attempt's heatmaps
+                        (scripts/congestion.py): where a build that does not route is
+                        congested, and where one that routes had to negotiate
     summary.json        the figures of the table below, machine readable
     summary.md          the same table in Markdown
 
@@ -86,6 +91,7 @@ import time
 from pathlib import Path
 
 from ecp5_map import LUT_SIZES, synth_ecp5
+import congestion
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -308,6 +314,7 @@ def top_ports(rtl_text, top):
 
 
 HARNESS = "aggswitch_synth_harness"
+HARNESS_CORE = "core"                  # the design's instance name in the wrapper
 
 
 def harness_verilog(ports, top, clock, reset):
@@ -338,7 +345,7 @@ def harness_verilog(ports, top, clock, reset):
             f"    out_sr <= load ? outs : {{out_sr[{no - 2}:0], 1'b0}};\n"
             f"  end\n"
             f"  assign sout = out_sr[{no - 1}];\n"
-            f"  {top} core (\n" + ",\n".join(conns) + "\n  );\nendmodule\n")
+            f"  {top} {HARNESS_CORE} (\n" + ",\n".join(conns) + "\n  );\nendmodule\n")
 
 
 ADDER_TOP = "bare_adder"
@@ -578,6 +585,9 @@ def run_nextpnr(args, out, clock, summary):
         summary["critical_path_estimate"] = crit
 
     # --- route: each attempt starts from the same placement ---
+    heat_root = out / congestion.HEATMAP_DIR
+    if heat_root.exists():
+        shutil.rmtree(heat_root)
     t = time.monotonic()
     deadline = t + args.route_timeout * 60 if args.route_timeout > 0 else None
     attempts = []
@@ -587,11 +597,20 @@ def run_nextpnr(args, out, clock, summary):
         engine, extra = ROUTERS[router]
         set_pnr_settings(placed, route_in, router=engine, timing_driven=args.route_tmdriv)
         mon = NextpnrMonitor(args.stall_iters if engine == "router2" else None)
+        heat = []
+        if engine == "router2":
+            # where the overused wires are, per iteration (scripts/congestion.py)
+            hdir = heat_root / router
+            hdir.mkdir(parents=True)
+            heat = ["--router2-heatmap", f"{hdir.relative_to(out).as_posix()}/{router}"]
         cmd = common + ["--json", route_in.name, "--no-pack", "--no-place",
-                        "--router", engine, *extra, "--seed", str(args.seed),
+                        "--router", engine, *extra, *heat, "--seed", str(args.seed),
                         "--report", report.name, "--log", "route.log"]
         rc, stopped, tail = run_streamed(cmd, "nextpnr", mon, clock, cwd=out, stop=mon.stop,
                                          deadline=deadline)
+        if heat:
+            congestion.prune(hdir)
+            summary["heatmap"] = hdir.relative_to(out).as_posix()
         if rc == 0 and stopped is None and report.exists():
             summary.update(router=router, seed=args.seed, routed=True,
                            route_timing_driven=args.route_tmdriv)
@@ -631,6 +650,38 @@ def run_nextpnr(args, out, clock, summary):
     else:
         summary["fmax_mhz"] = fmax
     return 0, None
+
+
+def congestion_report(out, netlist, summary):
+    """Writes congestion.md from the last router2 attempt's heatmaps and puts the
+    top-level blocks' shares into the summary. Returns the file's name, or None."""
+    hdir = summary.get("heatmap")
+    if not hdir:
+        return None
+    rep = congestion.report(out / hdir, netlist, HARNESS_CORE)
+    if rep is None:
+        return None
+    path = out / "congestion.md"
+    path.write_text(f"# Routing congestion by block ({hdir})\n\n" + congestion.markdown(rep))
+    # A routed design has no overuse left in its last iteration: show the first then.
+    shown = rep["last"] if rep["last"]["total"] else rep["first"]
+    tops = collections.Counter()
+    for block, (_, over) in shown["rows"].items():
+        tops[congestion.top_level(block)] += over
+    summary["congestion"] = {"first_iteration": rep["first"]["iteration"],
+                             "first_overuse": rep["first"]["total"],
+                             "last_iteration": rep["last"]["iteration"],
+                             "last_overuse": rep["last"]["total"],
+                             "iteration": shown["iteration"], "overuse": shown["total"],
+                             "by_top_block": dict(tops.most_common())}
+    return f"{path.name}, iteration {shown['iteration']}"
+
+
+def congestion_lines(summary):
+    c = summary["congestion"]
+    total = c["overuse"] or 1
+    return "\n".join(f"  {block:24} {over:8} {100.0 * over / total:5.1f} %"
+                     for block, over in c["by_top_block"].items())
 
 
 def main(argv=None):
@@ -761,6 +812,7 @@ def main(argv=None):
             return status
         if fmax_ratio(summary) is not None:
             summary["fmax_ratio"] = fmax_ratio(summary)
+        cong = congestion_report(out, netlist, summary)
 
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "summary.md").write_text(markdown(summary))
@@ -768,6 +820,9 @@ def main(argv=None):
     print(f"ECP5 {summary['part']} {args.package}, in the 5-pin synthesis wrapper "
           f"({rtl_rel}, {clock.stamp().strip('[]')} total)")
     print(table(summary), flush=True)
+    if not args.no_pnr and cong:
+        print(f"\ncongestion by top-level block (router2, {cong}):")
+        print(congestion_lines(summary), flush=True)
     if failure:
         print(failure, file=sys.stderr)
     return status
