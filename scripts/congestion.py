@@ -162,9 +162,10 @@ def markdown(rep, top=TOP_ROWS):
     lut4 = rep.get("lut4", {})
     all_lut4 = sum(lut4.values())
 
-    def density(over, total, luts):
+    def density(over, total, luts, block):
         # the block's share of the overuse over its share of the logic: 1.0 is average
-        if not (total and luts and all_lut4):
+        # (not for the nets between blocks, the wrapper's or the constants')
+        if block.startswith("(") or not (total and luts and all_lut4):
             return ""
         return f"{(over / total) / (luts / all_lut4):.2f}"
 
@@ -191,7 +192,7 @@ def markdown(rep, top=TOP_ROWS):
         ln, lo = last["rows"].get(b, (0, 0))
         lines.append(f"| `{b}` | {lut4.get(b, 0)} | {fn} | {fo} | {share(fo, first['total'])} "
                      f"| {ln} | {lo} | {share(lo, last['total'])} "
-                     f"| {density(lo, last['total'], lut4.get(b, 0))} |")
+                     f"| {density(lo, last['total'], lut4.get(b, 0), b)} |")
     if len(names) > top:
         lines.append(f"| ({len(names) - top} more blocks) | | | | | | | | |")
     lines.append(f"| **all** | {all_lut4} | | {first['total']} | | | {last['total']} | | |")
@@ -207,7 +208,7 @@ def markdown(rep, top=TOP_ROWS):
               "|---|---:|---:|---:|---:|---:|---:|"]
     for b, (fo, lo) in sorted(tops.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0])):
         lines.append(f"| `{b}` | {top_lut4.get(b, 0)} | {fo} | {share(fo, first['total'])} "
-                     f"| {lo} | {share(lo, last['total'])} | {density(lo, last['total'], top_lut4.get(b, 0))} |")
+                     f"| {lo} | {share(lo, last['total'])} | {density(lo, last['total'], top_lut4.get(b, 0), b)} |")
     return "\n".join(lines) + "\n"
 
 
