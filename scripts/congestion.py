@@ -159,6 +159,8 @@ def markdown(rep, top=TOP_ROWS):
     """Two tables: the blocks with the most overuse (first and last iteration), and the
     top-level blocks."""
     first, last = rep["first"], rep["last"]
+    # density of the last iteration, or of the first when nothing is left overused (routed)
+    dens = last if last["total"] else first
     lut4 = rep.get("lut4", {})
     all_lut4 = sum(lut4.values())
 
@@ -179,9 +181,9 @@ def markdown(rep, top=TOP_ROWS):
         f"counts k times): router2 iteration {first['iteration']} (the first, where the "
         f"demand is) and {last['iteration']} (the last kept).",
         "",
-        "`LUT4-eq`: the block's logic in the netlist; `density`: its share of the last "
-        "iteration's overuse over its share of the logic (above 1: more congested than the "
-        "average block).",
+        f"`LUT4-eq`: the block's logic in the netlist; `density`: its share of iteration "
+        f"{dens['iteration']}'s overuse over its share of the logic (above 1: more congested "
+        f"than the average block).",
         "",
         f"| block | LUT4-eq | nets, it. {first['iteration']} | overuse, it. {first['iteration']} | share "
         f"| nets, it. {last['iteration']} | overuse, it. {last['iteration']} | share | density |",
@@ -192,7 +194,7 @@ def markdown(rep, top=TOP_ROWS):
         ln, lo = last["rows"].get(b, (0, 0))
         lines.append(f"| `{b}` | {lut4.get(b, 0)} | {fn} | {fo} | {share(fo, first['total'])} "
                      f"| {ln} | {lo} | {share(lo, last['total'])} "
-                     f"| {density(lo, last['total'], lut4.get(b, 0), b)} |")
+                     f"| {density(dens['rows'].get(b, (0, 0))[1], dens['total'], lut4.get(b, 0), b)} |")
     if len(names) > top:
         lines.append(f"| ({len(names) - top} more blocks) | | | | | | | | |")
     lines.append(f"| **all** | {all_lut4} | | {first['total']} | | | {last['total']} | | |")
@@ -207,8 +209,10 @@ def markdown(rep, top=TOP_ROWS):
                   f"| overuse, it. {last['iteration']} | share | density |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for b, (fo, lo) in sorted(tops.items(), key=lambda kv: (-kv[1][1], -kv[1][0], kv[0])):
+        do = lo if dens is last else fo
         lines.append(f"| `{b}` | {top_lut4.get(b, 0)} | {fo} | {share(fo, first['total'])} "
-                     f"| {lo} | {share(lo, last['total'])} | {density(lo, last['total'], top_lut4.get(b, 0), b)} |")
+                     f"| {lo} | {share(lo, last['total'])} "
+                     f"| {density(do, dens['total'], top_lut4.get(b, 0), b)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -237,7 +241,14 @@ def main(argv=None):
     ap.add_argument("--top", type=int, default=TOP_ROWS, help="blocks listed")
     args = ap.parse_args(argv)
     d = Path(args.dir)
-    hm = d / HEATMAP_DIR if (d / HEATMAP_DIR).is_dir() else d
+    hm = d
+    summary = d / "summary.json"
+    if summary.exists() and json.loads(summary.read_text()).get("heatmap"):
+        hm = d / json.loads(summary.read_text())["heatmap"]     # make synth's last router2 attempt
+    elif (d / HEATMAP_DIR).is_dir():
+        subdirs = sorted((p for p in (d / HEATMAP_DIR).iterdir() if p.is_dir()),
+                         key=lambda p: p.stat().st_mtime)
+        hm = subdirs[-1] if subdirs else d / HEATMAP_DIR
     netlist = Path(args.netlist) if args.netlist else d / "aggswitch.json"
     rep = report(hm, netlist, args.core)
     if rep is None:

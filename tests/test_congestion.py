@@ -97,6 +97,21 @@ def test_first_and_last_iteration_by_block(tmp_path):
     assert "| **all** | 5 | | 18 | | | 5 | | |" in md
 
 
+def test_a_routed_build_shows_its_density_from_the_first_iteration(tmp_path):
+    nl = netlist(tmp_path)
+    hm = tmp_path / "heatmap" / "router2"
+    write_heatmap(hm, 1, [("core.engine.pass0.s3.job.replace_LUT4_B_Z", 6),
+                          ("core.engine.pass1.decoder.lane12.dist_r[0]", 2)])
+    write_heatmap(hm, 7, [("core.engine.pass0.s3.job.replace_LUT4_B_Z", 0)])
+    (tmp_path / "summary.json").write_text(json.dumps({"heatmap": "heatmap/router2"}))
+    md = congestion.markdown(congestion.report(hm, nl))
+    assert "share of iteration 1's overuse" in md
+    # pass#: 75 % of the overuse from 1 of 5 LUT4-equivalents
+    assert "| `engine.pass#` | 1 | 1 | 6 | 75.0 % | 0 | 0 | 0 % | 3.75 |" in md
+    # the command line finds the heatmaps through make synth's summary
+    assert congestion.main([str(tmp_path)]) == 0
+
+
 def test_no_heatmap_is_no_report(tmp_path):
     assert congestion.report(tmp_path, netlist(tmp_path)) is None
     assert congestion.main([str(tmp_path)]) == 1
