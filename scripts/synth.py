@@ -215,8 +215,9 @@ class NextpnrMonitor:
     """Picks nextpnr's progress lines for the console and watches router2 for a stall: its
     negotiated-congestion loop can spin without end on the last overused wire or two."""
 
-    def __init__(self, stall_iters=None):
+    def __init__(self, stall_iters=None, heatmaps=None):
         self.stall_iters = stall_iters
+        self.heatmaps = heatmaps  # router2's heatmap directory: pruned as iterations go
         self.best = None        # fewest overused wires so far, and the iteration it was seen
         self.best_iter = 0
         self.iters = 0
@@ -260,6 +261,8 @@ class NextpnrMonitor:
         if m:  # router2 progress: one line per rip-up iteration
             it, over = int(m.group(1)), int(m.group(2))
             self.iters, self.overused = it, over
+            if self.heatmaps is not None:
+                congestion.prune(self.heatmaps)   # a few MB an iteration: keep first and last
             # Progress is a new low of overused wires. Zero overused wires that still do not
             # bind (archfail) loop as well, so a run of them counts as a stall too.
             if self.best is None or over < self.best:
@@ -596,13 +599,13 @@ def run_nextpnr(args, out, clock, summary):
             break
         engine, extra = ROUTERS[router]
         set_pnr_settings(placed, route_in, router=engine, timing_driven=args.route_tmdriv)
-        mon = NextpnrMonitor(args.stall_iters if engine == "router2" else None)
-        heat = []
+        heat, hdir = [], None
         if engine == "router2":
             # where the overused wires are, per iteration (scripts/congestion.py)
             hdir = heat_root / router
             hdir.mkdir(parents=True)
             heat = ["--router2-heatmap", f"{hdir.relative_to(out).as_posix()}/{router}"]
+        mon = NextpnrMonitor(args.stall_iters if engine == "router2" else None, hdir)
         cmd = common + ["--json", route_in.name, "--no-pack", "--no-place",
                         "--router", engine, *extra, *heat, "--seed", str(args.seed),
                         "--report", report.name, "--log", "route.log"]
